@@ -1,0 +1,95 @@
+"""Named registries of factories: ``register``, ``create``, ``get``, ``list``.
+
+A registry maps a name to a callable that builds an ``nn.Module`` (a class or a function).
+Wherever a registry name is accepted, a user's own ``nn.Module`` instance is accepted too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Iterator
+
+from torch import nn
+
+from .errors import ConfigError, UnknownNameError
+
+
+def close_matches(name: str, known: list[str], n: int = 3) -> list[str]:
+    """The known names closest to ``name`` (case-insensitive), best first."""
+    lowered = {k.lower(): k for k in known}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    return [lowered[h] for h in hits]
+
+
+def suggestion(name: str, known: list[str]) -> str:
+    hits = close_matches(name, known)
+    if hits:
+        return "did you mean " + " or ".join(repr(h) for h in hits) + "?"
+    return "known names: " + ", ".join(sorted(known))
+
+
+class Registry:
+    """A mapping from names to factories, with helpful errors for unknown names."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str, factory: Callable[..., Any] | None = None, *, overwrite: bool = False):
+        """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is None."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{self.kind} registry: a name must be a non-empty string, got {name!r}")
+
+        def _add(obj: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._entries and not overwrite and self._entries[name] is not obj:
+                raise ConfigError(
+                    f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it"
+                )
+            self._entries[name] = obj
+            return obj
+
+        return _add if factory is None else _add(factory)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}: {suggestion(name, list(self._entries))}"
+            ) from None
+
+    def create(self, name_or_module: str | nn.Module, /, **kwargs: Any) -> Any:
+        """Build the entry called ``name_or_module``; an ``nn.Module`` instance is returned as is."""
+        if isinstance(name_or_module, nn.Module):
+            return name_or_module
+        if not isinstance(name_or_module, str):
+            raise ConfigError(
+                f"{self.kind}: expected a registered name or an nn.Module, got {type(name_or_module).__name__}"
+            )
+        factory = self.get(name_or_module)
+        try:
+            return factory(**kwargs)
+        except TypeError as exc:  # wrong keyword: say which entry and which keys
+            raise ConfigError(f"{self.kind} {name_or_module!r}: {exc}") from exc
+
+    def list(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.list()})"
+
+
+ENCODERS = Registry("encoder")
+FUSIONS = Registry("fusion operator")
+HEADS = Registry("head")
+LATE_COMBINERS = Registry("late combiner")
+INTERACTIONS = Registry("interaction block")
