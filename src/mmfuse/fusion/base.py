@@ -1,0 +1,103 @@
+"""The feature-level fusion contract, and the mask handling every operator shares.
+
+A fusion operator is built with ``input_dims: Mapping[str, int]`` (one embedding width per
+modality), exposes ``output_dim`` and computes ``forward(embeddings, mask) -> Tensor[B, output_dim]``.
+
+Mask semantics (defined once, here): an absent modality must not leak its placeholder values
+into the result. Each operator uses the neutral element of its reduction: masked sum/mean/max,
+renormalised gates, 1 for products, the constant-1 slot for TFN/LMF.
+
+Shape legend: B batch, D_m width of modality m, D output width, N number of modalities.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, MissingModalityError, ShapeError
+
+
+def check_input_dims(input_dims: Mapping[str, int], op: str, min_modalities: int = 1) -> dict[str, int]:
+    """Validate ``input_dims`` and return it as a dict in sorted key order."""
+    if not isinstance(input_dims, Mapping) or len(input_dims) < min_modalities:
+        raise ConfigError(
+            f"fusion {op!r}: input_dims must map at least {min_modalities} modality name(s) to widths, got {input_dims!r}"
+        )
+    out = {}
+    for m in sorted(input_dims):
+        d = input_dims[m]
+        if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+            raise ConfigError(f"fusion {op!r}: input_dims[{m!r}] must be a positive int, got {d!r}")
+        out[m] = d
+    return out
+
+
+class FusionOp(nn.Module):
+    """Base class: stores sorted ``input_dims`` and validates inputs.
+
+    Subclasses set ``self.output_dim`` in ``__init__`` and implement ``fuse(xs, present)`` where
+    ``xs`` is a list of Tensor[B, D_m] in sorted modality order and ``present`` a BoolTensor[B, N].
+    Operators that can use token sequences set ``accepts_sequences = True`` and receive
+    Tensor[B, T_m, D_m] plus ``token_mask`` (BoolTensor[B, T_m]) where a modality is a sequence.
+    """
+
+    accepts_sequences: bool = False
+    min_modalities: int = 1
+
+    def __init__(self, input_dims: Mapping[str, int]):
+        super().__init__()
+        self.input_dims = check_input_dims(input_dims, type(self).__name__, self.min_modalities)
+        self.modalities = list(self.input_dims)
+        self.output_dim: int = 0
+
+    def extra_repr(self) -> str:
+        return f"input_dims={self.input_dims}, output_dim={self.output_dim}"
+
+    def _check(self, embeddings: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None) -> tuple[list[Tensor], Tensor]:
+        missing = [m for m in self.modalities if m not in embeddings]
+        if missing:
+            raise MissingModalityError(
+                f"{type(self).__name__}: embeddings lack modality {missing[0]!r}; it was built for {self.modalities}. "
+                "Pass every modality (zeros with mask False when absent)"
+            )
+        xs = [embeddings[m] for m in self.modalities]
+        B = xs[0].shape[0]
+        for m, x in zip(self.modalities, xs):
+            if x.shape[0] != B:
+                raise ShapeError(f"{type(self).__name__}: modality {m!r} has batch size {x.shape[0]}, expected {B}")
+            want = self.input_dims[m]
+            if x.shape[-1] != want or (x.dim() != 2 and not self.accepts_sequences) or x.dim() not in (2, 3):
+                raise ShapeError(
+                    f"{type(self).__name__}: modality {m!r} embedding has shape {tuple(x.shape)}, expected (B, {want})"
+                    + (" or (B, T, {want})".format(want=want) if self.accepts_sequences else "")
+                    + "; check the encoder's output_dim and the fusion's input_dims"
+                )
+        if mask is None:
+            present = torch.ones(B, len(xs), dtype=torch.bool, device=xs[0].device)
+        else:
+            cols = []
+            for m in self.modalities:
+                v = mask.get(m)
+                if v is None:
+                    v = torch.ones(B, dtype=torch.bool, device=xs[0].device)
+                if v.shape != (B,):
+                    raise ShapeError(f"{type(self).__name__}: mask[{m!r}] has shape {tuple(v.shape)}, expected ({B},)")
+                cols.append(v.to(torch.bool))
+            present = torch.stack(cols, dim=1)
+        return xs, present
+
+    def forward(self, embeddings: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None, **kwargs) -> Tensor:
+        xs, present = self._check(embeddings, mask)
+        return self.fuse(xs, present, **kwargs)
+
+    def fuse(self, xs: list[Tensor], present: Tensor, **kwargs) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def masked(x: Tensor, present_col: Tensor, fill: float = 0.0) -> Tensor:
+    """Rows of ``x`` (Tensor[B, *]) where ``present_col`` (BoolTensor[B]) is False replaced by ``fill``."""
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return torch.where(present_col.view(shape), x, torch.full((), fill, dtype=x.dtype, device=x.device))
