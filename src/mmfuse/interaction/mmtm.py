@@ -1,0 +1,277 @@
+"""MMTM: the Multimodal Transfer Module (Joze, Shaban, Iuzzolino, Koishida, CVPR 2020).
+
+MMTM is a squeeze-and-excitation block shared by k >= 2 CNN streams. It recalibrates each stream's
+channels with a gate computed from *all* streams, and returns features of the same shapes, so it
+can be dropped between the stages of unimodal networks.
+
+Shape legend: B batch, C_i channels of stream i, ``*`` any number of spatial/temporal dims
+(none for a plain vector ``(B, C_i)``), C_Z the joint width. Features are channel-first.
+
+Equations, for streams ``A_1 .. A_k`` with ``A_i: Tensor[B, C_i, *]``::
+
+    s_i = mean of A_i over every dim but batch and channel          # squeeze  [B, C_i]
+    Z   = act(W [s_1; ...; s_k] + b)                                 # joint    [B, C_Z]
+    E_i = W_i Z + b_i                                                # excite   [B, C_i]
+    out_i = gate_scale * sigmoid(E_i) (broadcast over *) * A_i       # gate
+
+Presets (the paper and the released code disagree; see ``shared/specs/01-mmtm.md`` and
+``specs/08-seed-vs-reference.md`` items 1-3):
+
+=========  ============  ===================  =====  ==================================================
+preset     gate_scale    C_Z                  ReLU   source
+=========  ============  ===================  =====  ==================================================
+"paper"    2 (gate 0-2)  int(sum C_i / 4)     on     paper eq. 3-5 (2*sigma gate, C_Z = (C+C')/4)
+"code"     1 (gate 0-1)  int(sum C_i / 2)     on     reference code: sigmoid gate,
+                                                     C_Z = int(2*(C+C')/ratio) with ratio=4
+=========  ============  ===================  =====  ==================================================
+
+ReLU is on in *both* presets. The paper's eq. 3 (as transcribed) shows no activation, but the
+reference code applies ReLU after the joint FC, and the released numbers come from that code.
+Without an activation the joint and excitation FCs collapse into one low-rank linear map. Pass
+``relu=False`` to get the literal eq. 3. Any explicit ``gate_scale``, ``reduction``
+(``C_Z = int(sum C_i / reduction)``, at least 1), ``joint_dim`` (the C_Z itself, which wins over
+``reduction``) or ``relu`` overrides the preset.
+
+``init="default"`` keeps PyTorch's ``nn.Linear`` init, as the reference code does (its
+``init_weights`` hook only prints). Every gate then starts near ``gate_scale * 0.5``.
+``init="identity"`` zeroes the excitation weights and biases: E_i is 0 and every gate equals
+``gate_scale / 2``. That is exactly 1 with the paper's 2*sigma gate, so the block starts as the
+identity and can be inserted between pretrained unimodal networks.
+
+More than two streams (**inferred**): the official code only has the 2-stream module. This class
+concatenates all k squeezes, uses one shared joint FC and k independent excitation FCs (held in an
+``nn.ModuleDict`` keyed by stream name). This is the natural generalisation of the paper's
+description.
+
+Absent streams (``mask[m][b]`` False). An absent stream's placeholder features (whatever its
+encoder made of the zero input) must not steer the other streams. Its squeeze is replaced by a
+substitute before the joint FC:
+
+* ``absent="zero"`` (default): zeros. Then ``W_i s_i = 0`` and the absent stream adds nothing to
+  Z, which depends only on the present streams and the bias. There is no rescaling. The streams
+  enter Z through different weight blocks ``W_j``, so no single factor could make up for the
+  missing term. A rescale would also turn a half-missing batch into one that looks like an
+  out-of-distribution full one.
+* ``absent="learned"``: a learned per-stream token (``nn.Parameter[C_i]``, initialised to zeros, so
+  it starts out equal to ``"zero"``). Train it with modality dropout so that Z learns what "stream
+  i missing" means. It adds sum C_i parameters.
+
+An absent stream's own output is its input, unchanged (its gate is forced to exactly 1). The
+present streams are still gated as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, MissingModalityError, ShapeError
+from ..registry import INTERACTIONS
+
+PRESETS: dict[str, dict[str, float | bool]] = {
+    "paper": {"gate_scale": 2.0, "reduction": 4.0, "relu": True},
+    "code": {"gate_scale": 1.0, "reduction": 2.0, "relu": True},
+}
+INITS = ("default", "identity")
+ABSENT_MODES = ("zero", "learned")
+
+
+def squeeze(x: Tensor) -> Tensor:
+    """Mean over every dim except batch and channel: Tensor[B, C, *] -> Tensor[B, C]."""
+    if x.dim() == 2:
+        return x
+    return x.mean(dim=tuple(range(2, x.dim())))
+
+
+def _positive_number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+        raise ConfigError(f"MMTM: {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class MMTM(nn.Module):
+    """Multimodal Transfer Module for k >= 2 channel-first streams of any rank >= 2.
+
+    Args:
+        channels: stream name -> number of channels ``C_i`` (dim 1 of that stream's features).
+        preset: ``"paper"`` (2*sigma gate, C_Z = sum C / 4) or ``"code"`` (sigma gate, C_Z = sum C / 2).
+            The table in the module docstring gives the details.
+        gate_scale: the factor in front of the sigmoid. It overrides the preset.
+        reduction: ``C_Z = max(1, int(sum C_i / reduction))``. It overrides the preset.
+        joint_dim: C_Z given directly. It overrides ``reduction``.
+        relu: apply ReLU to the joint representation Z. It overrides the preset (on in both).
+        init: ``"default"`` (PyTorch's Linear init) or ``"identity"`` (the excitation FCs are zeroed).
+        absent: the squeeze substitute for absent streams: ``"zero"`` or ``"learned"``.
+
+    ``forward(features, mask=None)`` takes and returns ``dict[name, Tensor[B, C_i, *]]`` with the same
+    keys and shapes. ``mask[name]`` is a ``BoolTensor[B]``, True where the stream is present.
+    """
+
+    def __init__(
+        self,
+        channels: Mapping[str, int],
+        preset: str = "paper",
+        gate_scale: float | None = None,
+        reduction: float | None = None,
+        joint_dim: int | None = None,
+        relu: bool | None = None,
+        init: str = "default",
+        absent: str = "zero",
+    ):
+        super().__init__()
+        if not isinstance(channels, Mapping) or len(channels) < 2:
+            raise ConfigError(
+                f"MMTM: channels must map at least 2 stream names to channel counts, got {channels!r}; "
+                "MMTM recalibrates each stream from the others, so it needs two streams or more"
+            )
+        chans: dict[str, int] = {}
+        for name in sorted(channels, key=str):
+            c = channels[name]
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"MMTM: stream names must be non-empty strings, got {name!r}")
+            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                raise ConfigError(f"MMTM: channels[{name!r}] must be a positive int, got {c!r}")
+            chans[name] = c
+        if preset not in PRESETS:
+            raise ConfigError(f"MMTM: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        if init not in INITS:
+            raise ConfigError(f"MMTM: unknown init {init!r}; choose one of {list(INITS)}")
+        if absent not in ABSENT_MODES:
+            raise ConfigError(f"MMTM: unknown absent mode {absent!r}; choose one of {list(ABSENT_MODES)}")
+        p = PRESETS[preset]
+        self.preset = preset
+        self.channels = chans
+        self.streams = list(chans)
+        self.gate_scale = _positive_number(p["gate_scale"] if gate_scale is None else gate_scale, "gate_scale")
+        total = sum(chans.values())
+        if joint_dim is not None:
+            if isinstance(joint_dim, bool) or not isinstance(joint_dim, int) or joint_dim < 1:
+                raise ConfigError(f"MMTM: joint_dim must be a positive int, got {joint_dim!r}")
+            self.joint_dim = joint_dim
+        else:
+            r = _positive_number(p["reduction"] if reduction is None else reduction, "reduction")
+            self.joint_dim = max(1, int(total / r))
+        if relu is not None and not isinstance(relu, bool):
+            raise ConfigError(f"MMTM: relu must be True, False or None (preset default), got {relu!r}")
+        self.relu = bool(p["relu"]) if relu is None else relu
+        self.init = init
+        self.absent = absent
+
+        self.joint = nn.Linear(total, self.joint_dim)
+        self.excitation = nn.ModuleDict({m: nn.Linear(self.joint_dim, c) for m, c in chans.items()})
+        if absent == "learned":
+            self.absent_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(c)) for m, c in chans.items()})
+        else:
+            self.absent_token = None
+        if init == "identity":
+            self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Zero every excitation FC, so every gate is ``gate_scale / 2`` (identity for the 2*sigma gate)."""
+        with torch.no_grad():
+            for fc in self.excitation.values():
+                fc.weight.zero_()
+                fc.bias.zero_()
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, joint_dim={self.joint_dim}, gate_scale={self.gate_scale:g}, "
+            f"relu={self.relu}, preset={self.preset!r}, init={self.init!r}, absent={self.absent!r}"
+        )
+
+    # ------------------------------------------------------------------ validation
+    def _check(self, features: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None) -> int:
+        if not isinstance(features, Mapping):
+            raise ShapeError(f"MMTM: features must be a dict of stream name to tensor, got {type(features).__name__}")
+        unknown = sorted(set(features) - set(self.channels))
+        if unknown:
+            raise MissingModalityError(
+                f"MMTM: unknown stream {unknown[0]!r}; this block was built for streams {self.streams}"
+            )
+        missing = [m for m in self.streams if m not in features]
+        if missing:
+            raise MissingModalityError(
+                f"MMTM: features lack stream {missing[0]!r}; this block was built for {self.streams}. "
+                "Pass every stream (for an absent one, its placeholder features with mask False)"
+            )
+        B = None
+        for m in self.streams:
+            x = features[m]
+            if not isinstance(x, Tensor):
+                raise ShapeError(f"MMTM: stream {m!r} must be a tensor, got {type(x).__name__}")
+            if x.dim() < 2:
+                raise ShapeError(
+                    f"MMTM: stream {m!r} has shape {tuple(x.shape)} (rank {x.dim()}); expected channel-first "
+                    f"(B, {self.channels[m]}, *) of rank >= 2"
+                )
+            if x.shape[1] != self.channels[m]:
+                raise ShapeError(
+                    f"MMTM: stream {m!r} has {x.shape[1]} channels (shape {tuple(x.shape)}), but the block was built "
+                    f"with channels[{m!r}] = {self.channels[m]}; features must be channel-first (B, C, *)"
+                )
+            if B is None:
+                B = int(x.shape[0])
+            elif x.shape[0] != B:
+                raise ShapeError(f"MMTM: stream {m!r} has batch size {x.shape[0]}, but {self.streams[0]!r} has {B}")
+        assert B is not None
+        if mask is not None:
+            if not isinstance(mask, Mapping):
+                raise ShapeError(f"MMTM: mask must be a dict of stream name to BoolTensor[B], got {type(mask).__name__}")
+            unknown = sorted(set(mask) - set(self.channels))
+            if unknown:
+                raise MissingModalityError(
+                    f"MMTM: mask names unknown stream {unknown[0]!r}; this block was built for {self.streams}"
+                )
+            for m, v in mask.items():
+                if not isinstance(v, Tensor) or v.dtype != torch.bool or tuple(v.shape) != (B,):
+                    raise ShapeError(
+                        f"MMTM: mask[{m!r}] must be a BoolTensor of shape ({B},), got "
+                        + (f"{v.dtype} of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__)
+                    )
+        return B
+
+    # ------------------------------------------------------------------ computation
+    def gates(self, features: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The per-stream channel gates ``{name: Tensor[B, C_i]}`` (exactly 1 for absent samples)."""
+        self._check(features, mask)
+        return self._gates(features, mask)
+
+    def _gates(self, features: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+        squeezes = []
+        for m in self.streams:
+            s = squeeze(features[m])
+            if mask is not None and m in mask:
+                present = mask[m].unsqueeze(1)
+                if self.absent_token is not None:
+                    fill = self.absent_token[m].to(s.dtype).expand_as(s)
+                else:
+                    fill = torch.zeros((), dtype=s.dtype, device=s.device)
+                s = torch.where(present, s, fill)
+            squeezes.append(s)
+        z = self.joint(torch.cat(squeezes, dim=1))
+        if self.relu:
+            z = torch.relu(z)
+        out = {}
+        for m in self.streams:
+            g = torch.sigmoid(self.excitation[m](z))
+            if self.gate_scale != 1.0:
+                g = g * self.gate_scale
+            if mask is not None and m in mask:
+                g = torch.where(mask[m].unsqueeze(1), g, torch.ones((), dtype=g.dtype, device=g.device))
+            out[m] = g
+        return out
+
+    def forward(self, features: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        self._check(features, mask)
+        gates = self._gates(features, mask)
+        out = {}
+        for m in self.streams:
+            x = features[m]
+            g = gates[m]
+            out[m] = x * g.view(g.shape + (1,) * (x.dim() - 2))
+        return out
+
+
+INTERACTIONS.register("mmtm", MMTM)

@@ -1,0 +1,324 @@
+"""MMTM block: the spec's oracles (shared/specs/01-mmtm.md §1.7) and the common module checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmfuse.errors import ConfigError, MissingModalityError, ShapeError
+from mmfuse.interaction import MMTM, squeeze
+from mmfuse.registry import INTERACTIONS
+
+
+def feats(B=3, seed=0, **shapes):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn((B,) + tuple(s), generator=g) for k, s in shapes.items()}
+
+
+def positive_feats(B=3, seed=0, **shapes):
+    """Features bounded away from zero, so that out / in is well defined."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.rand((B,) + tuple(s), generator=g) + 0.5 for k, s in shapes.items()}
+
+
+# ---------------------------------------------------------------- oracles
+@pytest.mark.parametrize("shape_a,shape_b", [((8,), (4,)), ((8, 5), (4, 7)), ((8, 5, 6), (4, 3)), ((8, 2, 5, 6), (4, 11))])
+def test_identity_oracle_paper_gate_is_exactly_identity(shape_a, shape_b):
+    torch.manual_seed(0)
+    m = MMTM({"a": 8, "b": 4}, preset="paper", init="identity")
+    x = feats(a=shape_a, b=shape_b)
+    out = m(x)
+    for k in x:
+        assert out[k].shape == x[k].shape
+        assert torch.equal(out[k], x[k])
+
+
+def test_identity_oracle_code_gate_is_exactly_half():
+    torch.manual_seed(0)
+    m = MMTM({"a": 8, "b": 4}, preset="code", init="identity")
+    x = feats(a=(8, 5, 6), b=(4, 9))
+    out = m(x)
+    for k in x:
+        assert torch.equal(out[k], 0.5 * x[k])
+
+
+def test_identity_init_with_explicit_gate_scale():
+    m = MMTM({"a": 3, "b": 5}, preset="code", gate_scale=2, init="identity")
+    x = feats(a=(3, 4), b=(5,))
+    assert all(torch.equal(m(x)[k], x[k]) for k in x)
+
+
+@pytest.mark.parametrize("preset,scale", [("paper", 2.0), ("code", 1.0)])
+def test_gate_ratio_constant_over_positions_and_in_range(preset, scale):
+    torch.manual_seed(1)
+    m = MMTM({"a": 6, "b": 5}, preset=preset)
+    # large excitation weights push gates towards the ends of the range
+    with torch.no_grad():
+        for fc in m.excitation.values():
+            fc.weight.mul_(5)
+    x = positive_feats(B=4, a=(6, 3, 4, 5), b=(5, 7))
+    out = m(x)
+    for k in x:
+        ratio = out[k] / x[k]
+        flat = ratio.flatten(2)
+        assert torch.allclose(flat, flat[:, :, :1].expand_as(flat), rtol=1e-5, atol=1e-6)
+        assert (ratio > 0).all() and (ratio < scale).all()
+        g = m.gates(x)[k]
+        assert torch.allclose(flat[:, :, 0], g, rtol=1e-5, atol=1e-6)
+
+
+def test_permuting_positions_permutes_output_and_keeps_gates():
+    torch.manual_seed(2)
+    m = MMTM({"a": 6, "b": 5})
+    x = feats(B=2, a=(6, 4, 5), b=(5, 9))
+    perm = torch.randperm(20)
+    xa = x["a"].flatten(2)[:, :, perm].reshape(x["a"].shape)
+    xb_perm = torch.randperm(9)
+    y = {"a": xa, "b": x["b"][:, :, xb_perm]}
+    g0, g1 = m.gates(x), m.gates(y)
+    for k in x:
+        assert torch.allclose(g0[k], g1[k], atol=1e-6)
+    out0, out1 = m(x), m(y)
+    assert torch.allclose(out0["a"].flatten(2)[:, :, perm].reshape(x["a"].shape), out1["a"], atol=1e-6)
+    assert torch.allclose(out0["b"][:, :, xb_perm], out1["b"], atol=1e-6)
+
+
+def test_nearest_upsampling_keeps_gates():
+    torch.manual_seed(3)
+    m = MMTM({"a": 6, "b": 5, "c": 3})
+    x = feats(B=2, a=(6, 4, 5), b=(5, 9), c=(3, 2, 3, 3))
+    y = dict(x)
+    y["a"] = torch.nn.functional.interpolate(x["a"], scale_factor=3, mode="nearest")
+    y["b"] = torch.nn.functional.interpolate(x["b"], scale_factor=2, mode="nearest")
+    y["c"] = torch.nn.functional.interpolate(x["c"], scale_factor=(2, 2, 2), mode="nearest")
+    g0, g1 = m.gates(x), m.gates(y)
+    for k in x:
+        assert torch.allclose(g0[k], g1[k], atol=1e-6)
+
+
+def test_batch_independence():
+    torch.manual_seed(4)
+    m = MMTM({"a": 6, "b": 5}).eval()
+    x = feats(B=5, a=(6, 3, 3), b=(5, 4))
+    full = m(x)
+    for rows in ([0], [1, 3], [4, 2, 0]):
+        part = m({k: v[rows] for k, v in x.items()})
+        for k in x:
+            assert torch.allclose(part[k], full[k][rows], atol=1e-6)
+
+
+@pytest.mark.parametrize("C,C2,d", [(64, 32, 24), (8, 4, 3), (5, 7, 1)])
+def test_parameter_count_formula(C, C2, d):
+    m = MMTM({"x": C, "y": C2}, joint_dim=d)
+    n = sum(p.numel() for p in m.parameters())
+    assert n == (C + C2) * d + d + d * C + C + d * C2 + C2
+
+
+def test_preset_joint_widths_and_overrides():
+    assert MMTM({"a": 64, "b": 32}).joint_dim == 24  # paper: (C+C')/4
+    assert MMTM({"a": 64, "b": 32}, preset="code").joint_dim == 48  # code: int(2(C+C')/4)
+    assert MMTM({"a": 64, "b": 33}, preset="code").joint_dim == int(2 * 97 / 4)
+    assert MMTM({"a": 64, "b": 32}, reduction=8).joint_dim == 12
+    assert MMTM({"a": 64, "b": 32}, reduction=8, joint_dim=5).joint_dim == 5
+    assert MMTM({"a": 1, "b": 1}).joint_dim == 1  # never 0
+    m = MMTM({"a": 4, "b": 4})
+    assert m.gate_scale == 2.0 and m.relu
+    m = MMTM({"a": 4, "b": 4}, preset="code")
+    assert m.gate_scale == 1.0 and m.relu
+    assert not MMTM({"a": 4, "b": 4}, relu=False).relu
+
+
+def test_relu_switch_changes_output():
+    torch.manual_seed(5)
+    a = MMTM({"a": 6, "b": 5}, relu=True)
+    b = MMTM({"a": 6, "b": 5}, relu=False)
+    b.load_state_dict(a.state_dict())
+    x = feats(a=(6, 3), b=(5,))
+    assert not torch.allclose(a(x)["a"], b(x)["a"])
+    # manual computation of the relu-free form
+    s = torch.cat([squeeze(x["a"]), x["b"]], 1)
+    z = b.joint(s)
+    gate = 2 * torch.sigmoid(b.excitation["a"](z))
+    assert torch.allclose(b(x)["a"], x["a"] * gate[:, :, None], atol=1e-6)
+
+
+def test_streams_of_rank_2_3_4_5_and_different_sizes():
+    torch.manual_seed(6)
+    m = MMTM({"v5": 64, "s3": 32, "i4": 16, "e2": 8})
+    x = feats(B=2, v5=(64, 8, 14, 14), s3=(32, 40), i4=(16, 7, 9), e2=(8,))
+    out = m(x)
+    assert set(out) == set(x)
+    for k in x:
+        assert out[k].shape == x[k].shape
+
+
+def test_two_streams_of_spec_example():
+    m = MMTM({"rgb": 64, "pose": 32})
+    x = feats(B=2, rgb=(64, 8, 14, 14), pose=(32, 40))
+    out = m(x)
+    assert out["rgb"].shape == (2, 64, 8, 14, 14) and out["pose"].shape == (2, 32, 40)
+
+
+def test_three_streams_use_one_joint_fc_and_three_excitations():
+    torch.manual_seed(7)
+    m = MMTM({"rgb": 8, "depth": 4, "flow": 4}, init="identity")
+    assert m.joint.in_features == 16 and m.joint_dim == 4
+    assert sorted(m.excitation) == ["depth", "flow", "rgb"]
+    x = feats(rgb=(8, 2, 3, 3), depth=(4, 2, 3, 3), flow=(4, 5))
+    assert all(torch.equal(m(x)[k], x[k]) for k in x)
+    # every stream's gate depends on every stream's squeeze
+    m2 = MMTM({"rgb": 8, "depth": 4, "flow": 4})
+    y = dict(x)
+    y["flow"] = x["flow"] + 1.0
+    g0, g1 = m2.gates(x), m2.gates(y)
+    assert not torch.allclose(g0["rgb"], g1["rgb"]) and not torch.allclose(g0["depth"], g1["depth"])
+
+
+def test_vector_squeeze_is_itself():
+    x = torch.randn(3, 5)
+    assert squeeze(x) is x
+    y = torch.randn(3, 5, 2, 4)
+    assert torch.allclose(squeeze(y), y.flatten(2).mean(-1))
+
+
+# ---------------------------------------------------------------- common checks
+def test_gradient_reaches_every_parameter():
+    torch.manual_seed(8)
+    m = MMTM({"a": 6, "b": 5}, joint_dim=8)  # wide enough that some ReLU unit is active
+    x = feats(B=6, a=(6, 3, 3), b=(5, 4))
+    for v in x.values():
+        v.requires_grad_(True)
+    out = m(x)
+    (out["a"].pow(2).sum() + out["b"].pow(3).sum()).backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in x.values())
+
+
+def test_state_dict_round_trip_gives_identical_outputs():
+    torch.manual_seed(9)
+    a = MMTM({"a": 6, "b": 5}, absent="learned")
+    with torch.no_grad():
+        for p in a.absent_token.values():
+            p.normal_()
+    torch.manual_seed(123)
+    b = MMTM({"a": 6, "b": 5}, absent="learned")
+    b.load_state_dict(a.state_dict())
+    x = feats(a=(6, 3, 3), b=(5, 4))
+    mask = {"a": torch.tensor([True, False, True]), "b": torch.tensor([True, True, False])}
+    for k in x:
+        assert torch.equal(a(x)[k], b(x)[k])
+        assert torch.equal(a(x, mask)[k], b(x, mask)[k])
+
+
+def test_same_seed_same_output():
+    x = feats(a=(6, 3, 3), b=(5, 4))
+    torch.manual_seed(10)
+    a = MMTM({"a": 6, "b": 5})
+    torch.manual_seed(10)
+    b = MMTM({"a": 6, "b": 5})
+    for k in x:
+        assert torch.equal(a(x)[k], b(x)[k])
+
+
+def test_registered_in_interactions():
+    assert "mmtm" in INTERACTIONS
+    m = INTERACTIONS.create("mmtm", channels={"a": 4, "b": 4}, preset="code")
+    assert isinstance(m, MMTM) and m.gate_scale == 1.0
+
+
+# ---------------------------------------------------------------- absent streams
+@pytest.mark.parametrize("absent", ["zero", "learned"])
+def test_absent_stream_placeholder_does_not_leak(absent):
+    torch.manual_seed(11)
+    m = MMTM({"a": 6, "b": 5, "c": 4}, absent=absent)
+    x = feats(B=4, a=(6, 3, 3), b=(5, 4), c=(4,))
+    mask = {"a": torch.ones(4, dtype=torch.bool), "b": torch.tensor([True, False, True, False]),
+            "c": torch.ones(4, dtype=torch.bool)}
+    out = m(x, mask)
+    # the absent rows of b pass through unchanged
+    assert torch.equal(out["b"][~mask["b"]], x["b"][~mask["b"]])
+    # changing b's placeholder values where b is absent changes nothing anywhere
+    y = dict(x)
+    yb = x["b"].clone()
+    yb[~mask["b"]] = torch.randn_like(yb[~mask["b"]]) * 100
+    y["b"] = yb
+    out2 = m(y, mask)
+    for k in ("a", "c"):
+        assert torch.equal(out[k], out2[k])
+    assert torch.equal(out2["b"][~mask["b"]], yb[~mask["b"]])
+    # present rows of b are still gated, and the others still work (finite, different from input)
+    assert torch.equal(out["b"][mask["b"]], out2["b"][mask["b"]])
+    assert torch.isfinite(out["a"]).all() and not torch.allclose(out["a"], x["a"])
+
+
+def test_absent_zero_equals_zero_squeeze():
+    """With absent='zero', an absent stream acts as if its squeeze were 0 (no rescaling)."""
+    torch.manual_seed(12)
+    m = MMTM({"a": 6, "b": 5})
+    x = feats(B=2, a=(6, 3), b=(5, 4))
+    mask = {"b": torch.tensor([False, False])}
+    zeroed = {"a": x["a"], "b": torch.zeros_like(x["b"])}
+    assert torch.allclose(m(x, mask)["a"], m(zeroed)["a"], atol=0)
+
+
+def test_all_present_mask_equals_no_mask_and_partial_mask_keys():
+    torch.manual_seed(13)
+    m = MMTM({"a": 6, "b": 5})
+    x = feats(a=(6, 3), b=(5, 4))
+    mask = {"a": torch.ones(3, dtype=torch.bool), "b": torch.ones(3, dtype=torch.bool)}
+    for k in x:
+        assert torch.equal(m(x, mask)[k], m(x)[k])
+        assert torch.equal(m(x, {"a": mask["a"]})[k], m(x)[k])
+
+
+def test_learned_absent_token_gets_gradient_and_adds_parameters():
+    m = MMTM({"a": 6, "b": 5}, joint_dim=3, absent="learned")
+    n = sum(p.numel() for p in m.parameters())
+    assert n == 11 * 3 + 3 + 3 * 6 + 6 + 3 * 5 + 5 + 11
+    x = feats(a=(6, 3), b=(5, 4))
+    mask = {"b": torch.tensor([True, False, False])}
+    m(x, mask)["a"].sum().backward()
+    assert m.absent_token["b"].grad.abs().sum() > 0
+    assert m.absent_token["a"].grad is None or m.absent_token["a"].grad.abs().sum() == 0
+
+
+# ---------------------------------------------------------------- errors
+def test_constructor_errors():
+    with pytest.raises(ConfigError, match="at least 2"):
+        MMTM({"a": 4})
+    with pytest.raises(ConfigError, match=r"channels\['b'\]"):
+        MMTM({"a": 4, "b": 0})
+    with pytest.raises(ConfigError, match=r"channels\['b'\]"):
+        MMTM({"a": 4, "b": 2.5})
+    with pytest.raises(ConfigError, match="preset"):
+        MMTM({"a": 4, "b": 4}, preset="papr")
+    with pytest.raises(ConfigError, match="init"):
+        MMTM({"a": 4, "b": 4}, init="zeros")
+    with pytest.raises(ConfigError, match="reduction"):
+        MMTM({"a": 4, "b": 4}, reduction=0)
+    with pytest.raises(ConfigError, match="joint_dim"):
+        MMTM({"a": 4, "b": 4}, joint_dim=0)
+    with pytest.raises(ConfigError, match="gate_scale"):
+        MMTM({"a": 4, "b": 4}, gate_scale=-1)
+    with pytest.raises(ConfigError, match="absent"):
+        MMTM({"a": 4, "b": 4}, absent="mean")
+
+
+def test_forward_errors_name_the_stream():
+    m = MMTM({"audio": 4, "image": 6})
+    good = feats(audio=(4, 5), image=(6, 2, 2))
+    with pytest.raises(ShapeError, match=r"'image' has 5 channels"):
+        m({"audio": good["audio"], "image": torch.randn(3, 5, 2, 2)})
+    with pytest.raises(MissingModalityError, match="unknown stream 'video'"):
+        m({**good, "video": torch.randn(3, 2)})
+    with pytest.raises(MissingModalityError, match="lack stream 'image'"):
+        m({"audio": good["audio"]})
+    with pytest.raises(ShapeError, match="rank 1"):
+        m({"audio": torch.randn(3), "image": good["image"]})
+    with pytest.raises(ShapeError, match="batch size"):
+        m({"audio": good["audio"], "image": torch.randn(2, 6, 2, 2)})
+    with pytest.raises(ShapeError, match=r"mask\['audio'\]"):
+        m(good, {"audio": torch.ones(3)})
+    with pytest.raises(MissingModalityError, match="unknown stream 'text'"):
+        m(good, {"text": torch.ones(3, dtype=torch.bool)})
