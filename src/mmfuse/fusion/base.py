@@ -101,3 +101,72 @@ def masked(x: Tensor, present_col: Tensor, fill: float = 0.0) -> Tensor:
     """Rows of ``x`` (Tensor[B, *]) where ``present_col`` (BoolTensor[B]) is False replaced by ``fill``."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     return torch.where(present_col.view(shape), x, torch.full((), fill, dtype=x.dtype, device=x.device))
+
+
+# --------------------------------------------------------------------------------------------
+# Shared mask helpers: every operator reduces over modalities through these, so the masked
+# semantics (which value stands in for an absent modality) are written down exactly once.
+# ``x`` is Tensor[B, N, D] (modalities stacked on dim 1), ``present`` is BoolTensor[B, N].
+# Absent entries are *replaced* (torch.where), never multiplied by 0, so NaN/inf placeholders
+# cannot leak either.
+# --------------------------------------------------------------------------------------------
+
+
+def stack_masked(xs: list[Tensor], present: Tensor, fill: float = 0.0) -> Tensor:
+    """Stack Tensor[B, D] values into Tensor[B, N, D], absent entries replaced by ``fill``."""
+    x = torch.stack(xs, dim=1)
+    return torch.where(present.unsqueeze(-1), x, torch.full((), fill, dtype=x.dtype, device=x.device))
+
+
+def masked_sum(x: Tensor, present: Tensor) -> Tensor:
+    """Sum over present modalities: Tensor[B, N, D] -> Tensor[B, D] (none present -> 0)."""
+    return torch.where(present.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=1)
+
+
+def masked_mean(x: Tensor, present: Tensor) -> Tensor:
+    """Mean over present modalities (none present -> 0)."""
+    count = present.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+    return masked_sum(x, present) / count
+
+
+def masked_max(x: Tensor, present: Tensor) -> Tensor:
+    """Element-wise max over present modalities (none present -> 0)."""
+    low = torch.finfo(x.dtype).min
+    best = torch.where(present.unsqueeze(-1), x, torch.full((), low, dtype=x.dtype, device=x.device)).amax(dim=1)
+    return torch.where(present.any(dim=1, keepdim=True), best, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_prod(x: Tensor, present: Tensor) -> Tensor:
+    """Element-wise product over present modalities (absent -> 1; none present -> 0)."""
+    prod = torch.where(present.unsqueeze(-1), x, torch.ones((), dtype=x.dtype, device=x.device)).prod(dim=1)
+    return torch.where(present.any(dim=1, keepdim=True), prod, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_softmax(logits: Tensor, present: Tensor, dim: int = 1) -> Tensor:
+    """Softmax over the modality axis ``dim`` restricted to present modalities (renormalised).
+
+    ``present`` must broadcast against ``logits``. Weights of absent modalities are exactly 0;
+    a row with no present modality gets all-zero weights (not NaN).
+    """
+    low = torch.finfo(logits.dtype).min
+    w = torch.softmax(torch.where(present, logits, torch.full((), low, dtype=logits.dtype, device=logits.device)), dim=dim)
+    return torch.where(present, w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+
+def module_key(modality: str, op: str) -> str:
+    """``modality`` as a key of an ``nn.ModuleDict`` / ``nn.ParameterDict`` (validated)."""
+    if "." in modality or not modality:
+        raise ConfigError(
+            f"fusion {op!r}: modality name {modality!r} cannot name a parameter (it is empty or contains '.'); "
+            "rename the modality, e.g. replace '.' by '_'"
+        )
+    return modality
+
+
+def zero_absent_inputs(xs: list[Tensor], present: Tensor) -> list[Tensor]:
+    """Each Tensor[B, *] of ``xs`` with rows of absent modalities (``present``: [B, N]) set to 0.
+
+    Operators call this before any layer, so that even non-finite placeholders cannot reach
+    the output or the parameter gradients.
+    """
+    return [masked(x, present[:, i], 0.0) for i, x in enumerate(xs)]

@@ -1,0 +1,96 @@
+"""Tensor fusion (TFN, Zadeh et al., EMNLP 2017) and its low-rank form (LMF, Liu et al., ACL 2018).
+
+Both append a constant 1 in front of each embedding, ``z̃_m = [1; z_m]``, so that the outer
+product ``z̃_1 ⊗ … ⊗ z̃_N`` holds the constant, every unimodal term and every cross-modal
+interaction. An absent modality becomes ``[1, 0, …, 0]``: only its constant slot survives, so
+its placeholder values cannot leak and the other modalities' terms are untouched.
+
+Shape legend: B batch, D_m width of modality m, H output width of LMF, R rank, N modalities.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import FUSIONS
+from .base import FusionOp, masked, module_key
+from .options import positive_int
+
+
+def with_constant(x: Tensor, present_col: Tensor) -> Tensor:
+    """``[1; x]`` per row (Tensor[B, D] -> Tensor[B, D+1]); absent rows become ``[1, 0, …, 0]``."""
+    ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+    return torch.cat([ones, masked(x, present_col, 0.0)], dim=-1)
+
+
+@FUSIONS.register("tensor")
+class TensorFusion(FusionOp):
+    """TFN: the flattened outer product ``vec(z̃_1 ⊗ z̃_2 ⊗ … ⊗ z̃_N)``::
+
+        z̃_m = [1; z_m]                        [B, D_m + 1]
+        out = vec(z̃_1 ⊗ … ⊗ z̃_N)              [B, Π_m (D_m + 1)]
+
+    Flattening is row-major in sorted modality order (first modality slowest), as in the
+    reference code: ``idx = (i_1·(D_2+1) + i_2)·(D_3+1) + i_3``. Hence ``out[:, 0] == 1`` and the
+    entries with all other indices 0 reproduce each ``z_m``. No parameters; the output width
+    grows multiplicatively, so keep the embeddings small (e.g. 32/32/64 -> 70 785).
+    """
+
+    def __init__(self, input_dims: Mapping[str, int]):
+        super().__init__(input_dims)
+        self.output_dim = math.prod(d + 1 for d in self.input_dims.values())
+
+    def fuse(self, xs: list[Tensor], present: Tensor) -> Tensor:
+        out = with_constant(xs[0], present[:, 0])  # [B, D_1 + 1]
+        for i, x in enumerate(xs[1:], start=1):
+            z = with_constant(x, present[:, i])  # [B, D_i + 1]
+            out = (out.unsqueeze(-1) * z.unsqueeze(1)).flatten(1)  # [B, prod so far · (D_i + 1)]
+        return out
+
+
+@FUSIONS.register("low_rank")
+class LowRankFusion(FusionOp):
+    """LMF: a rank-R factorisation of a linear map applied to the TFN tensor::
+
+        z̃_m   = [1; z_m]                                    [B, D_m + 1]
+        f_m   = z̃_m · W_m^{(i)} for every rank i           [B, R, H]     W_m: [R, D_m + 1, H]
+        h     = Σ_i w_i Π_m f_m[:, i] + b                   [B, H]        w: [1, R], b: [H]
+
+    This is exactly ``h = (Σ_i w_i ⊗_m W_m^{(i)}) · vec(TFN(z)) + b``: a linear map of the
+    TFN features whose weight has CP rank R, computed without building the tensor.
+
+    Paper vs code: the paper's last equation writes ``Π_m [Σ_i W_m^{(i)} z̃_m]`` (sum over rank
+    inside each modality, then the product), which is *not* algebraically equal to the CP form.
+    The official code (whose comment says it swaps the order of summation and element-wise
+    product) computes the CP-exact form above, with a learned weighted sum over rank
+    (Xavier-normal ``w``) and a zero-initialised bias. We implement the code's form, with the
+    same initialisation (Xavier-normal factors of shape ``(R, D_m + 1, H)``). There is no
+    activation after fusion.
+
+    Options: ``rank`` (default 4), ``output_dim`` (default: the largest input width).
+    Parameters: ``R·Σ_m (D_m+1)·H + R + H``.
+    """
+
+    def __init__(self, input_dims: Mapping[str, int], *, rank: int = 4, output_dim: int | None = None):
+        super().__init__(input_dims)
+        self.rank = positive_int(rank, "rank", "low_rank")
+        self.output_dim = positive_int(output_dim, "output_dim", "low_rank", default=max(self.input_dims.values()))
+        self.factors = nn.ParameterDict(
+            {
+                module_key(m, "low_rank"): nn.Parameter(nn.init.xavier_normal_(torch.empty(self.rank, d + 1, self.output_dim)))
+                for m, d in self.input_dims.items()
+            }
+        )
+        self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, self.rank)))
+        self.bias = nn.Parameter(torch.zeros(self.output_dim))
+
+    def fuse(self, xs: list[Tensor], present: Tensor) -> Tensor:
+        prod = None
+        for i, (m, x) in enumerate(zip(self.modalities, xs)):
+            f = torch.einsum("bd,rdh->brh", with_constant(x, present[:, i]), self.factors[m])  # [B, R, H]
+            prod = f if prod is None else prod * f
+        return torch.einsum("r,brh->bh", self.rank_weights[0], prod) + self.bias  # [B, H]

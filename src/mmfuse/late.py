@@ -1,0 +1,190 @@
+"""Late-fusion combiners: per-modality class logits + presence mask -> combined logits.
+
+Every combiner is an ``nn.Module`` built with ``(modalities, num_classes)`` and called as
+``forward(logits: {modality: Tensor[B, C]}, mask: {modality: BoolTensor[B]} | None) -> Tensor[B, C]``.
+Absent modalities are ignored (their logits may hold anything); a sample with no modality
+present gets uniform logits (zeros). The output is meant for ``cross_entropy`` / ``argmax``.
+
+Shape legend: B batch, C classes, N modalities.
+
+>>> import torch
+>>> from mmfuse.late import create_late_combiner
+>>> comb = create_late_combiner("mean_prob", ["audio", "video"], num_classes=3)
+>>> comb({"audio": torch.zeros(2, 3), "video": torch.zeros(2, 3)}, None).shape
+torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, MissingModalityError, ShapeError
+from .registry import LATE_COMBINERS
+
+
+class LateCombiner(nn.Module):
+    """Base class: validates inputs and hands ``combine`` stacked logits and the mask.
+
+    Subclasses implement ``combine(logits: Tensor[B, N, C], present: BoolTensor[B, N]) -> Tensor[B, C]``;
+    absent rows of ``logits`` are already zeroed, and rows with no modality present are
+    overwritten with zeros afterwards.
+    """
+
+    name = "late"
+
+    def __init__(self, modalities: Sequence[str], num_classes: int):
+        super().__init__()
+        if isinstance(modalities, str) or not isinstance(modalities, Sequence) or len(modalities) == 0:
+            raise ConfigError(f"late combiner {self.name!r}: modalities must be a non-empty list of names, got {modalities!r}")
+        if len(set(modalities)) != len(modalities) or not all(isinstance(m, str) and m for m in modalities):
+            raise ConfigError(f"late combiner {self.name!r}: modalities must be distinct non-empty strings, got {list(modalities)}")
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ConfigError(f"late combiner {self.name!r}: num_classes must be a positive int, got {num_classes!r}")
+        self.modalities = sorted(modalities)
+        self.num_classes = num_classes
+
+    def extra_repr(self) -> str:
+        return f"modalities={self.modalities}, num_classes={self.num_classes}"
+
+    def _check(self, logits: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None) -> tuple[Tensor, Tensor]:
+        cls = type(self).__name__
+        missing = [m for m in self.modalities if m not in logits]
+        if missing:
+            raise MissingModalityError(
+                f"{cls}: logits lack modality {missing[0]!r}; it was built for {self.modalities}. "
+                "Pass every modality's logits (anything, e.g. zeros, with mask False when absent)"
+            )
+        first = logits[self.modalities[0]]
+        B = first.shape[0] if first.dim() > 0 else -1
+        for m in self.modalities:
+            x = logits[m]
+            if x.dim() != 2 or x.shape != (B, self.num_classes):
+                raise ShapeError(
+                    f"{cls}: logits[{m!r}] has shape {tuple(x.shape)}, expected ({B}, {self.num_classes}) "
+                    "(batch, num_classes); check the modality's head output size"
+                )
+        present_cols = []
+        for m in self.modalities:
+            v = None if mask is None else mask.get(m)
+            if v is None:
+                v = torch.ones(B, dtype=torch.bool, device=first.device)
+            if tuple(v.shape) != (B,):
+                raise ShapeError(f"{cls}: mask[{m!r}] has shape {tuple(v.shape)}, expected ({B},)")
+            present_cols.append(v.to(device=first.device, dtype=torch.bool))
+        present = torch.stack(present_cols, dim=1)  # [B, N]
+        stacked = torch.stack([logits[m] for m in self.modalities], dim=1)  # [B, N, C]
+        stacked = torch.where(present.unsqueeze(-1), stacked, torch.zeros((), dtype=stacked.dtype, device=stacked.device))
+        return stacked, present
+
+    def forward(self, logits: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None) -> Tensor:
+        stacked, present = self._check(logits, mask)
+        out = self.combine(stacked, present)
+        any_present = present.any(dim=1, keepdim=True)
+        return torch.where(any_present, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+    def combine(self, logits: Tensor, present: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _masked_mean_prob(logits: Tensor, present: Tensor) -> Tensor:
+    """Mean over present modalities of softmax probabilities: [B, N, C] -> [B, C]."""
+    probs = torch.softmax(logits, dim=-1) * present.unsqueeze(-1).to(logits.dtype)
+    return probs.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp(min=1).to(logits.dtype)
+
+
+@LATE_COMBINERS.register("mean_prob")
+class MeanProbCombiner(LateCombiner):
+    """``log( mean_{m present} softmax(logits_m) )``, computed stably with logsumexp.
+
+    The result is a log-probability vector (it sums to 1 after ``exp``). No parameters.
+    """
+
+    name = "mean_prob"
+
+    def combine(self, logits: Tensor, present: Tensor) -> Tensor:
+        logp = torch.log_softmax(logits, dim=-1)  # [B, N, C]
+        low = torch.finfo(logp.dtype).min
+        logp = torch.where(present.unsqueeze(-1), logp, torch.full((), low, dtype=logp.dtype, device=logp.device))
+        count = present.sum(dim=1, keepdim=True).clamp(min=1).to(logp.dtype)
+        return torch.logsumexp(logp, dim=1) - torch.log(count)
+
+
+@LATE_COMBINERS.register("learned_weights")
+class LearnedWeightsCombiner(LateCombiner):
+    """``Σ_{m present} a_m · log_softmax(logits_m)`` with ``a = softmax(w)`` over present modalities.
+
+    ``w`` (one learned scalar per modality, initialised to 0 = equal weights) is renormalised over
+    the modalities present in each sample. The result is a weighted geometric pool of the
+    modalities' probabilities (unnormalised log-probabilities, fine as logits).
+    """
+
+    name = "learned_weights"
+
+    def __init__(self, modalities: Sequence[str], num_classes: int):
+        super().__init__(modalities, num_classes)
+        self.weight_logits = nn.Parameter(torch.zeros(len(self.modalities)))
+
+    def weights(self, present: Tensor) -> Tensor:
+        """The per-sample modality weights [B, N] (0 for absent, rows sum to 1 or 0)."""
+        w = self.weight_logits.unsqueeze(0).expand(present.shape[0], -1)
+        low = torch.finfo(w.dtype).min
+        a = torch.softmax(torch.where(present, w, torch.full((), low, dtype=w.dtype, device=w.device)), dim=1)
+        return torch.where(present, a, torch.zeros((), dtype=a.dtype, device=a.device))
+
+    def combine(self, logits: Tensor, present: Tensor) -> Tensor:
+        a = self.weights(present).to(logits.dtype)  # [B, N]
+        return (a.unsqueeze(-1) * torch.log_softmax(logits, dim=-1)).sum(dim=1)
+
+
+@LATE_COMBINERS.register("majority_vote")
+class MajorityVoteCombiner(LateCombiner):
+    """Majority vote of the present modalities' argmax classes, ties broken by mean probability.
+
+    Returns ``log(vote_share + ε · mean_prob)`` with ``ε = 1e-4``: the vote share dominates (shares
+    differ by at least 1/N), the mean probability only orders tied classes. The vote itself
+    carries no gradient (only the tie-break term does). No parameters.
+    """
+
+    name = "majority_vote"
+    tie_break = 1e-4
+
+    def combine(self, logits: Tensor, present: Tensor) -> Tensor:
+        B, N, C = logits.shape
+        votes = nn.functional.one_hot(logits.argmax(dim=-1), C).to(logits.dtype)  # [B, N, C]
+        votes = (votes * present.unsqueeze(-1).to(logits.dtype)).sum(dim=1)  # [B, C]
+        count = present.sum(dim=1, keepdim=True).clamp(min=1).to(logits.dtype)
+        score = votes / count + self.tie_break * _masked_mean_prob(logits, present)
+        return torch.log(score.clamp(min=torch.finfo(score.dtype).tiny))
+
+
+def create_late_combiner(
+    name_or_module: str | nn.Module, modalities: Sequence[str], num_classes: int, **options: Any
+) -> nn.Module:
+    """Build the registered late combiner ``name_or_module``; an ``nn.Module`` is returned unchanged."""
+    if isinstance(name_or_module, nn.Module):
+        return name_or_module
+    return LATE_COMBINERS.create(name_or_module, modalities=modalities, num_classes=num_classes, **options)
+
+
+def list_late_combiners() -> list[str]:
+    """The names of every registered late combiner, sorted."""
+    return LATE_COMBINERS.list()
+
+
+def register_late_combiner(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a late combiner class (or factory ``f(modalities, num_classes, **options)``)."""
+    return LATE_COMBINERS.register(name)
+
+
+__all__ = [
+    "LateCombiner",
+    "MeanProbCombiner",
+    "LearnedWeightsCombiner",
+    "MajorityVoteCombiner",
+    "create_late_combiner",
+    "list_late_combiners",
+    "register_late_combiner",
+]
