@@ -1,0 +1,63 @@
+"""Missing modalities: modality dropout, imputation and SMIL.
+
+* :class:`ModalityDropout` — per-sample, per-modality dropout of present modalities (training).
+* Imputers (registry :data:`IMPUTERS`): ``zero``, ``learned_token``, ``mean``, ``cross_modal``;
+  ``forward(embeddings, mask) -> embeddings`` and ``output_mask(mask)`` (imputed modalities are
+  "treated as present" by default, ``mark_present=False`` keeps the original mask).
+* SMIL (Ma et al., AAAI 2021): :func:`kmeans_priors`, :func:`pca_priors`,
+  :class:`ReconstructionNet`, :class:`FeatureRegularizer`, :class:`SMILModel`,
+  :func:`smil_train` and the staged pipeline :func:`fit_smil` (presets "code" and "paper").
+* The study of SMIL's av-MNIST figure: :func:`run_missing_study` and the CLI entry
+  :func:`missing_study_main` (``mmfuse missing-study CONFIG``) in :mod:`mmfuse.missing.study`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry import Registry
+from .baselines import ImputedFusionModel, UnimodalClassifier
+from .dropout import ModalityDropout
+from .imputation import CrossModalImputer, Imputer, LearnedTokenImputer, MeanImputer, ZeroImputer
+from .meta import SMIL_PRESETS, fit_smil, resolve_param_subset, smil_meta_step, smil_train
+from .smil import (FeatureRegularizer, LeNetEncoder, ReconstructionNet, SMILModel, SNetEncoder, kmeans_priors,
+                   pca_priors, smil_encoders)
+
+IMPUTERS = Registry("imputer")
+IMPUTERS.register("zero", ZeroImputer)
+IMPUTERS.register("learned_token", LearnedTokenImputer)
+IMPUTERS.register("mean", MeanImputer)
+IMPUTERS.register("cross_modal", CrossModalImputer)
+
+
+def create_imputer(name_or_module: Any, /, **kwargs: Any) -> Imputer:
+    """Build a registered imputer (``input_dims=...`` and options), or return a module unchanged."""
+    return IMPUTERS.create(name_or_module, **kwargs)
+
+
+def list_imputers() -> list[str]:
+    return IMPUTERS.list()
+
+
+def run_missing_study(config: Any, **kwargs: Any):
+    """See :func:`mmfuse.missing.study.run_missing_study` (imported lazily: matplotlib, yaml)."""
+    from .study import run_missing_study as _run
+
+    return _run(config, **kwargs)
+
+
+def missing_study_main(argv: list[str] | None = None) -> int:
+    """CLI entry for ``mmfuse missing-study CONFIG [--out DIR] [--set key=value ...]``."""
+    from .study import missing_study_main as _main
+
+    return _main(argv)
+
+
+__all__ = [
+    "IMPUTERS", "create_imputer", "list_imputers",
+    "ModalityDropout", "Imputer", "ZeroImputer", "LearnedTokenImputer", "MeanImputer", "CrossModalImputer",
+    "ImputedFusionModel", "UnimodalClassifier",
+    "kmeans_priors", "pca_priors", "ReconstructionNet", "FeatureRegularizer", "SMILModel", "LeNetEncoder",
+    "SNetEncoder", "smil_encoders", "smil_train", "smil_meta_step", "fit_smil", "resolve_param_subset", "SMIL_PRESETS",
+    "run_missing_study", "missing_study_main",
+]
