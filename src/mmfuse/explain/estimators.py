@@ -1,0 +1,142 @@
+"""Shapley estimators on abstract players, shared by the modality-level and feature-level explainers.
+
+A *coalition matrix* is a BoolTensor[K, n] (row k: which of the n players are switched on).
+The caller evaluates the game on those rows and hands back values Tensor[K, *] (``*``: any
+trailing dims, e.g. one column per sample); these functions turn the values into Shapley values
+Tensor[n, *]. Everything is computed in float64.
+
+* Exact enumeration: all 2^n coalitions, ``φ_j = Σ_{S ∌ j} γ(|S|) (v(S ∪ {j}) − v(S))`` with
+  the Shapley weight γ(s) = s!(n−s−1)!/n! *multiplying* the marginal difference.
+* Antithetic permutation sampling (the estimator of shap's ``PermutationExplainer`` used by
+  MM-SHAP): every permutation is walked forward (players switched on one at a time from the
+  empty coalition) and backward (switched off in the same order from the full one). The
+  forward states are the prefixes ``P_k`` of the permutation, the backward states their
+  complements, so one permutation costs 2(n−1) distinct evaluations plus the two endpoints,
+  which are shared by every permutation (``P·(2n−2) + 2`` rows in all, against shap's
+  ``P·(2n+1)``). Each walk telescopes to ``v(all) − v(none)``, hence efficiency holds for any
+  number of permutations; forward + backward is exact for games with at most pairwise
+  interactions. ``antithetic=False`` gives the forward-only estimator (captum's
+  ``ShapleyValueSampling``), ``P·(n−1) + 2`` rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+#: Above this many players exact enumeration is refused (2^n coalitions).
+EXACT_HARD_LIMIT = 20
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum``, or a ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def shapley_weights(n: int) -> Tensor:
+    """γ(s) = s!(n−s−1)!/n! for s = 0..n−1 (Tensor[n], float64)."""
+    if n == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.tensor(
+        [math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) for s in range(n)],
+        dtype=torch.float64,
+    )
+
+
+def all_coalitions(n: int) -> Tensor:
+    """Every coalition of n players as BoolTensor[2^n, n]; row r has player j on iff bit j of r is set."""
+    if n > EXACT_HARD_LIMIT:
+        raise ConfigError(
+            f"exact Shapley enumeration over {n} players needs 2^{n} model evaluations; "
+            f"at most {EXACT_HARD_LIMIT} players are allowed: use method='permutation' or fewer features"
+        )
+    rows = torch.arange(2**n, dtype=torch.long)
+    return ((rows.unsqueeze(1) >> torch.arange(n, dtype=torch.long)) & 1).bool()
+
+
+def exact_from_values(values: Tensor, n: int) -> Tensor:
+    """Shapley values Tensor[n, *] from the values Tensor[2^n, *] of :func:`all_coalitions` rows."""
+    v = values.to(torch.float64)
+    if v.shape[0] != 2**n:
+        raise ConfigError(f"exact Shapley: expected {2 ** n} coalition values, got {v.shape[0]}")
+    rows = torch.arange(2**n, dtype=torch.long)
+    sizes = torch.zeros(2**n, dtype=torch.long)
+    for j in range(n):
+        sizes += (rows >> j) & 1
+    gamma = shapley_weights(n)
+    out = torch.zeros((n,) + tuple(v.shape[1:]), dtype=torch.float64)
+    tail = (1,) * (v.dim() - 1)
+    for j in range(n):
+        without = rows[((rows >> j) & 1) == 0]
+        w = gamma[sizes[without]].view((-1,) + tail)
+        out[j] = (w * (v[without | (1 << j)] - v[without])).sum(0)
+    return out
+
+
+def random_permutations(n_permutations: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """LongTensor[P, n]: P independent uniform permutations of range(n)."""
+    check_count("n_permutations", n_permutations)
+    if n == 0:
+        return torch.zeros(n_permutations, 0, dtype=torch.long)
+    return torch.rand(n_permutations, n, generator=generator).argsort(dim=1)
+
+
+def check_permutations(perms: Tensor, n: int) -> Tensor:
+    """Validate user-given permutations LongTensor[P, n] (each row a permutation of range(n))."""
+    p = torch.as_tensor(perms, dtype=torch.long)
+    if p.dim() != 2 or p.shape[1] != n or p.shape[0] < 1:
+        raise ConfigError(f"permutations must have shape [P >= 1, {n}], got {tuple(p.shape)}")
+    if n and not torch.equal(p.sort(dim=1).values, torch.arange(n).expand_as(p)):
+        raise ConfigError(f"permutations: every row must be a permutation of 0..{n - 1}")
+    return p
+
+
+def _ranks(perms: Tensor) -> Tensor:
+    """rank[p, j] = position of player j in permutation p (LongTensor[P, n])."""
+    return perms.argsort(dim=1)
+
+
+def permutation_coalitions(perms: Tensor, antithetic: bool = True) -> Tensor:
+    """Coalition rows BoolTensor[R, n] for the permutation estimator.
+
+    Layout: row 0 = none, row 1 = all, then per permutation the prefixes P_1..P_{n−1}, then
+    (antithetic) their complements. R = 2 + P·(n−1)·(2 if antithetic else 1).
+    """
+    P, n = perms.shape
+    ends = torch.stack([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)])
+    if n <= 1:
+        return ends
+    k = torch.arange(1, n).view(1, -1, 1)  # [1, n-1, 1]
+    prefix = _ranks(perms).unsqueeze(1) < k  # [P, n-1, n]
+    parts = [prefix, ~prefix] if antithetic else [prefix]
+    body = torch.stack(parts, dim=1).reshape(-1, n)  # per permutation: forward block, backward block
+    return torch.cat([ends, body])
+
+
+def permutation_from_values(values: Tensor, perms: Tensor, antithetic: bool = True) -> Tensor:
+    """Shapley estimates Tensor[n, *] from the values Tensor[R, *] of :func:`permutation_coalitions`."""
+    v = values.to(torch.float64)
+    P, n = perms.shape
+    tail = tuple(v.shape[1:])
+    if n == 0:
+        return torch.zeros((0,) + tail, dtype=torch.float64)
+    none, full = v[0], v[1]
+    if n == 1:
+        return (full - none).unsqueeze(0).clone()
+    blocks = 2 if antithetic else 1
+    body = v[2:].reshape((P, blocks, n - 1) + tail)
+    ends_f = (none.expand((P, 1) + tail), full.expand((P, 1) + tail))
+    fwd = torch.cat([ends_f[0], body[:, 0], ends_f[1]], dim=1)  # [P, n+1, *]: v(P_0..P_n)
+    rank = _ranks(perms)  # [P, n]
+    rows = torch.arange(P).unsqueeze(1)
+    total = fwd[rows, rank + 1] - fwd[rows, rank]  # [P, n, *] forward marginals
+    if antithetic:
+        bwd = torch.cat([ends_f[1], body[:, 1], ends_f[0]], dim=1)  # v(all \ P_0 .. all \ P_n)
+        total = total + (bwd[rows, rank] - bwd[rows, rank + 1])
+    return total.sum(0) / (P * blocks)

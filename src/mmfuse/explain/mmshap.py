@@ -1,0 +1,290 @@
+"""MM-SHAP (Parcalabescu & Frank, ACL 2023) at feature level, for any number of modalities.
+
+Players are the *features* of the explained modalities (tokens, image patches, time windows,
+video cells, vector chunks; see :mod:`mmfuse.explain.maskers`). The value of a coalition is
+``score_fn`` on the sample with every feature outside it replaced by its masker's baseline;
+modalities that are not players (``players``: e.g. a *pair* of modalities, as in the HS-code
+use case) keep their values, and presence masks and lengths are never changed.
+
+Estimators:
+
+* ``method="permutation"`` (default, the reference's): ``n_permutations`` (default 10) random
+  orders per sample, each walked forward and backward (antithetic); shared endpoints, so a
+  sample costs ``P·(2n−2) + 2`` evaluations. ``Σ_j φ_j = f(all) − f(none)`` holds for any P.
+* ``method="exact"``: enumeration of the 2^n coalitions (n ≤ ``exact_max``), for tests and
+  tiny inputs.
+
+Every masked copy of a sample is built in one vectorised step and evaluated in big model calls;
+copies of several samples are packed together up to ``rows_per_call`` rows.
+
+Modality contributions ``Φ_m = Σ_{j∈m} |φ_j|`` and shares ``Φ_m / Σ_k Φ_k`` (T-SHAP/V-SHAP for
+text/image); see :mod:`mmfuse.explain.shares` for zero totals and absent modalities.
+
+Shape legend: B samples, M player modalities, n features of one sample, K coalitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ..batch import MultimodalBatch
+from ..errors import ConfigError, MissingModalityError
+from .estimators import (
+    EXACT_HARD_LIMIT,
+    all_coalitions,
+    check_count,
+    check_permutations,
+    exact_from_values,
+    permutation_coalitions,
+    permutation_from_values,
+    random_permutations,
+)
+from .maskers import FeatureLayout, FeatureMasker, resolve_masker
+from .rows import cat_batches, rows_per_call
+from .scoring import as_score_fn, call_score, explained_classes
+from .shapley import resolve_players
+from .shares import abs_shares
+
+METHODS = ("permutation", "exact")
+
+
+@dataclass
+class FeatureExplanation:
+    """One sample: ``values`` Tensor[n] (float64), ``owner`` LongTensor[n] (index into ``modalities``)."""
+
+    values: Tensor
+    owner: Tensor
+    modalities: list[str]
+    layouts: dict[str, FeatureLayout]
+    base: float
+    full: float
+    explained_class: int | None = None
+    n_evaluations: int = 0
+
+    def values_of(self, modality: str) -> Tensor:
+        """φ of the features of ``modality`` (Tensor[n_m], feature-id order)."""
+        return self.values[self.owner == self.modalities.index(modality)]
+
+    def contributions(self) -> Tensor:
+        """Φ_m = Σ_{j∈m} |φ_j|, Tensor[M]."""
+        out = torch.zeros(len(self.modalities), dtype=torch.float64)
+        return out.index_add_(0, self.owner, self.values.abs())
+
+    def efficiency_gap(self) -> float:
+        return float(self.values.sum()) - (self.full - self.base)
+
+    def value_map(self, modality: str) -> Tensor:
+        """φ spread over the sample's elements (Tensor with the modality's sample shape; NaN = never masked)."""
+        lay = self.layouts[modality]
+        vals = torch.cat([self.values_of(modality), torch.tensor([float("nan")], dtype=torch.float64)])
+        return vals[torch.where(lay.fmap < 0, lay.n, lay.fmap)]
+
+
+@dataclass
+class MMShapResult:
+    """Per-sample explanations plus ``contributions`` Φ Tensor[B, M] and ``absent`` BoolTensor[B, M]."""
+
+    samples: list[FeatureExplanation]
+    modalities: list[str]
+    method: str
+    n_permutations: int
+    contributions: Tensor
+    absent: Tensor
+    base: Tensor
+    full: Tensor
+    classes: Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+    def shares(self, zero_total: str = "nan") -> Tensor:
+        """share_m = Φ_m / Σ_k Φ_k per sample, Tensor[B, M] (NaN for modalities absent in a sample)."""
+        return abs_shares(self.contributions, zero_total, self.absent)
+
+    def mean_shares(self, zero_total: str = "nan") -> dict[str, float]:
+        return {m: float(v) for m, v in zip(self.modalities, self.shares(zero_total).nanmean(0))}
+
+    @property
+    def n_evaluations(self) -> int:
+        return sum(s.n_evaluations for s in self.samples)
+
+    @staticmethod
+    def concat(results: Sequence["MMShapResult"]) -> "MMShapResult":
+        if not results:
+            raise ConfigError("MMShapResult.concat: got no results")
+        cls = [r.classes for r in results]
+        return MMShapResult(
+            samples=[s for r in results for s in r.samples],
+            modalities=list(results[0].modalities),
+            method=results[0].method,
+            n_permutations=results[0].n_permutations,
+            contributions=torch.cat([r.contributions for r in results]),
+            absent=torch.cat([r.absent for r in results]),
+            base=torch.cat([r.base for r in results]),
+            full=torch.cat([r.full for r in results]),
+            classes=None if any(c is None for c in cls) else torch.cat(cls),
+        )
+
+
+class _Packer:
+    """Accumulates masked rows of several samples and evaluates them in calls of ≤ ``limit`` rows."""
+
+    def __init__(self, score_fn: Callable, limit: int):
+        self.score_fn, self.limit = score_fn, limit
+        self.pending: list[tuple[MultimodalBatch, Tensor | None, Tensor, int]] = []
+        self.rows = 0
+        self.calls = 0
+
+    def add(self, rows: MultimodalBatch, cls: Tensor | None, out: Tensor, start: int) -> None:
+        k = rows.batch_size
+        if self.rows + k > self.limit:
+            self.flush()
+        self.pending.append((rows, cls, out, start))
+        self.rows += k
+        if self.rows >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        big = cat_batches([p[0] for p in self.pending])
+        cls = None if self.pending[0][1] is None else torch.cat([p[1] for p in self.pending])
+        vals = call_score(self.score_fn, big, cls)
+        self.calls += 1
+        o = 0
+        for rows, _, out, start in self.pending:
+            k = rows.batch_size
+            out[start:start + k] = vals[o:o + k]
+            o += k
+        self.pending, self.rows = [], 0
+
+
+def _sample_rows(batch: MultimodalBatch, i: int, maskers: dict[str, FeatureMasker], layouts: dict[str, FeatureLayout],
+                 offsets: dict[str, int], keep: Tensor) -> MultimodalBatch:
+    """K masked copies of sample i (keep BoolTensor[K, n]) as a MultimodalBatch of K rows."""
+    k = keep.shape[0]
+    inputs = {}
+    for m, x in batch.inputs.items():
+        xi = x[i]
+        if m in layouts:
+            lay = layouts[m]
+            inputs[m] = maskers[m].apply(xi, lay, keep[:, offsets[m]:offsets[m] + lay.n])
+        else:
+            inputs[m] = xi.unsqueeze(0).expand((k,) + tuple(xi.shape))
+    mask = {m: v[i].expand(k) for m, v in batch.mask.items()}
+    lengths = {m: v[i].expand(k) for m, v in batch.lengths.items()}
+    return MultimodalBatch(inputs, mask, None, lengths)
+
+
+def _resolve_maskers(batch: MultimodalBatch, players: list[str], maskers: Mapping[str, Any] | None) -> dict:
+    maskers = dict(maskers or {})
+    unknown = [m for m in maskers if m not in batch.inputs]
+    if unknown:
+        raise MissingModalityError(f"maskers: unknown modality {unknown[0]!r}; the batch has {batch.modalities}")
+    return {m: resolve_masker(maskers.get(m), batch.inputs[m][0], m in batch.lengths, m) for m in players}
+
+
+def _sample_layouts(batch, i, players, maskers) -> tuple[dict[str, FeatureLayout], dict[str, int], int]:
+    context: dict[str, Any] = {}
+    order = sorted(players, key=lambda m: (maskers[m].kind != "tokens", m))  # tokens first: n_text_tokens
+    layouts: dict[str, FeatureLayout] = {}
+    for m in order:
+        if not bool(batch.mask[m][i]):
+            continue
+        length = int(batch.lengths[m][i]) if m in batch.lengths else None
+        layouts[m] = maskers[m].layout(batch.inputs[m][i], length, context, m)
+    offsets, n = {}, 0
+    for m in players:
+        if m in layouts:
+            offsets[m] = n
+            n += layouts[m].n
+    return layouts, offsets, n
+
+
+def mmshap(
+    score_fn: Callable,
+    batch: MultimodalBatch,
+    maskers: Mapping[str, FeatureMasker | str | dict | None] | None = None,
+    players: Sequence[str] | None = None,
+    method: str = "permutation",
+    n_permutations: int = 10,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    permutations: Tensor | Sequence[Tensor] | None = None,
+    antithetic: bool = True,
+    exact_max: int = 14,
+    memory_mb: float = 256.0,
+    max_rows: int | None = None,
+) -> MMShapResult:
+    """Feature-level Shapley values and modality shares for every sample of ``batch``.
+
+    ``maskers``: per modality a :class:`FeatureMasker`, a registered name ("tokens", "patches",
+    "windows", "video", "vector"), a dict ``{"kind": ..., **kwargs}`` or None (default by shape).
+    ``players``: the modalities whose features are players (default all; two names = pair mode).
+    ``permutations``: explicit orders, one LongTensor[P, n] for every sample or a list with one per
+    sample (overrides ``n_permutations``/``seed``; used to match other libraries' sampling).
+    """
+    score_fn = as_score_fn(score_fn)
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    check_count("n_permutations", n_permutations)
+    check_count("exact_max", exact_max, minimum=0)
+    if exact_max > EXACT_HARD_LIMIT:
+        raise ConfigError(f"exact_max must be at most {EXACT_HARD_LIMIT}, got {exact_max}")
+    names = resolve_players(batch, players, "players")
+    mk = _resolve_maskers(batch, names, maskers)
+    limit = rows_per_call(batch, memory_mb, max_rows)
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    classes = explained_classes(score_fn, batch)
+    B = batch.batch_size
+    if permutations is not None and not isinstance(permutations, Tensor) and len(permutations) != B:
+        raise ConfigError(f"permutations: give one tensor for all samples or a list of {B}, got {len(permutations)}")
+    packer = _Packer(score_fn, limit)
+    plans = []
+    for i in range(B):
+        layouts, offsets, n = _sample_layouts(batch, i, names, mk)
+        if method == "exact":
+            if n > exact_max:
+                raise ConfigError(
+                    f"sample {i}: method='exact' over {n} features needs 2^{n} evaluations (exact_max={exact_max}); "
+                    "use method='permutation', coarser maskers, or raise exact_max"
+                )
+            perms, coalitions = None, all_coalitions(n)
+        else:
+            if permutations is not None:
+                given = permutations if isinstance(permutations, Tensor) else permutations[i]
+                perms = check_permutations(given, n)
+            else:
+                perms = random_permutations(n_permutations, n, gen)
+            coalitions = permutation_coalitions(perms, antithetic)
+        out = torch.empty(coalitions.shape[0], dtype=torch.float64)
+        cls_i = None if classes is None else classes[i:i + 1]
+        for s in range(0, coalitions.shape[0], limit):
+            keep = coalitions[s:s + limit]
+            rows = _sample_rows(batch, i, mk, layouts, offsets, keep)
+            packer.add(rows, None if cls_i is None else cls_i.expand(keep.shape[0]), out, s)
+        plans.append((layouts, offsets, n, perms, out))
+    packer.flush()
+
+    samples, M = [], len(names)
+    contributions = torch.zeros(B, M, dtype=torch.float64)
+    absent = torch.zeros(B, M, dtype=torch.bool)
+    base, full = torch.empty(B, dtype=torch.float64), torch.empty(B, dtype=torch.float64)
+    for i, (layouts, offsets, n, perms, v) in enumerate(plans):
+        if perms is None:
+            phi, b, f = exact_from_values(v, n), v[0], v[-1]
+        else:
+            phi, b, f = permutation_from_values(v, perms, antithetic), v[0], v[1]
+        owner = torch.cat([torch.full((layouts[m].n,), j, dtype=torch.long)
+                           for j, m in enumerate(names) if m in layouts] or [torch.zeros(0, dtype=torch.long)])
+        ex = FeatureExplanation(phi, owner, names, layouts, float(b), float(f),
+                                None if classes is None else int(classes[i]), int(v.shape[0]))
+        samples.append(ex)
+        contributions[i] = ex.contributions()
+        absent[i] = torch.tensor([m not in layouts or layouts[m].n == 0 for m in names])
+        base[i], full[i] = b, f
+    used_p = 0 if method == "exact" else (n_permutations if permutations is None else -1)
+    return MMShapResult(samples, names, method, used_p, contributions, absent, base, full, classes,
+                        extra={"model_calls": packer.calls})
