@@ -53,6 +53,7 @@ class ModalityShapley:
     method: str
     n_evaluations: int = 0
     classes: Tensor | None = None
+    absent: Tensor | None = None  # BoolTensor[B, M]: the modality was already absent in the sample
     extra: dict = field(default_factory=dict)
 
     def efficiency_gap(self) -> Tensor:
@@ -60,8 +61,9 @@ class ModalityShapley:
         return self.values.sum(1) - (self.full - self.base)
 
     def shares(self, zero_total: str = "nan") -> Tensor:
-        """|φ_m| / Σ|φ| per sample, Tensor[B, M]; see :func:`mmfuse.explain.shares.abs_shares`."""
-        return abs_shares(self.values.abs(), zero_total)
+        """|φ_m| / Σ|φ| per sample, Tensor[B, M] (NaN where the modality was absent in the sample);
+        see :func:`mmfuse.explain.shares.abs_shares`."""
+        return abs_shares(self.values.abs(), zero_total, self.absent)
 
     def mean_values(self) -> dict[str, float]:
         return {m: float(v) for m, v in zip(self.modalities, self.values.mean(0))}
@@ -75,6 +77,7 @@ class ModalityShapley:
         if not results:
             raise ConfigError("ModalityShapley.concat: got no results")
         cls = [r.classes for r in results]
+        absent = [r.absent for r in results]
         return ModalityShapley(
             values=torch.cat([r.values for r in results]),
             base=torch.cat([r.base for r in results]),
@@ -83,6 +86,7 @@ class ModalityShapley:
             method=results[0].method,
             n_evaluations=sum(r.n_evaluations for r in results),
             classes=None if any(c is None for c in cls) else torch.cat(cls),
+            absent=None if any(a is None for a in absent) else torch.cat(absent),
         )
 
 
@@ -174,4 +178,5 @@ def modality_shapley(
         base, full = v[0], v[1]
         used = "permutation"
     return ModalityShapley(values.T.contiguous(), base.clone(), full.clone(), players, used,
-                           n_evaluations=int(coalitions.shape[0]) * batch.batch_size, classes=classes)
+                           n_evaluations=int(coalitions.shape[0]) * batch.batch_size, classes=classes,
+                           absent=torch.stack([~batch.mask[m].cpu() for m in players], 1))
