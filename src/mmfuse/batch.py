@@ -107,12 +107,23 @@ def _to_tensor(value: Any, index: int, modality: str) -> Tensor:
             ) from None
     if t.dtype == torch.float64:
         t = t.float()
-    if t.is_floating_point() and not torch.isfinite(t).all():
-        raise DataError(
-            f"sample {index}, modality {modality!r}: contains NaN or infinite values; "
-            "clean or impute them, or mark the modality absent (None) for this sample"
-        )
     return t
+
+
+def _check_finite(x: Tensor, present: Tensor, idx: list[int], modality: str) -> None:
+    """Raise a DataError naming the first sample whose values are NaN or infinite (one check per batch)."""
+    if not x.is_floating_point():
+        return
+    flat = x.detach().reshape(x.shape[0], -1).cpu().numpy()  # numpy: far cheaper than torch for this check
+    if np.isfinite(flat).all():
+        return
+    bad = ~np.isfinite(flat).all(1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"sample {idx[row]}, {'field' if modality == TARGET_KEY else 'modality'} {modality!r}: contains NaN or "
+            "infinite values; clean or impute them, or mark the modality absent (None) for this sample"
+        )
 
 
 def collate(
@@ -152,52 +163,50 @@ def collate(
     mask: dict[str, Tensor] = {}
     lengths: dict[str, Tensor] = {}
     for m in names:
-        values = [(i, s.get(m)) for i, s in zip(idx, samples)]
-        tensors = {i: _to_tensor(v, i, m) for i, v in values if v is not None}
-        present = torch.tensor([v is not None for _, v in values], dtype=torch.bool)
+        values = [s.get(m) for s in samples]
+        tensors = {r: _to_tensor(v, idx[r], m) for r, v in enumerate(values) if v is not None}
+        present = torch.tensor([v is not None for v in values], dtype=torch.bool)
         if tensors:
-            ref_i, ref = next(iter(tensors.items()))
+            ref_r, ref = next(iter(tensors.items()))
             variable = shapes.get(m) is not None and len(shapes[m]) > 0 and shapes[m][0] is None
-            for i, t in tensors.items():
+            for r, t in tensors.items():
+                where, other = f"sample {idx[r]}, modality {m!r}", f"sample {idx[ref_r]}"
                 if t.dim() != ref.dim():
                     raise ShapeError(
-                        f"sample {i}, modality {m!r}: has {t.dim()} dims {tuple(t.shape)} but sample {ref_i} has "
+                        f"{where}: has {t.dim()} dims {tuple(t.shape)} but {other} has "
                         f"{ref.dim()} dims {tuple(ref.shape)}; every sample of a modality needs the same rank"
                     )
                 if t.shape[1:] != ref.shape[1:] or (t.shape[:1] != ref.shape[:1] and t.dim() == 0):
                     raise ShapeError(
-                        f"sample {i}, modality {m!r}: shape {tuple(t.shape)} does not match shape "
-                        f"{tuple(ref.shape)} of sample {ref_i}; only the first axis may vary (it is padded)"
+                        f"{where}: shape {tuple(t.shape)} does not match shape "
+                        f"{tuple(ref.shape)} of {other}; only the first axis may vary (it is padded)"
                     )
                 if t.dtype.is_floating_point != ref.dtype.is_floating_point:
-                    raise ShapeError(
-                        f"sample {i}, modality {m!r}: dtype {t.dtype} differs from {ref.dtype} of sample {ref_i}"
-                    )
+                    raise ShapeError(f"{where}: dtype {t.dtype} differs from {ref.dtype} of {other}")
                 if t.shape[:1] != ref.shape[:1]:
                     variable = True
             if shapes.get(m) is not None:
                 want = tuple(shapes[m])
-                for i, t in tensors.items():
-                    if len(want) != t.dim() or any(w is not None and w != s for w, s in zip(want, t.shape)):
+                for r, t in tensors.items():
+                    if len(want) != t.dim() or any(w is not None and w != n for w, n in zip(want, t.shape)):
                         raise ShapeError(
-                            f"sample {i}, modality {m!r}: expected shape {want} (None = any), got {tuple(t.shape)}"
+                            f"sample {idx[r]}, modality {m!r}: expected shape {want} (None = any), got {tuple(t.shape)}"
                         )
             rest = tuple(ref.shape[1:])
             if variable:
                 T = max(int(t.shape[0]) for t in tensors.values())
                 x = torch.zeros((len(samples), T) + rest, dtype=ref.dtype)
                 ln = torch.zeros(len(samples), dtype=torch.long)
-                for row, (i, v) in enumerate(values):
-                    if v is not None:
-                        t = tensors[i]
-                        x[row, : t.shape[0]] = t.to(ref.dtype)
-                        ln[row] = t.shape[0]
+                for r, t in tensors.items():
+                    x[r, : t.shape[0]] = t.to(ref.dtype)
+                    ln[r] = t.shape[0]
                 lengths[m] = ln
+            elif len(tensors) == len(samples):
+                x = torch.stack([tensors[r].to(ref.dtype) for r in range(len(samples))])
             else:
                 x = torch.zeros((len(samples),) + tuple(ref.shape), dtype=ref.dtype)
-                for row, (i, v) in enumerate(values):
-                    if v is not None:
-                        x[row] = tensors[i].to(ref.dtype)
+                for r, t in tensors.items():
+                    x[r] = t.to(ref.dtype)
         else:
             if m not in shapes or shapes[m] is None:
                 raise MissingModalityError(
@@ -208,6 +217,7 @@ def collate(
             x = torch.zeros((len(samples),) + shp)
             if shapes[m] and shapes[m][0] is None:
                 lengths[m] = torch.zeros(len(samples), dtype=torch.long)
+        _check_finite(x, present, idx, m)
         inputs[m] = x
         mask[m] = present
 
@@ -222,6 +232,7 @@ def collate(
         tt = [_to_tensor(s[TARGET_KEY], i, TARGET_KEY) for i, s in zip(idx, samples)]
         try:
             target = torch.stack(tt)
+            _check_finite(target, torch.ones(len(tt), dtype=torch.bool), idx, TARGET_KEY)
         except RuntimeError:
             raise ShapeError(
                 f"samples {idx[0]}..{idx[-1]}: targets have different shapes "

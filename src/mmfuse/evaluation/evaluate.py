@@ -1,0 +1,75 @@
+"""Evaluation of a model on a dataset, overall and per missing-modality pattern.
+
+A *pattern* is the set of modalities kept present at test time; every other modality is made
+absent through the batch mask (the model's own missing-modality path), for every sample.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..batch import MultimodalBatch
+from .metrics import compute_metrics
+
+
+def make_loader(dataset, batch_size: int = 256, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate_fn,
+                      generator=g, num_workers=num_workers)
+
+
+@torch.no_grad()
+def collect(model: nn.Module, loader: Iterable[MultimodalBatch], keep: Iterable[str] | None = None,
+            embeddings: bool = False) -> dict[str, np.ndarray]:
+    """Run ``model`` in eval mode; returns scores [N, K], targets, and optionally fused/unimodal embeddings."""
+    was = model.training
+    model.eval()
+    out: dict[str, list] = {"scores": [], "target": []}
+    try:
+        for batch in loader:
+            if keep is not None:
+                keep_set = set(keep)
+                batch = batch.with_mask({m: torch.full_like(v, m in keep_set) for m, v in batch.mask.items()})
+            o = model(batch)
+            out["scores"].append(o.logits.float().cpu())
+            if batch.target is not None:
+                out["target"].append(batch.target.cpu())
+            if embeddings:
+                if o.fused is not None:
+                    out.setdefault("fused", []).append(o.fused.float().cpu())
+                for m, e in o.embeddings.items():
+                    out.setdefault(f"emb_{m}", []).append(e.float().cpu())
+    finally:
+        model.train(was)
+    return {k: torch.cat(v).numpy() for k, v in out.items() if v}
+
+
+def patterns_of(modalities: list[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of modalities, largest first."""
+    mods = sorted(modalities)
+    return [c for r in range(len(mods), 0, -1) for c in combinations(mods, r)]
+
+
+def pattern_name(pattern: Iterable[str]) -> str:
+    return "+".join(sorted(pattern))
+
+
+def evaluate(model: nn.Module, dataset, task: str, batch_size: int = 256, per_pattern: bool = True,
+             modalities: list[str] | None = None) -> dict:
+    """``{"metrics": {...}, "patterns": {"audio+image": {...}, "audio": {...}, ...}}``."""
+    loader = make_loader(dataset, batch_size)
+    res = collect(model, loader)
+    report = {"metrics": compute_metrics(task, res["scores"], res["target"]), "patterns": {}}
+    if per_pattern:
+        mods = modalities or getattr(model, "modalities", None) or dataset.modalities
+        for p in patterns_of(list(mods)):
+            r = collect(model, loader, keep=p)
+            report["patterns"][pattern_name(p)] = compute_metrics(task, r["scores"], r["target"])
+    return report

@@ -1,0 +1,48 @@
+"""Prediction heads: ``linear`` and ``mlp``; built as ``create_head(name, in_dim, out_dim, **options)``.
+
+The task (multiclass, multilabel, regression) only changes the loss and the metrics, not the
+head: every head returns raw scores Tensor[B, K] (logits, or regression outputs).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..registry import HEADS
+
+
+class MLPHead(nn.Module):
+    """(B, D) -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear -> (B, K)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden=(), dropout: float = 0.0):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"head: dropout must be in [0, 1), got {dropout}")
+        hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden or ())
+        layers, d = [], in_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+            d = h
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@HEADS.register("linear")
+def linear(in_dim: int, out_dim: int, dropout: float = 0.0):
+    return MLPHead(in_dim, out_dim, (), dropout)
+
+
+@HEADS.register("mlp")
+def mlp(in_dim: int, out_dim: int, hidden=(64,), dropout: float = 0.0):
+    return MLPHead(in_dim, out_dim, hidden, dropout)
+
+
+def create_head(name_or_module, in_dim: int, out_dim: int, **options) -> nn.Module:
+    if isinstance(name_or_module, nn.Module):
+        return name_or_module
+    return HEADS.create(name_or_module, in_dim=in_dim, out_dim=out_dim, **options)

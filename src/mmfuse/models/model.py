@@ -1,0 +1,138 @@
+"""``MultimodalModel``: encoders, then fusion, then a head — the *when* of fusion as a strategy.
+
+Strategies
+- ``early``: aligned modalities are joined along ``early_axis`` (of one sample) before one encoder.
+- ``feature``: one encoder per modality, one fusion operator over the embeddings, one head.
+- ``late``: one encoder and head per modality; a combiner merges the per-modality logits.
+- ``intermediate``: staged encoders exchange information between stages (see ``models/intermediate.py``).
+
+Shape legend: B batch, D_m embedding width of modality m, D fused width, K outputs.
+Absent modalities (mask False) are zeros at the input; the fusion operator or the late combiner
+keeps them out of the result (see ``fusion/base.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import MultimodalBatch
+from ..errors import ConfigError, MissingModalityError
+from ..fusion.base import FusionOp
+from .output import ModelOutput
+
+STRATEGIES = ("early", "feature", "late", "intermediate")
+
+
+def _pool(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Tensor[B, T, D] (zero-padded) -> Tensor[B, D] masked mean over real positions."""
+    if lengths is None:
+        return x.mean(1)
+    valid = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
+    return (x * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)
+
+
+class MultimodalModel(nn.Module):
+    """A plain ``nn.Module``: ``forward(batch) -> ModelOutput``; usable without any trainer."""
+
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        head: nn.Module | Mapping[str, nn.Module],
+        strategy: str = "feature",
+        fusion: FusionOp | None = None,
+        late_combiner: nn.Module | None = None,
+        early_modalities: list[str] | None = None,
+        early_axis: int = 0,
+        modality_dropout: nn.Module | None = None,
+        imputer: nn.Module | None = None,
+    ):
+        super().__init__()
+        if strategy not in STRATEGIES[:3]:
+            raise ConfigError(f"model.strategy: expected one of {STRATEGIES[:3]} here, got {strategy!r}"
+                              + ("; build intermediate fusion with IntermediateFusionModel" if strategy == "intermediate" else ""))
+        self.strategy = strategy
+        self.encoders = nn.ModuleDict(dict(sorted(encoders.items())))
+        self.fusion = fusion
+        self.late_combiner = late_combiner
+        self.modality_dropout = modality_dropout
+        self.imputer = imputer
+        self.early_modalities = sorted(early_modalities or [])
+        self.early_axis = early_axis
+        if strategy == "late":
+            if not isinstance(head, Mapping) or set(head) != set(self.encoders):
+                raise ConfigError("late fusion needs one head per modality (a dict with the encoders' keys)")
+            if late_combiner is None:
+                raise ConfigError("late fusion needs a late_combiner (e.g. 'mean_prob')")
+            self.heads = nn.ModuleDict(dict(sorted(head.items())))
+        else:
+            if strategy == "feature" and fusion is None:
+                raise ConfigError("feature fusion needs a fusion operator (model.fusion.name)")
+            if strategy == "early" and (len(self.encoders) != 1 or not self.early_modalities):
+                raise ConfigError("early fusion needs exactly one encoder and the list of modalities it joins")
+            self.head = head
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.early_modalities if self.strategy == "early" else list(self.encoders)
+
+    def _check_batch(self, batch: MultimodalBatch) -> None:
+        missing = [m for m in self.modalities if m not in batch.inputs]
+        if missing:
+            raise MissingModalityError(
+                f"batch lacks modality {missing[0]!r}; the model expects {self.modalities} "
+                f"and the batch has {batch.modalities}. Absent values belong in the batch as zeros with mask False"
+            )
+
+    def encode(self, batch: MultimodalBatch, pool: bool = True) -> dict[str, Tensor]:
+        """Per-modality embeddings: Tensor[B, D_m] (or Tensor[B, T, D_m] for sequence encoders when not pooled)."""
+        out = {}
+        for m, enc in self.encoders.items():
+            x, ln = batch.inputs[m], batch.lengths.get(m)
+            h = enc(x, ln) if getattr(enc, "accepts_lengths", False) else enc(x)
+            if h.dim() == 3 and pool:
+                h = _pool(h, ln)
+            out[m] = h
+        return out
+
+    def forward(self, batch: MultimodalBatch) -> ModelOutput:
+        self._check_batch(batch)
+        if self.training and self.modality_dropout is not None:
+            batch = batch.with_mask(self.modality_dropout(batch.mask))
+        if self.strategy == "early":
+            return self._forward_early(batch)
+        seq = self.strategy == "feature" and getattr(self.fusion, "accepts_sequences", False)
+        emb = self.encode(batch, pool=not seq)
+        mask = batch.mask
+        if self.imputer is not None:
+            emb, mask = self.imputer.impute(emb, mask)
+        if self.strategy == "late":
+            logits = {m: self.heads[m](emb[m]) for m in self.encoders}
+            fused = self.late_combiner(logits, mask)
+            return ModelOutput(fused, None, emb, logits)
+        kwargs = {}
+        if seq:
+            kwargs["token_mask"] = {
+                m: torch.arange(e.shape[1], device=e.device)[None] < batch.lengths[m][:, None]
+                for m, e in emb.items() if e.dim() == 3 and m in batch.lengths
+            }
+        fused = self.fusion(emb, mask, **kwargs)
+        pooled = {m: (_pool(e, batch.lengths.get(m)) if e.dim() == 3 else e) for m, e in emb.items()}
+        return ModelOutput(self.head(fused), fused, pooled)
+
+    def _forward_early(self, batch: MultimodalBatch) -> ModelOutput:
+        xs = [batch.inputs[m] for m in self.early_modalities]
+        shapes = {m: tuple(x.shape[1:]) for m, x in zip(self.early_modalities, xs)}
+        axis = self.early_axis + 1
+        ref = xs[0].shape
+        for m, x in zip(self.early_modalities, xs):
+            if x.dim() != len(ref) or any(a != b for i, (a, b) in enumerate(zip(x.shape, ref)) if i != axis):
+                raise MissingModalityError(
+                    f"early fusion joins modalities along axis {self.early_axis}; their other dims must match, "
+                    f"got per-sample shapes {shapes}. Use feature or late fusion for modalities that are not aligned"
+                )
+        (name, enc), = self.encoders.items()
+        h = enc(torch.cat([x.float() for x in xs], dim=axis))
+        return ModelOutput(self.head(h), h, {name: h})

@@ -1,0 +1,86 @@
+"""Checkpoints: weights in safetensors plus the resolved config and data facts as JSON.
+
+A checkpoint is a folder holding ``model.safetensors`` and ``config.json``. Both files are written
+to temporary names and moved into place with ``os.replace`` (atomic on one file system), so a
+crash never leaves a half-written checkpoint. Nothing is unpickled when loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import ExperimentConfig
+from ..errors import CheckpointError, ConfigError
+
+WEIGHTS, META = "model.safetensors", "config.json"
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: ExperimentConfig, meta: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` atomically."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(d / WEIGHTS, lambda tmp: save_file(state, tmp))
+    payload = {"format": "mmfuse-checkpoint-1", "config": config.model_dump(mode="json"), **meta}
+    _atomic_write(d / META, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
+    return d
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    d = Path(directory)
+    if d.is_file() and d.name in (WEIGHTS, META):
+        d = d.parent
+    if not (d / META).is_file() or not (d / WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{str(d)!r} is not an mmfuse checkpoint: expected a folder with {WEIGHTS} and {META} "
+            "(written by `mmfuse train`)"
+        )
+    try:
+        meta = json.loads((d / META).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{str(d / META)!r} is not valid JSON ({exc}); the checkpoint is damaged") from None
+    if meta.get("format") != "mmfuse-checkpoint-1":
+        raise CheckpointError(f"{str(d / META)!r}: unknown checkpoint format {meta.get('format')!r}")
+    meta["_dir"] = str(d)
+    return meta
+
+
+def load_checkpoint(directory: str | Path):
+    """(model in eval mode, ExperimentConfig, meta dict) from a checkpoint folder."""
+    from ..models import build_model
+
+    meta = read_meta(directory)
+    try:
+        cfg = ExperimentConfig.model_validate(meta["config"])
+    except Exception as exc:  # pydantic error: the JSON was edited or is from another version
+        raise CheckpointError(f"{meta['_dir']}: its config does not validate: {exc}") from None
+    shapes = {m: tuple(s) for m, s in meta["input_shapes"].items()}
+    model = build_model(cfg.model, shapes, int(meta["num_outputs"]), meta["task"])
+    try:
+        state = load_file(str(Path(meta["_dir"]) / WEIGHTS))
+    except Exception as exc:
+        raise CheckpointError(f"{meta['_dir']}/{WEIGHTS}: cannot read weights ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{meta['_dir']}: weights do not fit the model its config describes: {exc}") from None
+    model.eval()
+    return model, cfg, meta
