@@ -27,7 +27,8 @@ The entry point used by ``mmfuse explain``::
         max_rows=None,              # rows per model call (default: memory budget, ≤ 4096)
     ) -> dict
 
-It writes ``per_sample.csv`` (one row per sample: target, prediction, correctness, f(full),
+It writes ``per_sample.csv`` (one row per sample, ``sample`` = its position in the iteration
+order of ``data``, i.e. the dataset index for a Dataset; then target, prediction, correctness, f(full),
 f(none), share/contribution per modality), ``breakdown.csv`` (mean ± std share per modality over
 all samples, per true class, for correct vs incorrect predictions), ``shares_by_class.png``,
 ``shares_by_correctness.png`` and, for MM-SHAP, ``examples/sample<k>_<modality>.png`` (patch
@@ -219,9 +220,8 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
                 for r, ex in enumerate(res.samples):
                     if done + r >= n_examples:
                         break
-                    sid = int(batch.index[r]) if batch.index is not None else done + r
-                    files += _example_figures(ex, batch, r, sid, out / "examples", vocab)
-        index = batch.index[: batch.batch_size] if batch.index is not None else torch.arange(done, done + batch.batch_size)
+                    files += _example_figures(ex, batch, r, done + r, out / "examples", vocab)
+        index = torch.arange(done, done + batch.batch_size)  # position in the data's iteration order
         tgt = batch.target.cpu() if batch.target is not None else None
         frames.append(shares_frame(res, tgt, predicted, class_names, index, zero_total))
         results.append(res)
