@@ -18,10 +18,24 @@ from ..batch import MultimodalBatch
 from .metrics import compute_metrics
 
 
+class Indexed(torch.utils.data.Dataset):
+    """Yields ``(index, sample)`` so that collate errors name the dataset index of a bad sample."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return int(i), self.dataset[i]
+
+
 def make_loader(dataset, batch_size: int = 256, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+    """A DataLoader over ``dataset`` with its ``collate_fn``, seeded batch order and indexed samples."""
     g = torch.Generator()
     g.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate_fn,
+    return DataLoader(Indexed(dataset), batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate_fn,
                       generator=g, num_workers=num_workers)
 
 

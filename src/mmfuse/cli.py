@@ -1,0 +1,255 @@
+"""The ``mmfuse`` command line: train | evaluate | predict | compare | explain | missing-study | list | demo.
+
+Every command validates its whole config before any compute; an mmfuse error is printed as one
+clear message (exit code 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import MMFuseError
+
+DEMO_CONFIG = {
+    "seed": 0,
+    "data": {"name": "avmnist", "options": {"variant": "hard"}, "batch_size": 64},
+    "model": {
+        "encoders": {
+            "image": {"name": "cnn2d", "options": {"channels": [16, 32], "output_dim": 64}},
+            "audio": {"name": "cnn1d", "options": {"channels": [32, 64], "output_dim": 64}},
+        },
+        "head": {"name": "mlp", "options": {"hidden": [64], "dropout": 0.1}},
+    },
+    "training": {"max_epochs": 8, "lr": 0.002, "weight_decay": 0.0001, "monitor": "val_accuracy", "progress": False},
+    "compare": {
+        "fusions": ["concat", "sum", "max", "gated", "multconcat", "tensor", "low_rank", "cross_attention"],
+        "late": ["mean_prob"], "unimodal": True, "seeds": [0, 1, 2],
+    },
+    "output_dir": "runs/demo",
+}
+
+
+def _print_table(rows: list[tuple[str, str]], title: str | None = None) -> None:
+    if title:
+        print(title)
+    w = max((len(k) for k, _ in rows), default=0)
+    for k, v in rows:
+        print(f"  {k.ljust(w)}  {v}")
+
+
+def _metrics_rows(report: dict) -> list[tuple[str, str]]:
+    rows = [(k, f"{v:.4f}") for k, v in report.get("metrics", {}).items()]
+    for pat, mets in report.get("patterns", {}).items():
+        key = next(iter(mets), None)
+        if key:
+            rows.append((f"only {pat} present: {key}", f"{mets[key]:.4f}"))
+    return rows
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .plots import learning_curves
+    from .training import fit
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out or cfg.output_dir)
+    res = fit(cfg, out_dir=out)
+    (out / "metrics.json").write_text(json.dumps({"val": res.val, "test": res.test, "history": res.history,
+                                                   "params": res.params, "train_seconds": res.train_seconds}, indent=2))
+    metric = "val_accuracy" if res.task == "multiclass" else "val_loss"
+    learning_curves({"model": [[h.get(metric, float("nan")) for h in res.history]]}, out / "learning_curve.png", metric)
+    _print_table(_metrics_rows(res.test), f"test metrics ({res.params:,} parameters, {res.train_seconds:.1f} s training):")
+    print(f"checkpoint: {res.checkpoint}")
+    return 0
+
+
+def _data_for(cfg, overrides):
+    from .config import parse_config
+    from .training.fit import load_data
+
+    if overrides:
+        cfg = parse_config(cfg.model_dump(), overrides)
+    return cfg, load_data(cfg)
+
+
+def _split(datasets: dict, split: str):
+    from .errors import ConfigError
+
+    if split not in datasets or len(datasets[split]) == 0:
+        raise ConfigError(f"--split: the data has no non-empty split {split!r}; choose from {sorted(datasets)}")
+    return datasets[split]
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+    from .training import load_checkpoint
+
+    model, cfg, meta = load_checkpoint(args.checkpoint)
+    cfg, datasets = _data_for(cfg, args.set)
+    report = evaluate(model, _split(datasets, args.split), meta["task"], cfg.data.eval_batch_size)
+    _print_table(_metrics_rows(report), f"{args.split} metrics of {args.checkpoint}:")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from .evaluation import collect, make_loader
+    from .training import load_checkpoint
+
+    model, cfg, meta = load_checkpoint(args.checkpoint)
+    cfg, datasets = _data_for(cfg, args.set)
+    ds = _split(datasets, args.split)
+    res = collect(model, make_loader(ds, cfg.data.eval_batch_size))
+    scores = res["scores"]
+    df = pd.DataFrame({"index": np.arange(len(scores))})
+    if meta["task"] == "multiclass":
+        names = meta.get("class_names") or [str(i) for i in range(scores.shape[1])]
+        z = np.exp(scores - scores.max(1, keepdims=True))
+        probs = z / z.sum(1, keepdims=True)
+        df["prediction"] = [names[i] for i in scores.argmax(1)]
+        for j, n in enumerate(names):
+            df[f"p[{n}]"] = probs[:, j]
+    else:
+        for j in range(scores.shape[1]):
+            df[f"output_{j}"] = scores[:, j]
+    if "target" in res:
+        df["target"] = list(res["target"])
+    out = Path(args.out)
+    df.to_csv(out, index=False)
+    print(f"wrote {len(df)} predictions to {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import run_compare
+    from .config import load_config
+
+    cfg = load_config(args.config, args.set)
+    return _run_compare(cfg, args.out)
+
+
+def _run_compare(cfg, out) -> int:
+    from .compare import run_compare
+
+    out = Path(out or cfg.output_dir)
+    board = run_compare(cfg, out)
+    print((out / "leaderboard.md").read_text())
+    summ = json.loads((out / "summary.json").read_text())
+    if "margin" in summ:
+        print(f"best fusion {summ['best_fusion']} ({summ['best_fusion_mean']:.4f} ± {summ['best_fusion_std']:.4f}) vs best "
+              f"unimodal {summ['best_unimodal']} ({summ['best_unimodal_mean']:.4f} ± {summ['best_unimodal_std']:.4f}): "
+              f"margin {summ['margin']:+.4f}")
+    print(f"files: {out}/leaderboard.md, leaderboard.csv, runs.csv, learning_curves.png, leaderboard.png, tsne.png")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .config import parse_config
+
+    overrides = list(args.set or [])
+    if args.quick:
+        overrides += ["compare.seeds=[0]", "training.max_epochs=3", "compare.fusions=[concat,gated]"]
+    cfg = parse_config(json.loads(json.dumps(DEMO_CONFIG)), overrides)
+    print("mmfuse demo: which fusion works best on AV-MNIST (hard)? "
+          f"{len(cfg.compare.fusions)} fusion operators + late fusion + unimodal baselines, seeds {cfg.compare.seeds}")
+    return _run_compare(cfg, args.out)
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain_checkpoint
+
+    summary = explain_checkpoint(args.checkpoint, method=args.method, split=args.split, out_dir=args.out,
+                                 max_samples=args.max_samples, overrides=args.set, permutations=args.permutations)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_missing_study(args, rest: list[str]) -> int:
+    from .missing.study import missing_study_main
+
+    return int(missing_study_main([args.config, *rest]) or 0)
+
+
+def cmd_list(args) -> int:
+    import mmfuse
+
+    groups = mmfuse.catalog()
+    for kind, names in groups.items():
+        if args.what in (None, kind):
+            print(f"{kind}: {', '.join(names)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmfuse", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_set(sp):
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.max_epochs=5 (repeatable)")
+        return sp
+
+    sp = with_set(sub.add_parser("train", help="train one model from a YAML config"))
+    sp.add_argument("config")
+    sp.add_argument("--out", help="output folder (default: output_dir of the config)")
+    sp.set_defaults(fn=cmd_train)
+    for name, fn, hlp in (("evaluate", cmd_evaluate, "evaluate a checkpoint, overall and per missing-modality pattern"),
+                          ("predict", cmd_predict, "write predictions of a checkpoint as CSV")):
+        sp = with_set(sub.add_parser(name, help=hlp))
+        sp.add_argument("checkpoint")
+        sp.add_argument("--split", default="test")
+        sp.add_argument("--out", default="predictions.csv" if name == "predict" else None)
+        sp.set_defaults(fn=fn)
+    sp = with_set(sub.add_parser("compare", help="compare fusion methods × seeds; writes a leaderboard"))
+    sp.add_argument("config")
+    sp.add_argument("--out")
+    sp.set_defaults(fn=cmd_compare)
+    sp = with_set(sub.add_parser("demo", help="compare fusion methods on AV-MNIST hard (bundled data)"))
+    sp.add_argument("--out", default=None)
+    sp.add_argument("--quick", action="store_true", help="one seed, few epochs, two operators (a smoke run)")
+    sp.set_defaults(fn=cmd_demo)
+    sp = with_set(sub.add_parser("explain", help="modality contributions of a checkpoint (Shapley / MM-SHAP)"))
+    sp.add_argument("checkpoint")
+    sp.add_argument("--method", choices=["shapley", "mmshap"], default="shapley")
+    sp.add_argument("--split", default="test")
+    sp.add_argument("--out", default=None)
+    sp.add_argument("--max-samples", type=int, default=500)
+    sp.add_argument("--permutations", type=int, default=10)
+    sp.set_defaults(fn=cmd_explain)
+    sp = sub.add_parser("missing-study", help="missing-modality study (SMIL and baselines) over η", add_help=False)
+    sp.add_argument("config")
+    sp.set_defaults(fn=None)
+    sp = sub.add_parser("list", help="list registered encoders, fusions, heads, late combiners, blocks, datasets")
+    sp.add_argument("what", nargs="?", default=None)
+    sp.set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "missing-study":
+            return cmd_missing_study(args, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return args.fn(args)
+    except MMFuseError as exc:
+        print(f"mmfuse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
