@@ -331,3 +331,29 @@ def test_forward_errors_name_the_stream():
         m(good, {"audio": torch.ones(3)})
     with pytest.raises(MissingModalityError, match="unknown stream 'text'"):
         m(good, {"text": torch.ones(3, dtype=torch.bool)})
+
+
+def test_custom_squeeze_and_gate_gradients_match_autograd():
+    from mmfuse.interaction.mmtm import channel_gate
+
+    g = torch.Generator().manual_seed(14)
+    for shape in [(2, 3, 4), (2, 3, 2, 3), (2, 2, 2, 2, 3)]:
+        x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+        gate = torch.rand(shape[:2], generator=g, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda a: squeeze(a), (x,))
+        assert torch.autograd.gradcheck(channel_gate, (x, gate))
+        assert torch.autograd.gradgradcheck(channel_gate, (x, gate))
+        assert torch.autograd.gradgradcheck(lambda a: squeeze(a), (x,))
+        # the whole block against a plain re-implementation
+        m = MMTM({"a": shape[1], "b": 4}, joint_dim=3).double()
+        xb = torch.randn(shape[0], 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        out = m({"a": x, "b": xb})
+        s = torch.cat([x.flatten(2).mean(-1), xb.mean(-1)], 1)
+        z = torch.relu(m.joint(s))
+        ref_a = x * (2 * torch.sigmoid(m.excitation["a"](z))).view(shape[:2] + (1,) * (len(shape) - 2))
+        ref_b = xb * (2 * torch.sigmoid(m.excitation["b"](z)))[:, :, None]
+        w1, w2 = torch.randn_like(ref_a), torch.randn_like(ref_b)
+        got = torch.autograd.grad((out["a"] * w1).sum() + (out["b"] * w2).sum(), [x, xb, *m.parameters()])
+        want = torch.autograd.grad((ref_a * w1).sum() + (ref_b * w2).sum(), [x, xb, *m.parameters()])
+        for a, b in zip(got, want):
+            assert torch.allclose(a, b, atol=1e-10)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import interaction as _interaction  # noqa: F401  (registers the built-in blocks, e.g. "mmtm")
 from ..batch import MultimodalBatch, zero_absent
 from ..errors import ConfigError, MissingModalityError, MMFuseError, ShapeError
 from ..registry import INTERACTIONS
