@@ -24,7 +24,7 @@ The entry point used by ``mmfuse explain``::
         zero_total="nan",           # share of a sample with no contribution: "nan" (skipped) | "equal"
         device=None,                # move batches there before explaining
         plots=True,
-        max_rows=None,              # rows per model call (default: memory budget, ≤ 4096)
+        max_rows=None,              # rows per model call (default: memory budget, ≤ 512)
     ) -> dict
 
 It writes ``per_sample.csv`` (one row per sample, ``sample`` = its position in the iteration

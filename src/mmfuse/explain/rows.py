@@ -14,7 +14,7 @@ from ..batch import MultimodalBatch
 from ..errors import ConfigError
 
 #: Default cap on the rows of one model call, whatever the memory budget allows.
-DEFAULT_MAX_ROWS = 4096
+DEFAULT_MAX_ROWS = 512
 
 
 def rows_per_call(batch: MultimodalBatch, memory_mb: float = 256.0, max_rows: int | None = None) -> int:
