@@ -34,7 +34,10 @@ class GatedFusion(FusionOp):
 
     Options: ``dim`` (default: the largest input width), ``bias`` (default False, as in the paper's
     formulas; True adds biases to ``W_m`` and ``W_z``, letting the gate learn a modality prior).
+    Needs at least two modalities (with one, the gate is constant and learns nothing).
     """
+
+    min_modalities = 2
 
     def __init__(self, input_dims: Mapping[str, int], *, dim: int | None = None, bias: bool = False):
         super().__init__(input_dims)
