@@ -190,6 +190,24 @@ def test_batched_equals_unbatched_and_deterministic():
     assert not torch.allclose(other.samples[0].values, big.samples[0].values)
 
 
+def test_variable_length_windows_and_explicit_permutations():
+    batch = text_image_batch(B=2)
+    batch.inputs["seq"] = torch.randn(2, 6, 2, dtype=torch.float64)
+    batch.inputs["seq"][1, 2:] = 0
+    batch.mask["seq"] = torch.ones(2, dtype=torch.bool)
+    batch.lengths["seq"] = torch.tensor([6, 2])
+    f = lambda b: random_nonlinear()(b) * torch.tanh(b.inputs["seq"].sum((1, 2)))  # noqa: E731
+    r = mmshap(f, batch, {"image": PatchMasker(G), "seq": WindowMasker(3)}, n_permutations=2)
+    assert [s.layouts["seq"].n for s in r.samples] == [3, 2]
+    assert all(abs(s.efficiency_gap()) < 1e-12 for s in r.samples)
+    perms = [torch.stack([torch.randperm(s.values.numel()) for _ in range(2)]) for s in r.samples]
+    listed = mmshap(f, batch, {"image": PatchMasker(G), "seq": WindowMasker(3)}, permutations=perms)
+    single = mmshap(f, batch.select([0]), {"image": PatchMasker(G), "seq": WindowMasker(3)}, permutations=perms[0])
+    torch.testing.assert_close(listed.samples[0].values, single.samples[0].values, rtol=0, atol=1e-12)
+    with pytest.raises(ConfigError, match="one tensor for all samples or a list of 2"):
+        mmshap(f, batch, {"image": PatchMasker(G)}, permutations=perms[:1])
+
+
 def test_pair_mode_keeps_other_modalities():
     batch = text_image_batch()
     batch.inputs["meta"] = torch.ones(3, 2, dtype=torch.float64)

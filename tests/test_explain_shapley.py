@@ -129,6 +129,13 @@ def test_shares_invariant_to_affine_map():
     torch.testing.assert_close(s1, s2, rtol=0, atol=1e-12)
 
 
+def test_auto_switches_to_permutations_above_exact_max():
+    batch = make_batch(["a", "b", "c"], B=2)
+    r = modality_shapley(nonlinear_score, batch, exact_max=2, n_permutations=2)
+    assert r.method == "permutation" and r.n_evaluations == (2 + 2 * 2 * 2) * 2
+    assert r.efficiency_gap().abs().max() < 1e-12
+
+
 def test_seeded_permutations_are_deterministic():
     batch = make_batch(["a", "b", "c"], B=2)
     r1 = modality_shapley(nonlinear_score, batch, method="permutation", n_permutations=2, seed=4)

@@ -91,12 +91,16 @@ class ScoreFunction:
             return logits.gather(1, cls).squeeze(1)
         if C == 1:
             return torch.sigmoid(logits[:, 0])
-        return torch.softmax(logits.float(), dim=1).gather(1, cls).squeeze(1)
+        wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        return torch.softmax(wide, dim=1).gather(1, cls).squeeze(1)
 
 
 def make_score_fn(model: Callable[[MultimodalBatch], Any], target: str = "predicted",
                   class_index: int | Tensor | None = None) -> ScoreFunction:
-    """The score to explain; see the module docstring for ``target`` and ``class_index``."""
+    """The score to explain; see the module docstring for ``target`` and ``class_index``.
+
+    An ``nn.Module`` model is put in eval mode (explanations are about the deterministic predictor).
+    """
     return ScoreFunction(model, target, class_index)
 
 
