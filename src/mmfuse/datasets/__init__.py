@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from .base import ArrayDataset, Gather, MultimodalDataset, from_arrays, stratified_split
 from .loading import DATASETS, cache_root, list_datasets, load_dataset, register_dataset
-from . import avmnist as _avmnist  # noqa: F401  (registers the builders)
+from . import avmnist as _avmnist  # noqa: F401  (importing registers the builders)
+from . import basicmotions as _basicmotions  # noqa: F401
+from . import easyvqa as _easyvqa  # noqa: F401
+from .table import TableSchemaError, load_table
 
 __all__ = [
     "ArrayDataset",
@@ -30,4 +33,6 @@ __all__ = [
     "load_dataset",
     "register_dataset",
     "stratified_split",
+    "load_table",
+    "TableSchemaError",
 ]

@@ -143,6 +143,10 @@ class ArrayDataset(MultimodalDataset):
     attrs:
         Extra JSON-serialisable metadata (e.g. a text vocabulary); each key also becomes an
         attribute of the dataset (``dataset.vocab``) and is kept by the cache.
+    ids:
+        ``[N]`` integer identifiers of the samples in their source (e.g. the row of a user's
+        table); default ``0..N-1``. Kept by :meth:`subset` and the cache, so predictions can be
+        traced back to their source.
     """
 
     def __init__(
@@ -156,6 +160,7 @@ class ArrayDataset(MultimodalDataset):
         class_names: Sequence[str] | None = None,
         name: str = "arrays",
         attrs: Mapping[str, Any] | None = None,
+        ids: np.ndarray | Sequence[int] | None = None,
     ):
         if task not in TASKS:
             raise ConfigError(f"dataset {name!r}: task must be one of {list(TASKS)}, got {task!r}; "
@@ -170,6 +175,9 @@ class ArrayDataset(MultimodalDataset):
         self.task = task
         self.targets = self._check_targets(targets, task, name)
         n = len(self.targets)
+        self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(self.ids) != n:
+            raise ShapeError(f"dataset {name!r}: {len(self.ids)} ids for {n} samples")
         self.modalities = sorted(arrays)
         self.arrays: dict[str, Any] = {}
         self.present: dict[str, np.ndarray] = {}
@@ -349,7 +357,7 @@ class ArrayDataset(MultimodalDataset):
                 arrays[m] = v[idx]
         return ArrayDataset(arrays, self.targets[idx], {m: p[idx] for m, p in self.present.items()},
                             task=self.task, num_classes=self.num_classes, class_names=self.class_names,
-                            name=name or self.name, attrs=self.attrs)
+                            name=name or self.name, attrs=self.attrs, ids=self.ids[idx])
 
     def with_present(self, present: Mapping[str, np.ndarray], name: str | None = None) -> "ArrayDataset":
         """A copy whose presence masks are AND-ed with ``present`` (e.g. to simulate missing modalities)."""
@@ -405,6 +413,7 @@ class ArrayDataset(MultimodalDataset):
                 out[f"{key}_data"] = np.asarray(v)
                 kinds[m] = {"kind": "array", "key": key}
         out[f"{prefix}targets"] = self.targets
+        out[f"{prefix}ids"] = self.ids
         meta = {"name": self.name, "task": self.task, "num_classes": self.num_classes,
                 "class_names": self.class_names, "attrs": self.attrs, "modalities": kinds}
         out[f"{prefix}meta"] = np.array(json.dumps(meta))
@@ -428,7 +437,8 @@ class ArrayDataset(MultimodalDataset):
             else:
                 arrays[m] = data[f"{key}_data"]
         return cls(arrays, data[f"{prefix}targets"], present, task=meta["task"], num_classes=meta["num_classes"],
-                   class_names=meta["class_names"], name=meta["name"], attrs=meta["attrs"])
+                   class_names=meta["class_names"], name=meta["name"], attrs=meta["attrs"],
+                   ids=data[f"{prefix}ids"] if f"{prefix}ids" in data else None)
 
 
 # ---------------------------------------------------------------------- splitting helpers
