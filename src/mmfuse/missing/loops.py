@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from ..batch import Collator, MultimodalBatch
 from ..errors import ConfigError, DataError
@@ -52,15 +52,45 @@ def collate_fn_of(dataset: Any) -> Callable:
     return Collator(mods, getattr(base, "shapes", None))
 
 
+class BatchLoader:
+    """Mini-batches sliced from one pre-collated :class:`MultimodalBatch` (fast for small in-memory
+    data: samples are collated once, not every epoch). Reshuffles each pass with a seeded generator."""
+
+    def __init__(self, batch: MultimodalBatch, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch, self.shuffle = batch, shuffle
+        n = batch.batch_size
+        self.batch_size = min(batch_size, n)
+        self.drop_last = drop_last and n > self.batch_size
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        n = self.batch.batch_size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[MultimodalBatch]:
+        n = self.batch.batch_size
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            yield self.batch.select(order[i * self.batch_size:(i + 1) * self.batch_size])
+
+
+def collate_all(dataset: Any, indices: Sequence[int] | None = None) -> MultimodalBatch:
+    """The whole dataset (or ``indices``) as one batch, via its collate function."""
+    idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
+    if not idx:
+        raise DataError("collate_all: the dataset (or the selected subset) is empty")
+    samples = [dataset[i] for i in idx]
+    batch = collate_fn_of(dataset)(samples)
+    batch.index = torch.tensor(idx)
+    return batch
+
+
 def make_loader(dataset: Any, batch_size: int, shuffle: bool, seed: int = 0, indices: Sequence[int] | None = None,
-                drop_last: bool = False) -> DataLoader:
-    """A single-process DataLoader with a seeded shuffling generator."""
-    ds = dataset if indices is None else Subset(dataset, list(indices))
-    if len(ds) == 0:
-        raise DataError("make_loader: the dataset (or the selected subset) is empty")
-    g = torch.Generator().manual_seed(int(seed))
-    return DataLoader(ds, batch_size=min(batch_size, len(ds)), shuffle=shuffle, generator=g if shuffle else None,
-                      collate_fn=collate_fn_of(dataset), num_workers=0, drop_last=drop_last and len(ds) > batch_size)
+                drop_last: bool = False) -> BatchLoader:
+    """A seeded :class:`BatchLoader` over ``dataset`` (or the subset ``indices``)."""
+    return BatchLoader(collate_all(dataset, indices), batch_size, shuffle, seed, drop_last)
 
 
 def cycle(loader: Iterable) -> Iterator:
