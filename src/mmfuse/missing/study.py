@@ -661,6 +661,7 @@ def run_missing_study(config: Mapping[str, Any] | str | os.PathLike, out_dir: st
         cfg["progress"] = bool(progress)
     # check the dataset and its modalities before any training
     _check_dataset(_load(cfg, cfg["etas"][0], cfg["seeds"][0]), cfg)
+    threads_before = torch.get_num_threads()
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     n_methods = len(cfg["methods"])
@@ -680,6 +681,7 @@ def run_missing_study(config: Mapping[str, Any] | str | os.PathLike, out_dir: st
     finally:
         if bar is not None:
             bar.close()
+        torch.set_num_threads(threads_before)
     summary = summarize(records)
     md = summary_markdown(summary, cfg)
     out = Path(cfg["output"])
