@@ -195,7 +195,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(p)!r}: the top level must be a mapping of sections")
+    _resolve_schema_paths(raw, p.parent)
     return parse_config(raw, overrides)
+
+
+def _resolve_schema_paths(raw: dict, base: Path) -> None:
+    """A table schema named relative to the config file is found next to it."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    name = data.get("name")
+    if isinstance(name, str) and name.lower().endswith((".yaml", ".yml")) and not Path(name).is_absolute():
+        if (base / name).is_file():
+            data["name"] = str((base / name).resolve())
+    opts = data.get("options")
+    if isinstance(opts, dict) and isinstance(opts.get("schema"), str) and not Path(opts["schema"]).is_absolute():
+        if (base / opts["schema"]).is_file():
+            opts["schema"] = str((base / opts["schema"]).resolve())
 
 
 def check_names(cfg: ExperimentConfig) -> list[str]:
@@ -229,7 +245,8 @@ def check_names(cfg: ExperimentConfig) -> list[str]:
     try:
         from .datasets import DATASETS
 
-        chk(DATASETS, cfg.data.name, "data.name")
+        if not cfg.data.name.lower().endswith((".yaml", ".yml")):
+            chk(DATASETS, cfg.data.name, "data.name")
     except ImportError:  # pragma: no cover - datasets package always ships
         pass
     return out
