@@ -177,7 +177,7 @@ def parse_config(raw: dict | None, overrides: list[str] | None = None) -> Experi
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = format_validation_error(exc)
+        lines = format_validation_error(exc) + check_names(raw)
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     problems = check_names(cfg)
     if problems:
@@ -214,41 +214,48 @@ def _resolve_schema_paths(raw: dict, base: Path) -> None:
             opts["schema"] = str((base / opts["schema"]).resolve())
 
 
-def check_names(cfg: ExperimentConfig) -> list[str]:
-    """Registry names anywhere in the config; returns one line per unknown name."""
+def check_names(cfg: ExperimentConfig | dict) -> list[str]:
+    """Registry names anywhere in the config (a validated config or a raw dict); one line per unknown name."""
     from . import registry
     from .registry import suggestion
 
     _ensure_registries()
-    out = []
+    raw = cfg.model_dump() if isinstance(cfg, BaseModel) else cfg
+    out: list[str] = []
 
-    def chk(reg: registry.Registry, name: str, path: str):
-        if name not in reg:
+    def get(d, *keys, default=None):
+        for k in keys:
+            if not isinstance(d, dict) or k not in d:
+                return default
+            d = d[k]
+        return d
+
+    def chk(reg: registry.Registry, name, path: str):
+        if isinstance(name, str) and name not in reg:
             out.append(f"{path}: unknown {reg.kind} {name!r}; {suggestion(name, reg.list())}")
 
-    m = cfg.model
-    for mod, comp in m.encoders.items():
-        chk(registry.ENCODERS, comp.name, f"model.encoders.{mod}.name")
-    if m.strategy == "feature":
-        chk(registry.FUSIONS, m.fusion.name, "model.fusion.name")
-    if m.strategy == "late":
-        chk(registry.LATE_COMBINERS, m.late.name, "model.late.name")
-    if m.strategy == "early":
-        chk(registry.ENCODERS, m.early.encoder.name, "model.early.encoder.name")
-    if m.strategy == "intermediate":
-        chk(registry.INTERACTIONS, m.intermediate.block, "model.intermediate.block")
-    chk(registry.HEADS, m.head.name, "model.head.name")
-    for i, f in enumerate(cfg.compare.fusions):
+    model = get(raw, "model", default={}) or {}
+    strategy = get(model, "strategy", default="feature")
+    for mod, comp in (get(model, "encoders", default={}) or {}).items():
+        chk(registry.ENCODERS, get(comp, "name"), f"model.encoders.{mod}.name")
+    if strategy == "feature":
+        chk(registry.FUSIONS, get(model, "fusion", "name", default="concat"), "model.fusion.name")
+    if strategy == "late":
+        chk(registry.LATE_COMBINERS, get(model, "late", "name", default="mean_prob"), "model.late.name")
+    if strategy == "early":
+        chk(registry.ENCODERS, get(model, "early", "encoder", "name", default="cnn2d"), "model.early.encoder.name")
+    if strategy == "intermediate":
+        chk(registry.INTERACTIONS, get(model, "intermediate", "block", default="mmtm"), "model.intermediate.block")
+    chk(registry.HEADS, get(model, "head", "name", default="mlp"), "model.head.name")
+    for i, f in enumerate(get(raw, "compare", "fusions", default=[]) or []):
         chk(registry.FUSIONS, f, f"compare.fusions[{i}]")
-    for i, f in enumerate(cfg.compare.late):
+    for i, f in enumerate(get(raw, "compare", "late", default=[]) or []):
         chk(registry.LATE_COMBINERS, f, f"compare.late[{i}]")
-    try:
-        from .datasets import DATASETS
+    from .datasets import DATASETS
 
-        if not cfg.data.name.lower().endswith((".yaml", ".yml")):
-            chk(DATASETS, cfg.data.name, "data.name")
-    except ImportError:  # pragma: no cover - datasets package always ships
-        pass
+    name = get(raw, "data", "name", default="avmnist")
+    if isinstance(name, str) and not name.lower().endswith((".yaml", ".yml")):
+        chk(DATASETS, name, "data.name")
     return out
 
 
