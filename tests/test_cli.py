@@ -85,3 +85,20 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "fusions:" in out and "low_rank" in out and "avmnist" in out
+
+
+@pytest.mark.parametrize("method", ["shapley", "mmshap"])
+def test_explain_a_trained_checkpoint(table, capsys, method):
+    ck = table / "run" / "checkpoint"
+    if not ck.is_dir():
+        assert main(["train", str(table / "config.yaml")]) == 0
+    out = table / f"explain_{method}"
+    assert main(["explain", str(ck), "--method", method, "--max-samples", "6", "--permutations", "2",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mean share of each modality" in text
+    shares = pd.read_csv(out / "per_sample.csv")
+    cols = [c for c in shares.columns if c.startswith("share_")]
+    assert len(shares) == 6 and len(cols) == 4
+    total = shares[cols].sum(axis=1, skipna=True)
+    assert np.allclose(total, 1.0, atol=1e-6)

@@ -164,12 +164,29 @@ def cmd_demo(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain_checkpoint
+    from .explain import explain_dataset
+    from .training import load_checkpoint
 
-    summary = explain_checkpoint(args.checkpoint, method=args.method, split=args.split, out_dir=args.out,
-                                 max_samples=args.max_samples, overrides=args.set, permutations=args.permutations)
-    print(json.dumps(summary, indent=2, default=str))
+    model, cfg, meta = load_checkpoint(args.checkpoint)
+    cfg, datasets = _data_for(cfg, args.set)
+    ds = _split(datasets, args.split)
+    out = Path(args.out or Path(meta["_dir"]).parent / f"explain_{args.method}")
+    vocab = next(iter((getattr(ds, "vocabs", None) or {}).values()), None) or getattr(ds, "vocab", None)
+    summary = explain_dataset(model, ds, args.method, out, n_permutations=args.permutations,
+                              max_samples=args.max_samples, class_names=meta.get("class_names") or None,
+                              vocab=vocab, seed=cfg.seed, target=args.target)
+    _print_summary(summary)
+    print(f"files: {out}")
     return 0
+
+
+def _print_summary(summary: dict) -> None:
+    shares = summary.get("mean_share") or summary.get("shares") or {}
+    if isinstance(shares, dict) and shares:
+        _print_table([(m, f"{v:.3f}" if isinstance(v, float) else str(v)) for m, v in shares.items()],
+                     "mean share of each modality:")
+    rest = {k: v for k, v in summary.items() if k not in ("mean_share", "shares")}
+    print(json.dumps(rest, indent=2, default=str))
 
 
 def cmd_missing_study(args, rest: list[str]) -> int:
@@ -223,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None)
     sp.add_argument("--max-samples", type=int, default=500)
     sp.add_argument("--permutations", type=int, default=10)
+    sp.add_argument("--target", choices=["predicted", "logit"], default="predicted",
+                    help="the score explained: the predicted class's probability, or its logit")
     sp.set_defaults(fn=cmd_explain)
     sp = sub.add_parser("missing-study", help="missing-modality study (SMIL and baselines) over η", add_help=False)
     sp.add_argument("config")
