@@ -324,3 +324,34 @@ def test_mfcc_front_end():
     assert abs(np.abs(np.fft.rfft(y)).argmax() * 8000 / len(y) - 1000) < 5
     m = mfcc(x, sr, n_mfcc=13)
     assert m.shape == (lm.shape[0], 13) and np.allclose(m, lm.astype(np.float64) @ dct_matrix(40, 13).T, atol=1e-3)
+
+
+def test_table_parquet_and_empty_cells(tmp_path):
+    import importlib.util
+
+    from mmfuse.datasets.table import _empty
+
+    assert _empty(None) and _empty("  ") and _empty(float("nan")) and not _empty("nan") and not _empty(0)
+    path, records = make_table(tmp_path, rows=8)
+    write_csv(path, records)
+    schema = {"table": "data.parquet", "target": "label",
+              "modalities": {"vitals": {"columns": ["hr", "bp"], "loader": "numeric"}}}
+    if importlib.util.find_spec("pyarrow") is None and importlib.util.find_spec("fastparquet") is None:
+        (tmp_path / "data.parquet").write_bytes(b"PAR1")
+        with pytest.raises(ConfigError, match="pyarrow"):
+            load_table(schema, base_dir=tmp_path)
+    else:
+        import pandas as pd
+
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df["hr"] = df["hr"].astype(float)
+        df["bp"] = pd.to_numeric(df["bp"].replace("", None))
+        df.to_parquet(tmp_path / "data.parquet")
+        out = load_table(schema, base_dir=tmp_path)
+        assert sum(int((~out[k].present["vitals"]).sum()) for k in out) == 1  # the null bp cell
+
+
+def test_table_missing_table_file(tmp_path):
+    with pytest.raises(TableSchemaError, match="nope.csv"):
+        load_table({"table": "nope.csv", "target": "y", "modalities": {"x": {"column": "x", "loader": "npy"}}},
+                   base_dir=tmp_path)
