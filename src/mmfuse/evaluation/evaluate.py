@@ -12,9 +12,9 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from ..batch import MultimodalBatch
+from ..batch import MultimodalBatch, _check_finite
 from .metrics import compute_metrics
 
 
@@ -31,10 +31,42 @@ class Indexed(torch.utils.data.Dataset):
         return int(i), self.dataset[i]
 
 
+class Batched(torch.utils.data.Dataset):
+    """Vectorised batches: ``view[list of indices]`` is ``dataset.batch(indices)``, checked for NaN/inf.
+
+    Used for in-memory datasets that implement ``batch`` (``ArrayDataset``): one gather per
+    modality instead of a Python loop over samples (the collate step was ~15 % of an epoch).
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices) -> MultimodalBatch:
+        b = self.dataset.batch(indices)
+        idx = b.index.tolist()
+        for m, x in b.inputs.items():
+            _check_finite(x, b.mask[m], idx, m)
+        return b
+
+
+def _identity(x):
+    return x
+
+
 def make_loader(dataset, batch_size: int = 256, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
-    """A DataLoader over ``dataset`` with its ``collate_fn``, seeded batch order and indexed samples."""
+    """A DataLoader of ``MultimodalBatch`` over ``dataset``, with a seeded batch order.
+
+    Error messages name the dataset index of a bad sample: batches carry ``index``.
+    """
     g = torch.Generator()
     g.manual_seed(seed)
+    if callable(getattr(dataset, "batch", None)):
+        base = RandomSampler(dataset, generator=g) if shuffle else SequentialSampler(dataset)
+        return DataLoader(Batched(dataset), batch_size=None, sampler=BatchSampler(base, batch_size, drop_last=False),
+                          collate_fn=_identity, num_workers=num_workers)
     return DataLoader(Indexed(dataset), batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate_fn,
                       generator=g, num_workers=num_workers)
 
