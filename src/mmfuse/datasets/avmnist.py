@@ -47,10 +47,21 @@ The noise is drawn once with ``seed`` when the dataset is built (fixed per sampl
 defaults were tuned with ``benchmarks/avmnist_hard_tuning.py`` (see the numbers below).
 
 Measured with ``python benchmarks/avmnist_hard_tuning.py`` (small 2-conv CNN on the image,
-2-layer 1-D CNN on the audio, concat of both embeddings + linear head; Adam, CPU; accuracy on the
-test split, mean +- std over seeds 0, 1, 2):
+2-layer 1-D CNN on the audio, concat of both embeddings + linear head; Adam, CPU; test accuracy
+at the epoch with the best val accuracy, mean +- std over seeds 0, 1, 2; the seed sets both the
+dataset and the model initialisation):
 
-(being tuned)
+    ==========  ===============  ===============  ===============  ======================
+    variant     image only       audio only       fused (concat)   fused - best unimodal
+    ==========  ===============  ===============  ===============  ======================
+    clean       0.917 +- 0.005   0.982 +- 0.011   0.986 +- 0.009   +0.003
+    hard        0.699 +- 0.020   0.644 +- 0.016   0.836 +- 0.013   +0.137
+    ==========  ===============  ===============  ===============  ======================
+
+(``--variant clean`` for the first row; 10 epochs; 6-28 s per model on a busy 2-core CPU.)
+Fusion is what the hard variant is for: each modality alone gets 0.64-0.70, together 0.84.
+The same corruption applies to ``avmnist-smil`` (``variant="hard"``), but it was tuned on the
+2100-pair ``avmnist`` training split only.
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .base import ArrayDataset, check_fractions, choice, split_counts, stratified_split
+from .base import ArrayDataset, check_fractions, choice, stratified_split
 from ._packaged import fsdd_mfcc, mnist_5k
 from .loading import register_dataset
 
@@ -320,4 +331,4 @@ def avmnist_smil(
     return out
 
 
-__all__ = ["avmnist", "avmnist_smil", "HARD_DEFAULTS", "split_counts"]
+__all__ = ["avmnist", "avmnist_smil", "HARD_DEFAULTS"]

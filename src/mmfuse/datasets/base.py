@@ -191,6 +191,7 @@ class ArrayDataset(MultimodalDataset):
             values = arrays[m]
             if _is_ragged(values):
                 values = [None if v is None else np.asarray(v) for v in values]
+                values = [v.astype(np.float32) if v is not None and v.dtype == np.float64 else v for v in values]
                 if len(values) != n:
                     raise ShapeError(f"dataset {name!r}, modality {m!r}: {len(values)} samples but {n} targets")
                 mask = np.array([v is not None for v in values], dtype=bool)
@@ -549,9 +550,14 @@ def from_arrays(
         v = full.arrays[m]
         if isinstance(v, np.ndarray) and v.dtype.kind == "f":
             rows = np.flatnonzero(full.present[m] & ~np.isfinite(v.reshape(n, -1)).all(axis=1))
-            if len(rows):
-                raise DataError(f"{where}: sample {int(rows[0])}, modality {m!r} contains NaN or infinity; "
-                                "clean it or mark the modality absent (present[...] = False) for that sample")
+        elif isinstance(v, list):
+            rows = [i for i, a in enumerate(v)
+                    if full.present[m][i] and a.dtype.kind == "f" and not np.isfinite(a).all()]
+        else:
+            rows = []
+        if len(rows):
+            raise DataError(f"{where}: sample {int(rows[0])}, modality {m!r} contains NaN or infinity; "
+                            "clean it or mark the modality absent (present[...] = False) for that sample")
     out = {k: full.subset(p, name=f"{name}/{k}") for k, p in zip(SPLITS, parts)}
     if standardize:
         mods = full.modalities if standardize is True else list(standardize)

@@ -682,7 +682,9 @@ def load_table(schema: str | os.PathLike | dict, *, seed: int = 0,
                     presence[name] = present
                     continue
                 out = [None if a is None else _fit_frames(a, int(o["max_frames"])) for a in out]
-            arrays[name] = _stack_or_list(out)
+            if loader == "image" and all(a is None for a in out) and o["size"] is not None:
+                out = np.zeros((n, o["channels"], *o["size"]), dtype=np.float32)  # no image at all: keep the shape
+            arrays[name] = out if isinstance(out, np.ndarray) else _stack_or_list(out)
         presence[name] = present
     problems.raise_if_any()
     if vocabs:
