@@ -355,3 +355,18 @@ def test_table_missing_table_file(tmp_path):
     with pytest.raises(TableSchemaError, match="nope.csv"):
         load_table({"table": "nope.csv", "target": "y", "modalities": {"x": {"column": "x", "loader": "npy"}}},
                    base_dir=tmp_path)
+
+
+def test_table_nan_targets(tmp_path):
+    path, records = make_table(tmp_path, rows=8)
+    for i, r in enumerate(records):
+        r["score"] = str(i)
+    records[2]["score"] = "NaN"
+    records[5]["label"] = "nan"
+    write_csv(path, records)
+    mods = {"vitals": {"columns": ["hr", "bp"], "loader": "numeric"}}
+    with pytest.raises(DataError, match=r"row 2 \(line 4\): target column 'score' is 'NaN'"):
+        load_table({"table": "data.csv", "target": {"column": "score", "task": "regression"}, "modalities": mods},
+                   base_dir=tmp_path)
+    with pytest.raises(DataError, match=r"row 5 \(line 7\): target column 'label' is 'nan'"):
+        load_table({"table": "data.csv", "target": "label", "modalities": mods}, base_dir=tmp_path)

@@ -383,7 +383,6 @@ class ArrayDataset(MultimodalDataset):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out["shapes"] = {m: _fmt_shape(s) for m, s in self.shapes.items()}
         out["present"] = {m: int(p.sum()) for m, p in self.present.items()}
         counts = self.class_counts()
         if counts is not None:

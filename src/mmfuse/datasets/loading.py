@@ -106,6 +106,7 @@ def save_splits(path: Path, splits: dict[str, ArrayDataset]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is plain public data
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -151,7 +152,8 @@ def load_dataset(name: str, *, seed: int = 0, cache_dir: str | os.PathLike | Non
         path = cache_path(name, opts, int(seed), getattr(builder, "cache_version", 1), cache_dir)
         if path.exists():
             try:
-                return load_splits(path)
+                cached = load_splits(path)
+                return {k: cached[k] for k in SPLITS}
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
                 warnings.warn(f"mmfuse: ignoring unreadable dataset cache {path} ({exc}); rebuilding it",
                               stacklevel=2)
