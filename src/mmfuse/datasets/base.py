@@ -305,7 +305,7 @@ class ArrayDataset(MultimodalDataset):
         return torch.from_numpy(self.targets[i].copy())
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if isinstance(i, (np.integer,)):
+        if isinstance(i, np.integer) or (isinstance(i, torch.Tensor) and i.dim() == 0 and not i.is_floating_point()):
             i = int(i)
         if not isinstance(i, int):
             raise TypeError(f"dataset {self.name!r}: index must be an int, got {type(i).__name__}")
