@@ -28,7 +28,7 @@ TINY = {
     "seeds": [0, 1],
     "encoders": {"image": {"name": "lenet", "channels": [2, 3]},
                  "audio": {"name": "snet", "channels": [4, 4, 2], "pool_size": 2}},
-    "epochs": {"full": 1, "missing": 1, "fused": 1, "meta_steps": 2},
+    "epochs": {"full": 1, "missing": 1, "fused": 1, "pairs": 1, "meta_steps": 2},
     "batch_size": 8,
     "missing_batch_size": 4,
     "meta_batch_size": 4,
@@ -78,11 +78,17 @@ def test_tiny_study_end_to_end(tmp_path):
     assert any("smil" in line for line in verdicts(res.summary, max_eta=0.5))
 
 
-def test_study_is_deterministic(tmp_path):
-    cfg = {**TINY, "methods": ["dropout", "mean", "learned", "smil"], "seeds": [0], "etas": [0.5]}
+def test_study_is_deterministic_and_independent_of_workers(tmp_path):
+    cfg = {**TINY, "methods": ["dropout", "mean", "learned", "smil"], "seeds": [0, 1], "etas": [0.5]}
     a = run_missing_study(cfg, out_dir=tmp_path / "a").records
     b = run_missing_study(cfg, out_dir=tmp_path / "b").records
     assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+    # worker processes (spawned: a few seconds of imports) give the same numbers
+    cfg = {**cfg, "methods": ["zero"]}
+    a = run_missing_study(cfg, out_dir=tmp_path / "c").records
+    b = run_missing_study({**cfg, "workers": 2}, out_dir=tmp_path / "d").records
+    key = lambda r: (r["seed"], r["method"], r["test"])  # noqa: E731
+    assert [(key(r), r["accuracy"]) for r in a] == [(key(r), r["accuracy"]) for r in b]
 
 
 def test_cli_entry(tmp_path, capsys):

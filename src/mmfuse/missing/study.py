@@ -35,14 +35,18 @@ Config (YAML or dict); unknown keys raise :class:`~mmfuse.errors.ConfigError` na
     methods: [lower, upper, zero, dropout, ae, smil]
     seeds: [0, 1, 2]
     encoders: smil            # or {image: {name: lenet|snet|<ENCODERS name>, ...kwargs}, audio: {...}}
-    epochs: {full: 15, missing: 15, fused: 15, meta_steps: 150}
+    epochs: {full: 50, missing: 15, fused: 15, pairs: 60, meta_steps: 400}
+                              # full: lower bound / image pre-training; missing: audio pre-training on the pairs;
+                              # fused: every baseline's fusion training (all samples); pairs: SMIL stage 2 (pairs);
+                              # meta_steps: SMIL outer steps
     batch_size: 64
     missing_batch_size: 16
     meta_batch_size: 64
     dropout_rate: 0.5
     ae_weight: 1.0
     smil: {k: 10}             # extra fit_smil options (inner_lr, inner_params, second_order, ...)
-    threads: 1
+    threads: 1                # torch intra-op threads per process
+    workers: 1                # processes running seeds in parallel (results do not depend on it)
     output: benchmarks/results/smil
     progress: true
 """
@@ -96,7 +100,7 @@ DEFAULTS: dict[str, Any] = {
     "methods": ["lower", "upper", "zero", "dropout", "ae", "smil"],
     "seeds": [0, 1, 2],
     "encoders": "smil",
-    "epochs": {"full": 15, "missing": 15, "fused": 15, "meta_steps": 150},
+    "epochs": {"full": 50, "missing": 15, "fused": 15, "pairs": 60, "meta_steps": 400},
     "batch_size": 64,
     "missing_batch_size": 16,
     "meta_batch_size": 64,
@@ -104,10 +108,11 @@ DEFAULTS: dict[str, Any] = {
     "ae_weight": 1.0,
     "smil": {},
     "threads": None,
+    "workers": 1,
     "output": "missing_study",
     "progress": True,
 }
-EPOCH_KEYS = ("full", "missing", "fused", "meta_steps")
+EPOCH_KEYS = ("full", "missing", "fused", "pairs", "meta_steps")
 
 
 # --------------------------------------------------------------------------- config
@@ -210,6 +215,8 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, 
         errors.append(f"ae_weight: expected a number >= 0, got {cfg['ae_weight']!r}")
     if cfg["threads"] is not None and (not _is_int(cfg["threads"]) or cfg["threads"] < 1):
         errors.append(f"threads: expected a positive int or null, got {cfg['threads']!r}")
+    if not _is_int(cfg["workers"]) or cfg["workers"] < 1:
+        errors.append(f"workers: expected a positive int (processes running seeds in parallel), got {cfg['workers']!r}")
     if not isinstance(cfg["progress"], bool):
         errors.append(f"progress: expected true or false, got {cfg['progress']!r}")
     if not isinstance(cfg["output"], (str, os.PathLike)) or not str(cfg["output"]):
@@ -525,7 +532,7 @@ def _run_one_eta_seed(cfg, eta, seed, cache: _SeedCache, bar=None) -> list[dict[
             st = fit_smil(
                 train, num_classes, full=full, missing=miss, preset="code" if method == "smil" else "paper",
                 seed=seed, k=k, pretrained_full=lower, pretrained_missing=aud,
-                fused_epochs=cfg["epochs"]["fused"], meta_steps=cfg["epochs"]["meta_steps"],
+                fused_epochs=cfg["epochs"]["pairs"], meta_steps=cfg["epochs"]["meta_steps"],
                 fused_batch_size=min(32, cfg["batch_size"]), meta_batch_size=cfg["meta_batch_size"],
                 progress=False, **opts,
             )
@@ -642,6 +649,17 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any], p
     plt.close(fig)
 
 
+def _run_seed(cfg: dict[str, Any], seed: int, bar=None) -> list[dict[str, Any]]:
+    """Every eta of one seed (the unit of work of a worker process)."""
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    cache = _SeedCache()
+    rows: list[dict[str, Any]] = []
+    for eta in cfg["etas"]:
+        rows += _run_one_eta_seed(cfg, eta, seed, cache, bar)
+    return rows
+
+
 @dataclass
 class StudyResult:
     records: list[dict[str, Any]]
@@ -673,11 +691,25 @@ def run_missing_study(config: Mapping[str, Any] | str | os.PathLike, out_dir: st
         bar = tqdm(total=total, desc="missing-study", unit="run")
     records: list[dict[str, Any]] = []
     start = time.time()
+    workers = min(int(cfg["workers"]), len(cfg["seeds"]))
     try:
-        for seed in cfg["seeds"]:
-            cache = _SeedCache()
-            for eta in cfg["etas"]:
-                records += _run_one_eta_seed(cfg, eta, seed, cache, bar)
+        if workers <= 1:
+            for seed in cfg["seeds"]:
+                records += _run_seed(cfg, seed, bar)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_run_seed, cfg, seed, None): seed for seed in cfg["seeds"]}
+                done: dict[int, list[dict[str, Any]]] = {}
+                for fut in as_completed(futures):
+                    done[futures[fut]] = fut.result()
+                    if bar is not None:
+                        bar.update(len(cfg["etas"]) * n_methods)
+                        bar.set_postfix_str(f"seed {futures[fut]} done")
+            for seed in cfg["seeds"]:
+                records += done[seed]
     finally:
         if bar is not None:
             bar.close()
