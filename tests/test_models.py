@@ -119,3 +119,15 @@ def test_default_encoders_by_shape():
     assert kinds == {"audio": "ConvEncoder", "image": "ConvEncoder", "tab": "MLPEncoder"}
     with pytest.raises(ConfigError, match="no default encoder"):
         build_model({}, {"text": (None,)}, 3)
+
+
+def test_intermediate_strategy_builds_mmtm_between_stages():
+    cfg = {"strategy": "intermediate", "encoders": {"image": ENC["image"], "audio": ENC["audio"]},
+           "modalities": ["audio", "image"]}
+    m = build_model(cfg, SHAPES, 3)
+    assert len(m.fusion_points) == 2  # default: after each of the 2 shared stage depths
+    out = m(_batch())
+    assert out.logits.shape == (6, 3) and set(out.unimodal_logits) == {"audio", "image"}
+    torch.testing.assert_close(out.logits, out.unimodal_logits["audio"] + out.unimodal_logits["image"])
+    with pytest.raises(ConfigError, match="model.intermediate"):
+        build_model({**cfg, "intermediate": {"fusion_points": [{"image": 5, "audio": 0}]}}, SHAPES, 3)

@@ -100,3 +100,19 @@ def test_bad_label_mid_epoch_names_the_sample(tmp_path):
     data = {"train": _BadLabel(), "val": _BadLabel(8)}
     with pytest.raises(DataError, match="sample 37: label 7 is outside the classes 0..1"):
         fit(parse_config({"training": {"max_epochs": 1, "progress": False}}), data, tmp_path, save=False)
+
+
+@pytest.mark.parametrize("scheme", ["joint", "per_stream"])
+def test_intermediate_mmtm_trains_with_both_schemes(tmp_path, scheme):
+    rng = np.random.default_rng(0)
+    n = 96
+    y = rng.integers(0, 2, n)
+    data = from_arrays({"img": rng.normal(size=(n, 1, 8, 8)).astype(np.float32) + y[:, None, None, None],
+                        "seq": rng.normal(size=(n, 10, 3)).astype(np.float32) + y[:, None, None]}, y, seed=0)
+    cfg = parse_config({"model": {"strategy": "intermediate",
+                                  "encoders": {"img": {"name": "cnn2d", "options": {"channels": [4, 8]}},
+                                               "seq": {"name": "cnn1d", "options": {"channels": [4, 8]}}}},
+                        "training": {"max_epochs": 3, "lr": 0.01, "scheme": scheme, "progress": False}})
+    res = fit(cfg, data, tmp_path, save=False)
+    assert res.test["metrics"]["accuracy"] > 0.7
+    assert len(res.history) == 3 and np.isfinite(res.history[-1]["train_loss"])

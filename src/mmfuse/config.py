@@ -56,7 +56,8 @@ class EarlyConfig(_Strict):
 
 
 class IntermediateConfig(_Strict):
-    fusion_points: list[dict[str, int]] = Field(default_factory=list)
+    # None: one block after every stage depth that all streams have; [] : no block (late fusion)
+    fusion_points: list[dict[str, int]] | None = None
     block: str = "mmtm"
     block_options: dict[str, Any] = Field(default_factory=dict)
 

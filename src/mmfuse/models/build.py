@@ -91,10 +91,19 @@ def build_model(
     if cfg.strategy == "intermediate":
         from .intermediate import IntermediateFusionModel
 
-        return IntermediateFusionModel(
-            encoders, cfg.intermediate.fusion_points, block=cfg.intermediate.block,
-            block_options=cfg.intermediate.block_options, num_outputs=num_outputs,
-        )
+        points = cfg.intermediate.fusion_points
+        if points is None:  # default: a block after every stage depth all streams share
+            depth = min(len(getattr(e, "stages", [])) for e in encoders.values())
+            points = [{m: i for m in mods} for i in range(depth)]
+        hopts = dict(cfg.head.options)
+        try:
+            return IntermediateFusionModel(
+                encoders, points, block=cfg.intermediate.block, block_options=cfg.intermediate.block_options,
+                num_outputs=num_outputs, head_hidden=hopts.pop("hidden", None) if cfg.head.name == "mlp" else None,
+                head_dropout=hopts.pop("dropout", 0.0), modality_dropout=dropout,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"model.intermediate: {exc}") from None
     if cfg.strategy == "late":
         heads = {m: create_head(cfg.head.name, e.output_dim, num_outputs, **cfg.head.options) for m, e in encoders.items()}
         combiner = LATE_COMBINERS.create(cfg.late.name, modalities=mods, num_classes=num_outputs, **cfg.late.options)
