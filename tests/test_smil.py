@@ -290,3 +290,43 @@ def test_fit_smil_end_to_end_on_tiny_data():
         fit_smil(splits["train"], 3, preset="vae")
     with pytest.raises(ConfigError, match="inner_lr"):
         fit_smil(splits["train"], 3, encoders=encs, k=3, inner_lrr=0.1)
+
+
+def test_smil_model_with_registry_encoders():
+    import mmfuse.encoders  # noqa: F401  (registers the built-ins)
+    from mmfuse.registry import ENCODERS
+
+    img = ENCODERS.create("cnn2d", input_shape=(1, 28, 28))
+    aud = ENCODERS.create("cnn1d", input_shape=(40, 13))
+    m = SMILModel(img, aud, torch.randn(3, aud.output_dim), num_classes=10).eval()
+    present = torch.tensor([1, 0, 1, 0], dtype=torch.bool)
+    b = MultimodalBatch({"image": torch.randn(4, 1, 28, 28), "audio": torch.randn(4, 40, 13) * present[:, None, None]},
+                        {"image": torch.ones(4, dtype=torch.bool), "audio": present}, torch.arange(4))
+    out = m(b)
+    assert out.logits.shape == (4, 10) and torch.isfinite(out.logits).all()
+    res = smil_meta_step(m, without(b, "audio"), b.select(present))
+    res.loss.backward()
+
+
+def test_lightning_system_matches_plain_loop():
+    from mmfuse.missing.lightning import SMILSystem, fit_smil_lightning
+
+    class Loader:  # any iterable of batches with a length
+        def __init__(self, items):
+            self.items = items
+
+        def __iter__(self):
+            return iter(self.items)
+
+        def __len__(self):
+            return len(self.items)
+
+    full, miss = (Loader(x) for x in _loaders())
+    m1 = _model()
+    torch.manual_seed(7)
+    smil_train(m1, full, miss, steps=2, inner_lr=0.01)
+    m2 = _model()
+    torch.manual_seed(7)
+    fit_smil_lightning(SMILSystem(m2, inner_lr=0.01), full, miss, steps=2)
+    for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
+        assert torch.allclose(p1, p2, atol=1e-6), n
