@@ -246,3 +246,33 @@ def test_imputed_fusion_model_with_every_fusion(name, mark_present):
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(batch.with_mask(mask)).logits).all()
+
+
+def test_create_imputer_input_dims_forms():
+    assert isinstance(create_imputer("zero", ["a", "b"]), ZeroImputer)
+    assert isinstance(create_imputer("mean", {"a": 4}), MeanImputer)
+    with pytest.raises(ConfigError, match="output_dim"):
+        create_imputer("learned_token", ["a", "b"])
+    mod = ZeroImputer()
+    assert create_imputer(mod) is mod
+
+
+def test_imputer_and_dropout_inside_multimodal_model():
+    """The lead's MultimodalModel calls imputer.impute(emb, mask) and modality_dropout(mask)."""
+    models = pytest.importorskip("mmfuse.models")
+    from mmfuse.fusion import create_fusion
+
+    class Enc(torch.nn.Linear):
+        @property
+        def output_dim(self):
+            return self.out_features
+
+    encs = {"a": Enc(3, 4), "b": Enc(2, 4)}
+    model = models.MultimodalModel(encs, torch.nn.Linear(8, 3), "feature", fusion=create_fusion("concat", {"a": 4, "b": 4}),
+                                   modality_dropout=ModalityDropout(0.5), imputer=LearnedTokenImputer({"a": 4, "b": 4}))
+    mask = {"a": torch.tensor([1, 0, 1, 1], dtype=torch.bool), "b": torch.tensor([1, 1, 0, 1], dtype=torch.bool)}
+    batch = MultimodalBatch({"a": torch.randn(4, 3), "b": torch.randn(4, 2)}, mask, torch.tensor([0, 1, 2, 0]))
+    out = model.train()(batch.with_mask(mask))
+    torch.nn.functional.cross_entropy(out.logits, batch.target).backward()
+    assert model.imputer.tokens["a"].grad is not None
+    assert torch.isfinite(model.eval()(batch.with_mask(mask)).logits).all()

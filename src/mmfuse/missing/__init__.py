@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .baselines import ImputedFusionModel, UnimodalClassifier
 from .dropout import ModalityDropout
@@ -30,8 +31,29 @@ IMPUTERS.register("mean", MeanImputer)
 IMPUTERS.register("cross_modal", CrossModalImputer)
 
 
-def create_imputer(name_or_module: Any, /, **kwargs: Any) -> Imputer:
-    """Build a registered imputer (``input_dims=...`` and options), or return a module unchanged."""
+def create_imputer(name_or_module: Any, input_dims: Any = None, /, **kwargs: Any) -> Imputer:
+    """Build a registered imputer, or return an ``nn.Module`` unchanged.
+
+    ``input_dims``: ``{modality: embedding width}`` (the encoders' ``output_dim``). ``zero`` also
+    accepts a plain list of modality names (it needs no widths); the others raise a ConfigError.
+    """
+    from collections.abc import Mapping as _Mapping, Sequence as _Sequence
+
+    from torch import nn
+
+    if isinstance(name_or_module, nn.Module):
+        return name_or_module
+    if input_dims is not None:
+        if isinstance(input_dims, _Mapping):
+            kwargs["input_dims"] = dict(input_dims)
+        elif isinstance(input_dims, _Sequence) and not isinstance(input_dims, str):
+            if name_or_module != "zero":
+                raise ConfigError(
+                    f"imputer {name_or_module!r} needs the embedding width of each modality: pass "
+                    f"input_dims={{modality: encoder.output_dim}}, not the list of names {list(input_dims)}"
+                )
+        else:
+            raise ConfigError(f"imputer {name_or_module!r}: input_dims must map modality names to widths, got {input_dims!r}")
     return IMPUTERS.create(name_or_module, **kwargs)
 
 
