@@ -16,17 +16,17 @@ from .errors import MMFuseError
 
 DEMO_CONFIG = {
     "seed": 0,
-    "data": {"name": "avmnist", "options": {"variant": "hard"}, "batch_size": 64},
+    "data": {"name": "avmnist", "options": {"variant": "hard"}, "batch_size": 128},
     "model": {
         "encoders": {
-            "image": {"name": "cnn2d", "options": {"channels": [16, 32], "output_dim": 64}},
-            "audio": {"name": "cnn1d", "options": {"channels": [32, 64], "output_dim": 64}},
+            "image": {"name": "cnn2d", "options": {"channels": [32, 64], "output_dim": 64}},
+            "audio": {"name": "cnn1d", "options": {"channels": [32, 64], "output_dim": 64, "kernel_size": 5}},
         },
         "head": {"name": "mlp", "options": {"hidden": [64], "dropout": 0.1}},
     },
-    "training": {"max_epochs": 8, "lr": 0.002, "weight_decay": 0.0001, "monitor": "val_accuracy", "progress": False},
+    "training": {"max_epochs": 10, "lr": 0.003, "weight_decay": 0.0001, "monitor": "val_accuracy", "progress": False},
     "compare": {
-        "fusions": ["concat", "sum", "max", "gated", "multconcat", "tensor", "low_rank", "cross_attention"],
+        "fusions": ["concat", "sum", "gated", "multconcat", "tensor", "low_rank"],
         "late": ["mean_prob"], "unimodal": True, "seeds": [0, 1, 2],
     },
     "output_dir": "runs/demo",
