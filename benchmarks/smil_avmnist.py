@@ -1,19 +1,26 @@
 """SMIL's av-MNIST study (accuracy against eta, image-only and image+audio tests).
 
-    python benchmarks/smil_avmnist.py [--set key=value ...]
+    python benchmarks/smil_avmnist.py [--full] [--set key=value ...]
 
-is ``mmfuse missing-study benchmarks/smil_avmnist.yaml``: it writes
-``benchmarks/results/smil/{results.csv,summary.csv,summary.md,accuracy_vs_eta.png}``.
-See the section "Missing modalities and SMIL" of benchmarks/README.md for the recorded numbers.
+runs ``mmfuse missing-study benchmarks/smil_avmnist.yaml`` (eta 0.1 and 0.2; writes
+``benchmarks/results/smil/``) or, with ``--full``, ``benchmarks/smil_avmnist_full.yaml`` (eta 0.1,
+0.2, 0.5 and 1.0 plus SMIL's paper preset; reuses the quick run's results; writes
+``benchmarks/results/smil_full/``). Each directory gets results.csv, summary.csv, summary.md and
+accuracy_vs_eta.png. See "Missing modalities and SMIL" in benchmarks/README.md.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from mmfuse.missing.study import missing_study_main
 
 if __name__ == "__main__":
-    config = Path(__file__).with_name("smil_avmnist.yaml")
-    sys.exit(missing_study_main([str(config), *sys.argv[1:]]))
+    here = Path(__file__).resolve().parent
+    os.chdir(here.parent)  # the configs' paths are relative to the repository root
+    args = sys.argv[1:]
+    name = "smil_avmnist_full.yaml" if "--full" in args else "smil_avmnist.yaml"
+    args = [a for a in args if a != "--full"]
+    sys.exit(missing_study_main([str(here / name), *args]))

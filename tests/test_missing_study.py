@@ -113,3 +113,17 @@ def test_overrides_and_summary_helpers():
     s = summarize([{"method": "zero", "eta": 0.2, "seed": i, "test": "both", "accuracy": a}
                    for i, a in enumerate([0.5, 0.7])])
     assert s[0]["mean"] == pytest.approx(60.0) and s[0]["std"] == pytest.approx(10.0)
+
+
+def test_reuse_earlier_results(tmp_path):
+    cfg = {**TINY, "methods": ["lower", "zero"], "seeds": [0], "etas": [0.5]}
+    first = run_missing_study(cfg, out_dir=tmp_path / "a")
+    more = run_missing_study({**cfg, "methods": ["lower", "zero", "ae"], "reuse": [str(tmp_path / "a")]},
+                             out_dir=tmp_path / "b")
+    old = {(r["method"], r["test"]): r["accuracy"] for r in first.records}
+    new = {(r["method"], r["test"]): r["accuracy"] for r in more.records}
+    assert all(new[k] == v for k, v in old.items()) and ("ae", "both") in new
+    with pytest.raises(ConfigError, match="other settings"):
+        run_missing_study({**cfg, "ae_weight": 2.0, "reuse": [str(tmp_path / "a")]}, out_dir=tmp_path / "c")
+    with pytest.raises(ConfigError, match="no results.csv"):
+        run_missing_study({**cfg, "reuse": [str(tmp_path / "nothing")]}, out_dir=tmp_path / "c")

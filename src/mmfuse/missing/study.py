@@ -47,6 +47,8 @@ Config (YAML or dict); unknown keys raise :class:`~mmfuse.errors.ConfigError` na
     smil: {k: 10}             # extra fit_smil options (inner_lr, inner_params, second_order, ...)
     threads: 1                # torch intra-op threads per process
     workers: 1                # processes running seeds in parallel (results do not depend on it)
+    reuse: []                 # result directories of earlier runs with the same settings: their
+                              # (method, eta, seed) results are taken instead of recomputed
     output: benchmarks/results/smil
     progress: true
 """
@@ -109,6 +111,7 @@ DEFAULTS: dict[str, Any] = {
     "smil": {},
     "threads": None,
     "workers": 1,
+    "reuse": [],
     "output": "missing_study",
     "progress": True,
 }
@@ -217,6 +220,12 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, 
         errors.append(f"threads: expected a positive int or null, got {cfg['threads']!r}")
     if not _is_int(cfg["workers"]) or cfg["workers"] < 1:
         errors.append(f"workers: expected a positive int (processes running seeds in parallel), got {cfg['workers']!r}")
+    if isinstance(cfg["reuse"], (str, os.PathLike)):
+        cfg["reuse"] = [cfg["reuse"]]
+    if not isinstance(cfg["reuse"], (list, tuple)) or not all(isinstance(r, (str, os.PathLike)) for r in cfg["reuse"]):
+        errors.append(f"reuse: expected a list of result directories of earlier runs, got {cfg['reuse']!r}")
+    else:
+        cfg["reuse"] = [str(r) for r in cfg["reuse"]]
     if not isinstance(cfg["progress"], bool):
         errors.append(f"progress: expected true or false, got {cfg['progress']!r}")
     if not isinstance(cfg["output"], (str, os.PathLike)) or not str(cfg["output"]):
@@ -470,6 +479,14 @@ def _pretrain_missing(cfg, train, paired, seed, num_classes):
 
 def _run_one_eta_seed(cfg, eta, seed, cache: _SeedCache, bar=None) -> list[dict[str, Any]]:
     full, miss = cfg["full_modality"], cfg["missing_modality"]
+    reused = cfg.get("_reused") or {}
+    done = [m for m in cfg["methods"] if (m, eta, seed) in reused]
+    rows: list[dict[str, Any]] = [r for m in done for r in reused[(m, eta, seed)]]
+    if bar is not None and done:
+        bar.update(len(done))
+    todo = [m for m in cfg["methods"] if m not in done]
+    if not todo:
+        return rows
     splits = _load(cfg, eta, seed)
     _check_dataset(splits, cfg)
     train, test = splits["train"], splits["test"]
@@ -478,7 +495,6 @@ def _run_one_eta_seed(cfg, eta, seed, cache: _SeedCache, bar=None) -> list[dict[
     paired, unpaired = presence_indices(train, miss)
     if not paired:
         raise ConfigError(f"eta={eta}: no training sample keeps {miss!r}; raise eta")
-    rows: list[dict[str, Any]] = []
 
     def record(method: str, scores: dict[str, float], seconds: float) -> None:
         for t in TESTS:
@@ -500,11 +516,11 @@ def _run_one_eta_seed(cfg, eta, seed, cache: _SeedCache, bar=None) -> list[dict[
                          transform=lambda b: without(b, miss))
         cache.lower, cache.lower_key = lower, key
     lower = cache.lower
-    if "lower" in cfg["methods"]:
+    if "lower" in todo:
         s = accuracy(lower, test_loader, transform=lambda b: without(b, miss))
         record("lower", {"full_only": s, "both": s}, time.time() - t0)
     # upper bound: complete pairs (η = 1), once per seed
-    if "upper" in cfg["methods"]:
+    if "upper" in todo:
         t0 = time.time()
         if cache.upper_scores is None:
             seed_everything(seed + 100)
@@ -516,7 +532,7 @@ def _run_one_eta_seed(cfg, eta, seed, cache: _SeedCache, bar=None) -> list[dict[
             _train_fusion(cfg, model, up_train, seed + 100)
             cache.upper_scores = _scores(cfg, model, make_loader(up["test"], 256, False))
         record("upper", cache.upper_scores, time.time() - t0)
-    needs_missing = [m for m in cfg["methods"] if m not in ("lower", "upper")]
+    needs_missing = [m for m in todo if m not in ("lower", "upper")]
     if not needs_missing:
         return rows
     # stage 1: the missing modality's encoder on the pairs of this η
@@ -543,6 +559,35 @@ def _run_one_eta_seed(cfg, eta, seed, cache: _SeedCache, bar=None) -> list[dict[
             scores = _scores(cfg, model, test_loader)
         record(method, scores, time.time() - t0)
     return rows
+
+
+# keys whose values must match for a run's results to be reused
+REUSE_KEYS = ("dataset", "full_modality", "missing_modality", "encoders", "epochs", "batch_size", "missing_batch_size",
+              "meta_batch_size", "dropout_rate", "ae_weight", "smil")
+
+
+def load_reused(cfg: Mapping[str, Any]) -> dict[tuple, list[dict[str, Any]]]:
+    """Records of earlier runs (``reuse`` directories with results.csv + config.json) whose settings
+    match ``cfg`` on :data:`REUSE_KEYS`, keyed by (method, eta, seed). Every run is deterministic
+    per (method, eta, seed), so a reused record equals what a new run would compute."""
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for d in cfg.get("reuse") or []:
+        path = Path(d)
+        res, conf = path / "results.csv", path / "config.json"
+        if not res.is_file() or not conf.is_file():
+            raise ConfigError(f"reuse: {str(path)!r} has no results.csv and config.json of an earlier missing-study run")
+        old = json.loads(conf.read_text())
+        mine = json.loads(json.dumps({k: cfg[k] for k in REUSE_KEYS}, default=str))
+        diff = [k for k in REUSE_KEYS if old.get(k) != mine[k]]
+        if diff:
+            raise ConfigError(f"reuse: the run in {str(path)!r} used other settings for {diff}; its results cannot be reused")
+        with open(res, newline="") as f:
+            for r in csv.DictReader(f):
+                row = {"method": r["method"], "eta": float(r["eta"]), "seed": int(r["seed"]), "test": r["test"],
+                       "accuracy": float(r["accuracy"]), "seconds": float(r["seconds"]),
+                       "n_train": int(r["n_train"]), "n_paired": int(r["n_paired"])}
+                out.setdefault((row["method"], row["eta"], row["seed"]), []).append(row)
+    return out
 
 
 # --------------------------------------------------------------------------- outputs
@@ -677,6 +722,7 @@ def run_missing_study(config: Mapping[str, Any] | str | os.PathLike, out_dir: st
         cfg["output"] = str(out_dir)
     if progress is not None:
         cfg["progress"] = bool(progress)
+    cfg["_reused"] = load_reused(cfg)
     # check the dataset and its modalities before any training
     _check_dataset(_load(cfg, cfg["etas"][0], cfg["seeds"][0]), cfg)
     threads_before = torch.get_num_threads()
@@ -731,7 +777,8 @@ def run_missing_study(config: Mapping[str, Any] | str | os.PathLike, out_dir: st
         w.writerows([{**s, "mean": round(s["mean"], 3), "std": round(s["std"], 3)} for s in summary])
     elapsed = time.time() - start
     Path(paths["summary_md"]).write_text(md + f"\nWall time: {elapsed:.0f} s.\n")
-    Path(paths["config"]).write_text(json.dumps(cfg, indent=2, default=str))
+    Path(paths["config"]).write_text(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}, indent=2,
+                                                default=str))
     plot_summary(summary, cfg, paths["plot"])
     return StudyResult(records, summary, md, paths, cfg)
 
