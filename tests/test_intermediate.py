@@ -317,3 +317,15 @@ def test_per_stream_training_reduces_loss():
 
 def test_normalize_fusion_points_standalone():
     assert normalize_fusion_points([{"a": -1, "b": 0}], {"a": 3, "b": 1}) == [{"a": 2, "b": 0}]
+
+
+def test_default_fusion_points_align_from_the_end():
+    from mmfuse.models.intermediate import default_fusion_points
+
+    assert default_fusion_points({"image": 2, "audio": 3}) == [{"audio": 1, "image": 0}, {"audio": 2, "image": 1}]
+    assert default_fusion_points({"a": 4, "b": 2, "c": 3}, count=1) == [{"a": 3, "b": 1, "c": 2}]
+    with pytest.raises(ConfigError, match="count"):
+        default_fusion_points({"a": 2, "b": 2}, count=3)
+    model = IntermediateFusionModel(encoders(), "auto", num_outputs=3)
+    assert model.fusion_points == [{"audio": 1, "image": 0, "video": 2}, {"audio": 2, "image": 1, "video": 3}]
+    assert model(make_batch()).logits.shape == (4, 3)

@@ -84,13 +84,32 @@ def _check_staged(name: str, enc: Any) -> int:
     return len(stages)
 
 
+def default_fusion_points(num_stages: Mapping[str, int], count: int | None = None) -> list[dict[str, int]]:
+    """Fusion points that join *all* streams after their last ``count`` stages, aligned from the end.
+
+    ``count`` defaults to the smallest stage count. Example: ``{"image": 2, "audio": 3}`` gives
+    ``[{"image": 0, "audio": 1}, {"image": 1, "audio": 2}]``, one block after each of the top stages,
+    as the paper places MMTMs in the upper layers. ``fusion_points="auto"`` uses this.
+    """
+    if len(num_stages) < 2:
+        raise ConfigError(f"intermediate fusion needs at least 2 streams for a fusion point, got {sorted(num_stages)}")
+    low = min(num_stages.values())
+    k = low if count is None else count
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= low:
+        raise ConfigError(f"default_fusion_points: count must be an int in 1..{low} (the fewest stages), got {count!r}")
+    return [{m: n - k + j for m, n in sorted(num_stages.items())} for j in range(k)]
+
+
 def normalize_fusion_points(
-    fusion_points: Sequence[Mapping[str, int]], num_stages: Mapping[str, int]
+    fusion_points: Sequence[Mapping[str, int]] | str, num_stages: Mapping[str, int]
 ) -> list[dict[str, int]]:
     """Validate ``fusion_points`` against the streams' stage counts. Returns 0-based, non-negative indices.
 
-    Every error names the point index (``fusion_points[i]``), what was found and how to fix it.
+    ``"auto"`` gives :func:`default_fusion_points`. Every error names the point index (``fusion_points[i]``),
+    what was found and how to fix it.
     """
+    if fusion_points == "auto":
+        return default_fusion_points(num_stages)
     if isinstance(fusion_points, Mapping) or not isinstance(fusion_points, Sequence) or isinstance(fusion_points, str):
         raise ConfigError(
             f"fusion_points must be a list of {{stream: stage}} dicts, e.g. [{{'image': 0, 'audio': 1}}], got {fusion_points!r}"
@@ -159,7 +178,8 @@ class IntermediateFusionModel(nn.Module):
         encoders: stream (modality) name -> staged encoder (``stages``, ``stage_channels``, ``finish``,
             ``output_dim``), built-in or the user's own module.
         fusion_points: list of ``{stream: stage index}``. The module docstring explains them. ``[]`` gives
-            plain late fusion (sum of the per-stream logits) with the same encoders and heads.
+            plain late fusion (sum of the per-stream logits) with the same encoders and heads. ``"auto"``
+            joins all streams after each of their last ``min(stage counts)`` stages (:func:`default_fusion_points`).
         num_outputs: K, the width of every stream's logits.
         block: an ``INTERACTIONS`` name ("mmtm"), or a callable ``factory(channels=..., **block_options)``,
             or a list with one ``nn.Module`` per fusion point.
@@ -174,7 +194,7 @@ class IntermediateFusionModel(nn.Module):
     def __init__(
         self,
         encoders: Mapping[str, nn.Module],
-        fusion_points: Sequence[Mapping[str, int]],
+        fusion_points: Sequence[Mapping[str, int]] | str,
         *,
         num_outputs: int,
         block: str | Callable[..., nn.Module] | Sequence[nn.Module] = "mmtm",
