@@ -112,8 +112,6 @@ class ImputedFusionModel(nn.Module):
         if self.modality_dropout is not None:
             mask = self.modality_dropout.drop({m: mask[m] for m in self.encoders})
         emb = self.encode(batch, mask)
-        if not any(bool(mask[m].any()) for m in self.encoders) and self.imputer is None:
-            raise MissingModalityError("ImputedFusionModel: every modality is absent in this batch")
         filled, fmask = self.imputer.impute(emb, {m: mask[m] for m in self.encoders})
         if self.fusion is None:
             z = torch.cat([filled[m] for m in self.encoders], dim=1)
