@@ -51,3 +51,12 @@ def test_load_config_file_errors(tmp_path):
     ok = tmp_path / "ok.yaml"
     ok.write_text("seed: 3\ntraining: {max_epochs: 2}\n")
     assert load_config(ok).seed == 3
+
+
+def test_malformed_values_are_config_errors():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_config({}, ["training.lr=[1"])
+    with pytest.raises(ConfigError, match="model.encoders"):
+        parse_config({"model": {"encoders": ["cnn2d"]}})
+    with pytest.raises(ConfigError, match="optoins: unknown key; did you mean 'options'"):
+        parse_config({"model": {"encoders": {"a": {"name": "mlp", "optoins": {}}}}})

@@ -131,3 +131,28 @@ def test_intermediate_strategy_builds_mmtm_between_stages():
     torch.testing.assert_close(out.logits, out.unimodal_logits["audio"] + out.unimodal_logits["image"])
     with pytest.raises(ConfigError, match="model.intermediate"):
         build_model({**cfg, "intermediate": {"fusion_points": [{"image": 5, "audio": 0}]}}, SHAPES, 3)
+
+
+def test_early_negative_axis_and_bad_modalities():
+    shapes = {"a": (1, 8, 8), "b": (1, 8, 8)}
+    m = build_model({"strategy": "early", "early": {"axis": -1, "encoder": {"name": "cnn2d"}}}, shapes, 3)
+    b = collate([{"a": torch.rand(1, 8, 8), "b": torch.rand(1, 8, 8)}] * 2)
+    assert m(b).logits.shape == (2, 3)
+    with pytest.raises(ConfigError, match="model.early.modalities: 'x'"):
+        build_model({"strategy": "early", "early": {"modalities": ["x", "a"]}}, shapes, 3)
+
+
+@pytest.mark.parametrize("imputer", ["zero", "learned_token", "mean"])
+def test_imputers_from_config(imputer):
+    m = build_model({"encoders": ENC, "missing": {"imputer": imputer}}, SHAPES, 3)
+    out = m(_batch(absent="audio"))
+    assert torch.isfinite(out.logits).all()
+    with pytest.raises(ConfigError, match="model.missing.imputer"):
+        build_model({"strategy": "early", "missing": {"imputer": imputer}}, {"a": (1, 4, 4), "b": (1, 4, 4)}, 3)
+
+
+def test_bad_numeric_options_are_config_errors():
+    with pytest.raises(ConfigError):
+        build_model({"encoders": {"tab": {"name": "mlp", "options": {"output_dim": "sixty"}}}}, {"tab": (4,)}, 3)
+    with pytest.raises(ConfigError):
+        build_model({"head": {"name": "mlp", "options": {"hidden": [-1]}}}, {"tab": (4,)}, 3)

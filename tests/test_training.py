@@ -116,3 +116,33 @@ def test_intermediate_mmtm_trains_with_both_schemes(tmp_path, scheme):
     res = fit(cfg, data, tmp_path, save=False)
     assert res.test["metrics"]["accuracy"] > 0.7
     assert len(res.history) == 3 and np.isfinite(res.history[-1]["train_loss"])
+
+
+def test_best_weights_follow_the_monitored_epoch(tmp_path):
+    res = fit(_cfg(training={"monitor": "val_accuracy", "max_epochs": 4}), _data(n=90, absent_every=3), tmp_path, save=False)
+    accs = [h["val_accuracy"] for h in res.history]
+    assert res.best_epoch == int(np.argmax(accs))
+    assert res.val["metrics"]["accuracy"] == pytest.approx(max(accs))
+
+
+def test_monitor_is_validated(tmp_path):
+    from mmfuse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="training.monitor: 'val_acc'.*val_accuracy"):
+        fit(_cfg(training={"monitor": "val_acc", "patience": 2}), _data(), tmp_path, save=False)
+
+
+def test_modality_dropout_presence_reaches_unimodal_losses():
+    from mmfuse.models import build_model
+    from mmfuse.training.system import unimodal_losses
+
+    data = _data(n=64)
+    cfg = _cfg(model={"strategy": "late", "missing": {"modality_dropout": 0.5}}).model
+    torch.manual_seed(0)
+    m = build_model(cfg, data["train"].shapes, 3).train()
+    batch = data["train"].batch(np.arange(40))
+    out = m(batch)
+    kept = out.extras["present.a"]
+    assert 0 < int(kept.sum()) < 40  # some rows dropped in training
+    ref = torch.nn.functional.cross_entropy(out.unimodal_logits["a"][kept], batch.target[kept])
+    torch.testing.assert_close(unimodal_losses("multiclass", out, batch)["a"], ref)

@@ -73,7 +73,8 @@ class MultimodalBatch:
         """A copy whose mask is ``mask`` (missing keys keep their mask); absent inputs are zeroed."""
         new_mask = {m: (mask[m].to(torch.bool) & self.mask[m]) if m in mask else self.mask[m] for m in self.mask}
         inputs = {m: zero_absent(x, new_mask[m]) for m, x in self.inputs.items()}
-        return MultimodalBatch(inputs, new_mask, self.target, dict(self.lengths), self.index)
+        lengths = {m: torch.where(new_mask[m], ln, torch.zeros_like(ln)) for m, ln in self.lengths.items()}
+        return MultimodalBatch(inputs, new_mask, self.target, lengths, self.index)
 
     def select(self, rows: Tensor | slice | Sequence[int]) -> "MultimodalBatch":
         """The sub-batch of the given rows."""
@@ -131,12 +132,14 @@ def collate(
     modalities: Iterable[str] | None = None,
     shapes: Mapping[str, Sequence[int | None]] | None = None,
     indices: Sequence[int] | None = None,
+    dtypes: Mapping[str, torch.dtype] | None = None,
 ) -> MultimodalBatch:
     """Stack samples into a :class:`MultimodalBatch`.
 
     ``modalities``: the names to expect (default: every non-target key seen in any sample).
     ``shapes``: per modality, the shape of one sample, ``None`` for a variable first axis; needed
-    only when a modality is absent from every sample of a batch. Variable-length modalities are
+    only when a modality is absent from every sample of a batch (``dtypes`` then gives its dtype,
+    default float32; token ids need int64). Variable-length modalities are
     padded with zeros along their first axis and get ``lengths``.
     """
     if len(samples) == 0:
@@ -214,7 +217,7 @@ def collate(
                     f"pass shapes={{{m!r}: (...)}} to collate (or use the dataset's collate_fn)"
                 )
             shp = tuple(1 if s is None else int(s) for s in shapes[m])
-            x = torch.zeros((len(samples),) + shp)
+            x = torch.zeros((len(samples),) + shp, dtype=(dtypes or {}).get(m, torch.float32))
             if shapes[m] and shapes[m][0] is None:
                 lengths[m] = torch.zeros(len(samples), dtype=torch.long)
         _check_finite(x, present, idx, m)
@@ -244,9 +247,11 @@ def collate(
 class Collator:
     """A picklable ``collate_fn`` with fixed modalities and shapes, for ``DataLoader``."""
 
-    def __init__(self, modalities: Iterable[str], shapes: Mapping[str, Sequence[int | None]] | None = None):
+    def __init__(self, modalities: Iterable[str], shapes: Mapping[str, Sequence[int | None]] | None = None,
+                 dtypes: Mapping[str, torch.dtype] | None = None):
         self.modalities = sorted(modalities)
         self.shapes = dict(shapes or {})
+        self.dtypes = dict(dtypes or {})
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> MultimodalBatch:
         if samples and isinstance(samples[0], tuple) and len(samples[0]) == 2 and isinstance(samples[0][0], int):
@@ -254,4 +259,4 @@ class Collator:
             samples = [s for _, s in samples]
         else:
             indices = None
-        return collate(samples, self.modalities, self.shapes, indices)
+        return collate(samples, self.modalities, self.shapes, indices, self.dtypes)

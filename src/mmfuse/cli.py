@@ -198,7 +198,12 @@ def cmd_missing_study(args, rest: list[str]) -> int:
 def cmd_list(args) -> int:
     import mmfuse
 
+    from .errors import ConfigError
+    from .registry import suggestion
+
     groups = mmfuse.catalog()
+    if args.what is not None and args.what not in groups:
+        raise ConfigError(f"list: unknown kind {args.what!r}; {suggestion(args.what, list(groups))}")
     for kind, names in groups.items():
         if args.what in (None, kind):
             print(f"{kind}: {', '.join(names)}")

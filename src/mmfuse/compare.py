@@ -74,6 +74,11 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
     train = datasets["train"]
     mods = sorted(cfg.model.modalities or train.modalities)
     methods = methods_of(cfg, mods)
+    if not methods:
+        from .errors import ConfigError
+
+        raise ConfigError("compare: nothing to compare; list operators in compare.fusions or compare.late, "
+                          "or switch on compare.unimodal / early / intermediate")
     task = train.task
     metric, direction = primary_metric(task)
     rows, curves, tsne_src = [], {}, {}

@@ -105,7 +105,7 @@ class CompareConfig(_Strict):
     early: bool = False
     intermediate: bool = False
     unimodal: bool = True
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     missing_patterns: bool = True
     tsne: bool = True
     tsne_samples: int = Field(600, ge=10)
@@ -127,7 +127,9 @@ def _model_fields(model: type[BaseModel], path: list) -> list[str]:
     for p in path:
         if isinstance(cur, type) and issubclass(cur, BaseModel) and p in cur.model_fields:
             ann = cur.model_fields[p].annotation
-            cur = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+            if getattr(ann, "__origin__", None) is not dict:  # unwrap Optional/Union to the model type
+                ann = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+            cur = ann
         elif isinstance(p, str) and getattr(cur, "__origin__", None) is dict:
             cur = cur.__args__[1]
         else:
@@ -168,7 +170,12 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. training.max_epochs=5")
         key, text = item.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(text))
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key.strip()}: value {text!r} is not valid YAML ({str(exc).splitlines()[0]}); "
+                              "quote strings and close brackets, e.g. --set compare.seeds=[0,1]") from None
+        _set_dotted(raw, key.strip(), value)
     return raw
 
 
@@ -237,7 +244,8 @@ def check_names(cfg: ExperimentConfig | dict) -> list[str]:
 
     model = get(raw, "model", default={}) or {}
     strategy = get(model, "strategy", default="feature")
-    for mod, comp in (get(model, "encoders", default={}) or {}).items():
+    encs = get(model, "encoders", default={})
+    for mod, comp in (encs.items() if isinstance(encs, dict) else []):
         chk(registry.ENCODERS, get(comp, "name"), f"model.encoders.{mod}.name")
     if strategy == "feature":
         chk(registry.FUSIONS, get(model, "fusion", "name", default="concat"), "model.fusion.name")
@@ -248,10 +256,10 @@ def check_names(cfg: ExperimentConfig | dict) -> list[str]:
     if strategy == "intermediate":
         chk(registry.INTERACTIONS, get(model, "intermediate", "block", default="mmtm"), "model.intermediate.block")
     chk(registry.HEADS, get(model, "head", "name", default="mlp"), "model.head.name")
-    for i, f in enumerate(get(raw, "compare", "fusions", default=[]) or []):
-        chk(registry.FUSIONS, f, f"compare.fusions[{i}]")
-    for i, f in enumerate(get(raw, "compare", "late", default=[]) or []):
-        chk(registry.LATE_COMBINERS, f, f"compare.late[{i}]")
+    for key, reg in (("fusions", registry.FUSIONS), ("late", registry.LATE_COMBINERS)):
+        names = get(raw, "compare", key, default=[])
+        for i, f in enumerate(names if isinstance(names, list) else []):
+            chk(reg, f, f"compare.{key}[{i}]")
     from .datasets import DATASETS
 
     name = get(raw, "data", "name", default="avmnist")

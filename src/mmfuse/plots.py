@@ -38,8 +38,11 @@ def bar_chart(names: list[str], means: list[float], stds: list[float], path: str
     ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=3)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    lo = max(0.0, min(m - s for m, s in zip(means, stds)) - 0.05) if means else 0
-    ax.set_ylim(lo, min(1.0, max(m + s for m, s in zip(means, stds)) + 0.03) if means else 1)
+    if means:
+        lo, hi = min(m - s for m, s in zip(means, stds)), max(m + s for m, s in zip(means, stds))
+        pad = 0.05 * max(hi - lo, 1e-6)
+        top = min(1.0, hi + pad) if hi <= 1.0 else hi + pad
+        ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, top)
     ax.set_ylabel(f"test {metric}")
     ax.set_title(f"test {metric} (mean ± std over seeds); orange = unimodal")
     ax.grid(axis="y", alpha=0.3)
@@ -56,13 +59,16 @@ def tsne_panels(embeddings: dict[str, np.ndarray], labels: np.ndarray, path: str
         emb = np.asarray(emb, dtype=np.float64)
         perp = float(min(30, max(5, (len(emb) - 1) // 3)))
         xy = TSNE(2, perplexity=perp, init="pca", random_state=seed, max_iter=500).fit_transform(emb)
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6)
+        cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
+        for k in np.unique(labels):
+            sel = labels == k
+            name_k = class_names[int(k)] if class_names and int(k) < len(class_names) else str(k)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(int(k) % cmap.N), label=name_k)
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    handles, _ = sc.legend_elements()
-    names = class_names or [str(i) for i in np.unique(labels)]
-    fig.legend(handles, names[: len(handles)], loc="center right", fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=7, markerscale=2)
     return _save(fig, path)
 
 

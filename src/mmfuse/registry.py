@@ -69,7 +69,9 @@ class Registry:
         factory = self.get(name_or_module)
         try:
             return factory(**kwargs)
-        except TypeError as exc:  # wrong keyword: say which entry and which keys
+        except (TypeError, ValueError, RuntimeError) as exc:  # wrong keyword or value: say which entry
+            if isinstance(exc, ConfigError):
+                raise
             raise ConfigError(f"{self.kind} {name_or_module!r}: {exc}") from exc
 
     def list(self) -> list[str]:

@@ -56,7 +56,17 @@ class MultimodalDataset(Dataset):
     @property
     def collate_fn(self) -> Collator:
         """A picklable ``collate_fn`` for ``DataLoader`` producing :class:`MultimodalBatch`."""
-        return Collator(self.modalities, self.shapes)
+        return Collator(self.modalities, self.shapes, {m: self.torch_dtype(m) for m in self.modalities})
+
+    def torch_dtype(self, modality: str) -> torch.dtype:
+        """The dtype of a modality's tensors (int64 token ids, float32 otherwise), known even when absent."""
+        arrays = getattr(self, "arrays", None)
+        if arrays is not None and modality in arrays:
+            a = arrays[modality]
+            first = next((v for v in a if v is not None), None) if isinstance(a, list) else a
+            if first is not None and np.dtype(first.dtype).kind in "iub":
+                return torch.int64
+        return torch.float32
 
     def describe(self) -> dict[str, Any]:
         """A short summary: size, task, shapes and (for classification) the class counts."""
@@ -330,7 +340,8 @@ class ArrayDataset(MultimodalDataset):
         for m in self.modalities:
             pres = torch.from_numpy(self.present[m][idx].copy())
             if self.shapes[m][0] is None:
-                sub = collate([{m: self._value(m, int(i))} for i in idx], [m], {m: self.shapes[m]})
+                sub = collate([{m: self._value(m, int(i))} for i in idx], [m], {m: self.shapes[m]},
+                              dtypes={m: self.torch_dtype(m)})
                 inputs[m], lengths[m] = sub.inputs[m], sub.lengths[m]
             else:
                 x = torch.from_numpy(np.ascontiguousarray(self.arrays[m][idx]))

@@ -65,6 +65,13 @@ def compute_metrics(task: str, scores: np.ndarray, target: np.ndarray, top_k: in
     raise ConfigError(f"task must be multiclass, multilabel or regression, got {task!r}")
 
 
+METRIC_NAMES = {
+    "multiclass": ("accuracy", "macro_f1", "top3_accuracy", "auroc"),
+    "multilabel": ("f1_samples", "f1_micro", "f1_macro"),
+    "regression": ("mae", "pearson_r"),
+}
+
+
 def primary_metric(task: str) -> tuple[str, str]:
     """(metric name, 'max' or 'min') used to rank runs."""
     return {"multiclass": ("accuracy", "max"), "multilabel": ("f1_micro", "max"), "regression": ("mae", "min")}[task]

@@ -45,6 +45,9 @@ def _joined_shape(mods: list[str], shapes: Mapping[str, tuple], axis: int) -> tu
     if not -len(ref) <= axis < len(ref):
         raise ConfigError(f"model.early.axis: {axis} is out of range for per-sample shape {tuple(ref)}")
     axis %= len(ref)
+    if any(shapes[m][axis] is None for m in mods):
+        raise ConfigError(f"model.early.axis: axis {axis} has a variable size in {[m for m in mods if shapes[m][axis] is None]}; "
+                          "early fusion joins fixed-size inputs (pad them in the dataset, or use feature fusion)")
     total = 0
     for m in mods:
         s = list(shapes[m])
@@ -77,10 +80,16 @@ def build_model(
     extra = [m for m in cfg.encoders if m not in input_shapes]
     if extra:
         raise ConfigError(f"model.encoders.{extra[0]}: not a modality of the data; the data has {sorted(input_shapes)}")
-    dropout, imputer = _missing_parts(cfg, mods)
+    dropout = _modality_dropout(cfg)
+    if cfg.missing.imputer and cfg.strategy in ("early", "intermediate"):
+        raise ConfigError(f"model.missing.imputer: imputation replaces per-modality embeddings, which the "
+                          f"{cfg.strategy!r} strategy does not have; use strategy feature or late, or remove it")
 
     if cfg.strategy == "early":
         em = sorted(cfg.early.modalities or mods)
+        bad = [m for m in em if m not in input_shapes]
+        if bad:
+            raise ConfigError(f"model.early.modalities: {bad[0]!r} is not a modality of the data; the data has {sorted(input_shapes)}")
         shape = _joined_shape(em, input_shapes, cfg.early.axis)
         enc = create_encoder(cfg.early.encoder.name, input_shape=shape, **cfg.early.encoder.options)
         head = create_head(cfg.head.name, enc.output_dim, num_outputs, **cfg.head.options)
@@ -88,6 +97,14 @@ def build_model(
                                modality_dropout=dropout)
 
     encoders = {m: _encoder(m, cfg, tuple(input_shapes[m])) for m in mods}
+    imputer = None
+    if cfg.missing.imputer:
+        from ..missing import create_imputer
+
+        try:
+            imputer = create_imputer(cfg.missing.imputer, {m: int(e.output_dim) for m, e in encoders.items()})
+        except ConfigError as exc:
+            raise ConfigError(f"model.missing.imputer: {exc}") from None
     if cfg.strategy == "intermediate":
         from .intermediate import IntermediateFusionModel
 
@@ -117,15 +134,13 @@ def build_model(
     return MultimodalModel(encoders, head, "feature", fusion=fusion, modality_dropout=dropout, imputer=imputer)
 
 
-def _missing_parts(cfg: ModelConfig, mods: list[str]):
+def _modality_dropout(cfg: ModelConfig):
     md = cfg.missing.modality_dropout
-    dropout = imputer = None
     if (isinstance(md, dict) and any(v > 0 for v in md.values())) or (not isinstance(md, dict) and md > 0):
         from ..missing import ModalityDropout
 
-        dropout = ModalityDropout(md)
-    if cfg.missing.imputer:
-        from ..missing import create_imputer
-
-        imputer = create_imputer(cfg.missing.imputer, mods)
-    return dropout, imputer
+        try:
+            return ModalityDropout(md)
+        except ConfigError as exc:
+            raise ConfigError(f"model.missing.modality_dropout: {exc}") from None
+    return None

@@ -24,6 +24,7 @@ from ..fusion.base import FusionOp
 from .output import ModelOutput
 
 STRATEGIES = ("early", "feature", "late", "intermediate")
+PRESENT_KEY = "present."  # ModelOutput.extras[PRESENT_KEY + m]: where modality m was present (after modality dropout)
 
 
 def _pool(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -100,9 +101,12 @@ class MultimodalModel(nn.Module):
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
         self._check_batch(batch)
         if self.training and self.modality_dropout is not None:
-            batch = batch.with_mask(self.modality_dropout(batch.mask))
+            batch = batch.with_mask(self.modality_dropout({m: batch.mask[m] for m in self.modalities}))
+        present = {PRESENT_KEY + m: batch.mask[m] for m in self.modalities}
         if self.strategy == "early":
-            return self._forward_early(batch)
+            out = self._forward_early(batch)
+            out.extras.update(present)
+            return out
         seq = self.strategy == "feature" and getattr(self.fusion, "accepts_sequences", False)
         emb = self.encode(batch, pool=not seq)
         mask = batch.mask
@@ -111,7 +115,7 @@ class MultimodalModel(nn.Module):
         if self.strategy == "late":
             logits = {m: self.heads[m](emb[m]) for m in self.encoders}
             fused = self.late_combiner(logits, mask)
-            return ModelOutput(fused, None, emb, logits)
+            return ModelOutput(fused, None, emb, logits, present)
         kwargs = {}
         if seq:
             kwargs["token_mask"] = {
@@ -120,12 +124,12 @@ class MultimodalModel(nn.Module):
             }
         fused = self.fusion(emb, mask, **kwargs)
         pooled = {m: (_pool(e, batch.lengths.get(m)) if e.dim() == 3 else e) for m, e in emb.items()}
-        return ModelOutput(self.head(fused), fused, pooled)
+        return ModelOutput(self.head(fused), fused, pooled, None, present)
 
     def _forward_early(self, batch: MultimodalBatch) -> ModelOutput:
         xs = [batch.inputs[m] for m in self.early_modalities]
         shapes = {m: tuple(x.shape[1:]) for m, x in zip(self.early_modalities, xs)}
-        axis = self.early_axis + 1
+        axis = self.early_axis % (xs[0].dim() - 1) + 1
         ref = xs[0].shape
         for m, x in zip(self.early_modalities, xs):
             if x.dim() != len(ref) or any(a != b for i, (a, b) in enumerate(zip(x.shape, ref)) if i != axis):

@@ -17,7 +17,8 @@ class BestWeights(L.Callback):
         self.best_epoch = -1
         self.state: dict | None = None
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end runs after the module's on_validation_epoch_end has logged this epoch's metrics
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.monitor)

@@ -57,8 +57,12 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         meta = json.loads((d / META).read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{str(d / META)!r} is not valid JSON ({exc}); the checkpoint is damaged") from None
-    if meta.get("format") != "mmfuse-checkpoint-1":
-        raise CheckpointError(f"{str(d / META)!r}: unknown checkpoint format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != "mmfuse-checkpoint-1":
+        fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{str(d / META)!r}: unknown checkpoint format {fmt!r}")
+    missing = [k for k in ("config", "input_shapes", "num_outputs", "task") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{str(d / META)!r}: lacks {missing}; the file was edited or is damaged, retrain or restore it")
     meta["_dir"] = str(d)
     return meta
 

@@ -45,6 +45,15 @@ def resolve_task(cfg: ExperimentConfig, dataset) -> str:
     return task
 
 
+def check_monitor(monitor: str, task: str) -> None:
+    from ..evaluation.metrics import METRIC_NAMES
+    from ..registry import suggestion
+
+    valid = ["val_loss"] + [f"val_{m}" for m in METRIC_NAMES[task]]
+    if monitor not in valid:
+        raise ConfigError(f"training.monitor: {monitor!r} is not logged for a {task} task; {suggestion(monitor, valid)}")
+
+
 def load_data(cfg: ExperimentConfig) -> dict:
     from ..datasets import load_dataset
 
@@ -72,6 +81,7 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
             raise ConfigError(f"data: the dataset {cfg.data.name!r} has no {split!r} split (or it is empty)")
     train = datasets["train"]
     task = resolve_task(cfg, train)
+    check_monitor(cfg.training.monitor, task)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, train.shapes, int(train.num_classes), task)
     system = FusionSystem(model, task, cfg.training)

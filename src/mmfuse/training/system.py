@@ -36,10 +36,11 @@ def unimodal_losses(task: str, out, batch: MultimodalBatch) -> dict[str, Tensor]
     """Per-modality losses over the rows where that modality is present."""
     losses = {}
     for m, logits in (out.unimodal_logits or {}).items():
-        rows = batch.mask.get(m)
+        rows = out.extras.get("present." + m, batch.mask.get(m))  # after modality dropout
         if rows is None or rows.any():
             sel = slice(None) if rows is None else rows
-            losses[m] = task_loss(task, logits[sel], batch.target[sel])
+            index = None if batch.index is None else batch.index[sel]
+            losses[m] = task_loss(task, logits[sel], batch.target[sel], index)
     return losses
 
 
@@ -88,14 +89,16 @@ class FusionSystem(L.LightningModule):
         total = 0.0
         for stream, opt in zip(self._streams, opts):
             out = self.model(batch)
-            rows = batch.mask[stream]
+            rows = out.extras.get("present." + stream, batch.mask[stream])
             if not rows.any():
                 continue
-            loss = task_loss(self.task, out.unimodal_logits[stream][rows], batch.target[rows], batch.index)
+            index = None if batch.index is None else batch.index[rows]
+            loss = task_loss(self.task, out.unimodal_logits[stream][rows], batch.target[rows], index)
             opt.zero_grad()
             self.manual_backward(loss)
             if self.cfg.gradient_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.gradient_clip)
+                params = [p for g in opt.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip)
             opt.step()
             total += float(loss.detach())
         self._train_loss.append(total / max(len(opts), 1))
