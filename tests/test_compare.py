@@ -48,3 +48,20 @@ def test_leaderboard_is_mean_and_std_of_runs(board):
     # fused models are evaluated per missing-modality pattern; unimodal baselines are not
     fused = runs[runs["method"] == "concat"]
     assert fused["pattern[a]_accuracy"].notna().all()
+
+
+def test_workers_give_the_same_leaderboard(board, tmp_path):
+    b, out, cfg = board
+    import numpy as np
+
+    from mmfuse.config import parse_config
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = rng.integers(0, 3, n)
+    data = from_arrays({"a": rng.normal(size=(n, 5)).astype(np.float32) + y[:, None],
+                        "b": rng.normal(size=(n, 6, 3)).astype(np.float32) + y[:, None, None] * 0.3}, y, seed=0)
+    par = parse_config(cfg.model_dump(), ["compare.workers=2"])
+    b2 = run_compare(par, tmp_path, progress=False, datasets=data)
+    cols = ["method", "accuracy_mean", "accuracy_std"]
+    pd.testing.assert_frame_equal(b[cols].reset_index(drop=True), b2[cols].reset_index(drop=True))

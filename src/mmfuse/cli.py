@@ -27,7 +27,7 @@ DEMO_CONFIG = {
     "training": {"max_epochs": 10, "lr": 0.003, "weight_decay": 0.0001, "monitor": "val_accuracy", "progress": False},
     "compare": {
         "fusions": ["concat", "sum", "gated", "multconcat", "tensor", "low_rank"],
-        "late": ["mean_prob"], "unimodal": True, "seeds": [0, 1, 2],
+        "late": ["mean_prob"], "unimodal": True, "seeds": [0, 1, 2], "workers": 2,
     },
     "output_dir": "runs/demo",
 }

@@ -5,6 +5,8 @@ every late combiner in ``late`` (as ``late:<name>``), ``early`` and ``mmtm`` (in
 when switched on, and one unimodal baseline per modality (``unimodal:<m>``). Every method uses the
 encoders of the ``model`` section, so only the fusion differs. The data split is fixed by the
 experiment's ``seed``; each run re-seeds initialisation and batch order with its own seed.
+With ``compare.workers > 1`` runs go to that many processes (one torch thread each); results do
+not depend on the number of workers.
 
 Writes into ``output_dir``: ``runs.csv`` (one row per run), ``leaderboard.csv`` and
 ``leaderboard.md`` (mean ± std per method, parameters, train time, accuracy per missing-modality
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 from . import plots
 from .config import ExperimentConfig
 from .evaluation import collect, make_loader, primary_metric
+from .models import build_model
 
 
 @dataclass
@@ -66,7 +71,7 @@ def _fmt(mean: float, std: float) -> str:
 def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
                 datasets: dict | None = None) -> pd.DataFrame:
     """Train every method for every seed; returns the leaderboard (one row per method)."""
-    from .training.fit import fit, load_data
+    from .training.fit import load_data
 
     out = Path(out_dir or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,27 +86,34 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
                           "or switch on compare.unimodal / early / intermediate")
     task = train.task
     metric, direction = primary_metric(task)
+    jobs = [(method, seed) for method in methods for seed in cfg.compare.seeds]
+    results: dict[tuple[str, int], dict] = {}
+    bar = tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress)
+
+    def done(key, res):
+        results[key] = res
+        bar.update(1)
+        bar.set_postfix_str(f"{key[0]} seed {key[1]}: {metric} {res['row'].get('test_' + metric, float('nan')):.3f}")
+
+    if cfg.compare.workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(cfg.compare.workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(datasets,)) as pool:
+            futures = {pool.submit(_run_one, cfg, m, seed, metric, None): (m.label, seed) for m, seed in jobs}
+            for fut in as_completed(futures):
+                done(futures[fut], fut.result())
+    else:
+        for m, seed in jobs:
+            done((m.label, seed), _run_one(cfg, m, seed, metric, datasets))
     rows, curves, tsne_src = [], {}, {}
-    bar = tqdm(total=len(methods) * len(cfg.compare.seeds), desc="compare", unit="run", disable=not progress)
-    for method in methods:
-        for seed in cfg.compare.seeds:
-            vcfg = _variant(cfg, method, seed)
-            bar.set_postfix_str(f"{method.label} seed {seed}")
-            t0 = time.perf_counter()
-            res = fit(vcfg, datasets, out / "runs" / method.label.replace(":", "_") / f"seed{seed}", save=False,
-                      progress=False, evaluate_patterns=cfg.compare.missing_patterns and method.kind != "unimodal")
-            row = {"method": method.label, "kind": method.kind, "seed": seed, "params": res.params,
-                   "train_seconds": res.train_seconds, "best_epoch": res.best_epoch,
-                   "wall_seconds": time.perf_counter() - t0}
-            row.update({f"test_{k}": v for k, v in res.test.get("metrics", {}).items()})
-            for pat, mets in res.test.get("patterns", {}).items():
-                row[f"pattern[{pat}]_{metric}"] = mets.get(metric, float("nan"))
-            rows.append(row)
-            curves.setdefault(method.label, []).append([h.get(f"val_{metric}", float("nan")) for h in res.history])
-            if seed == cfg.compare.seeds[0] and cfg.compare.tsne and method.kind in ("feature", "unimodal"):
-                tsne_src[method.label] = res.model
-            bar.update(1)
-            bar.set_postfix_str(f"{method.label} seed {seed}: {metric} {row.get('test_' + metric, float('nan')):.3f}")
+    for m, seed in jobs:  # fixed order, whatever order the runs finished in
+        r = results[(m.label, seed)]
+        rows.append(r["row"])
+        curves.setdefault(m.label, []).append(r["curve"])
+        if r["state"] is not None:
+            model = build_model(_variant(cfg, m, seed).model, train.shapes, int(train.num_classes), task)
+            model.load_state_dict(r["state"])
+            tsne_src[m.label] = model.eval()
     bar.close()
     runs = pd.DataFrame(rows)
     runs.to_csv(out / "runs.csv", index=False)
@@ -115,6 +127,37 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
         _tsne(board, tsne_src, datasets, cfg, out)
     (out / "summary.json").write_text(json.dumps(summary(board, metric, direction), indent=2))
     return board
+
+
+_WORKER_DATA: dict | None = None
+
+
+def _init_worker(datasets) -> None:
+    """Each worker process: one torch thread (the runs themselves are the parallelism)."""
+    import torch
+
+    global _WORKER_DATA
+    torch.set_num_threads(1)
+    _WORKER_DATA = datasets
+
+
+def _run_one(cfg: ExperimentConfig, method: Method, seed: int, metric: str, datasets) -> dict:
+    """Train one (method, seed) run; returns its leaderboard row, learning curve and (for t-SNE) weights."""
+    from .training.fit import fit
+
+    datasets = datasets if datasets is not None else _WORKER_DATA
+    vcfg = _variant(cfg, method, seed)
+    t0 = time.perf_counter()
+    res = fit(vcfg, datasets, save=False, progress=False,
+              evaluate_patterns=cfg.compare.missing_patterns and method.kind != "unimodal")
+    row = {"method": method.label, "kind": method.kind, "seed": seed, "params": res.params,
+           "train_seconds": res.train_seconds, "best_epoch": res.best_epoch, "wall_seconds": time.perf_counter() - t0}
+    row.update({f"test_{k}": v for k, v in res.test.get("metrics", {}).items()})
+    for pat, mets in res.test.get("patterns", {}).items():
+        row[f"pattern[{pat}]_{metric}"] = mets.get(metric, float("nan"))
+    keep = seed == cfg.compare.seeds[0] and cfg.compare.tsne and method.kind in ("feature", "unimodal")
+    return {"row": row, "curve": [h.get(f"val_{metric}", float("nan")) for h in res.history],
+            "state": {k: v.detach().clone() for k, v in res.model.state_dict().items()} if keep else None}
 
 
 def leaderboard(runs: pd.DataFrame, metric: str, direction: str) -> pd.DataFrame:

@@ -109,6 +109,7 @@ class CompareConfig(_Strict):
     missing_patterns: bool = True
     tsne: bool = True
     tsne_samples: int = Field(600, ge=10)
+    workers: int = Field(1, ge=1)  # parallel training processes (one torch thread each)
 
 
 class ExperimentConfig(_Strict):
