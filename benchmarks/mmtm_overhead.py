@@ -2,6 +2,8 @@
 
 Network (the demo's sizes): image (1, 28, 28) -> ``cnn2d`` (stages 16, 32 channels), audio (40, 13)
 -> ``cnn1d`` (stages 32, 64 channels), one linear head per stream, summed logits, batch 128.
+``--width k`` multiplies every stage's channels by k, to show how the ratio shrinks as the encoders
+grow. The block's cost grows linearly in the channels, the convolutions' cost quadratically.
 Baseline: the same ``IntermediateFusionModel`` with no fusion point (late fusion). "MMTM x2": one
 block after each stage pair (``[{"image": 0, "audio": 0}, {"image": 1, "audio": 1}]``, the placement of
 ``benchmarks/mmtm_experiments.py``). "MMTM x1": one block after the last stages only.
@@ -10,7 +12,7 @@ Both models are timed in the same process, interleaved (A, B, A, B, ...) so that
 shared machine affect both alike. The result is the ratio of the medians of the per-repeat times
 (forward + backward + zero_grad), minus 1.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/mmtm_overhead.py [--repeats 40] [--threads 1]
+    PYTHONPATH=src .venv/bin/python benchmarks/mmtm_overhead.py [--repeats 40] [--threads 1] [--width 1]
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from mmfuse.registry import ENCODERS
 import mmfuse.encoders  # noqa: F401  (registers cnn1d / cnn2d)
 
 
-def build(points, seed=0):
+def build(points, seed=0, width=1):
     torch.manual_seed(seed)
     enc = {
-        "image": ENCODERS.create("cnn2d", input_shape=(1, 28, 28)),
-        "audio": ENCODERS.create("cnn1d", input_shape=(40, 13)),
+        "image": ENCODERS.create("cnn2d", input_shape=(1, 28, 28), channels=(16 * width, 32 * width)),
+        "audio": ENCODERS.create("cnn1d", input_shape=(40, 13), channels=(32 * width, 64 * width)),
     }
     return IntermediateFusionModel(enc, points, num_outputs=10)
 
@@ -49,6 +51,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--width", type=int, default=1, help="multiply every stage's channels (1 = the demo's encoders)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -59,9 +62,9 @@ def main(argv=None):
         torch.randint(0, 10, (B,), generator=g),
     )
     models = {
-        "late (no MMTM)": build([]),
-        "MMTM x2": build([{"image": 0, "audio": 0}, {"image": 1, "audio": 1}]),
-        "MMTM x1": build([{"image": 1, "audio": 1}]),
+        "late (no MMTM)": build([], width=args.width),
+        "MMTM x2": build([{"image": 0, "audio": 0}, {"image": 1, "audio": 1}], width=args.width),
+        "MMTM x1": build([{"image": 1, "audio": 1}], width=args.width),
     }
     base = "late (no MMTM)"
     extra = {k: sum(p.numel() for p in m.blocks.parameters()) for k, m in models.items() if k != base}
@@ -74,7 +77,8 @@ def main(argv=None):
         for k, m in models.items():
             times[k].append(step(m, batch))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"batch {B}, threads {args.threads}, {args.repeats} interleaved repeats; base network {base_n} parameters")
+    print(f"batch {B}, threads {args.threads}, width x{args.width}, {args.repeats} interleaved repeats; "
+          f"base network {base_n} parameters")
     print(f"  {base:16s} median fwd+bwd {1000 * med[base]:8.2f} ms")
     for k in extra:
         ratios = [b / a for a, b in zip(times[base], times[k])]
