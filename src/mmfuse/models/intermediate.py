@@ -21,6 +21,10 @@ Absent streams (``batch.mask[m]`` False): the stream still runs on its zero plac
 stay static). The block keeps its placeholder out of the other streams (see ``interaction/mmtm.py``).
 Its logits are left out of the sum, and its embedding is zero in ``embeddings`` and ``fused``.
 
+Padded variable-length inputs: the stages get the padded tensor (``batch.lengths`` is not used),
+so an MMTM squeeze also averages over the padding. Use fixed-length inputs (e.g. cropped or padded
+MFCC frames) for intermediate fusion.
+
 Training schemes:
 
 * ``joint``: one optimiser over all parameters, with the loss on ``output.logits``.
