@@ -56,7 +56,7 @@ class EarlyConfig(_Strict):
 
 
 class IntermediateConfig(_Strict):
-    # None: one block after every stage depth that all streams have; [] : no block (late fusion)
+    # None: one block after each of the top stages, aligned from the end; [] : no block (late fusion)
     fusion_points: list[dict[str, int]] | None = None
     block: str = "mmtm"
     block_options: dict[str, Any] = Field(default_factory=dict)

@@ -109,9 +109,8 @@ def build_model(
         from .intermediate import IntermediateFusionModel
 
         points = cfg.intermediate.fusion_points
-        if points is None:  # default: a block after every stage depth all streams share
-            depth = min(len(getattr(e, "stages", [])) for e in encoders.values())
-            points = [{m: i for m in mods} for i in range(depth)]
+        if points is None:  # default: one block after each of the top stages, aligned from the end (paper placement)
+            points = "auto"
         hopts = dict(cfg.head.options)
         try:
             return IntermediateFusionModel(

@@ -123,7 +123,7 @@ class _DeepAE(nn.Module):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             history.append(total / n)
         self.eval()
         return history
