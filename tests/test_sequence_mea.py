@@ -204,3 +204,16 @@ def test_bad_input_errors():
         MEAModel({"a": 3, "b": 0}, 2)
     with pytest.raises(ConfigError):
         MEAModel(DIMS, 0)
+
+
+def test_predictive_map_is_used_from_layer_two():
+    psa = PSA(["a", "b"], 8, 2, 2, mu=0.25)
+    assert psa.layers[0]["a"].predict is None and psa.layers[1]["a"].predict is not None
+    seqs = {"a": torch.randn(2, 5, 8), "b": torch.randn(2, 3, 8)}
+    valid = {m: torch.ones(2, x.shape[1], dtype=torch.bool) for m, x in seqs.items()}
+    present = torch.ones(2, 2, dtype=torch.bool)
+    with_p = psa(seqs, valid, present)[0]["a"]
+    for layer in psa.layers:
+        layer["a"].mu = 0.0
+    without = psa(seqs, valid, present)[0]["a"]
+    assert not torch.allclose(with_p, without)
