@@ -61,20 +61,20 @@ def run_seed(seed: int, args) -> dict[str, list[dict]]:
     out, times = {}, {}
 
     t = time.perf_counter()
-    out["raw"] = evaluate_settings(ConcatFeatures(dims), splits, seed=seed)
+    out["raw"] = evaluate_settings(ConcatFeatures(dims), splits, seed=seed, C=args.C)
     times["raw"] = time.perf_counter() - t
 
     t = time.perf_counter()
     shallow = ShallowBimodalRBM(dims, args.joint, sparsity_target=args.rho, sparsity_cost=args.lam, generator=g)
     shallow.fit(x_tr, epochs=args.rbm_epochs, batch_size=50, lr=args.rbm_lr, generator=g)
-    out["rbm-concat"] = evaluate_settings(shallow, splits, seed=seed)
+    out["rbm-concat"] = evaluate_settings(shallow, splits, seed=seed, C=args.C)
     times["rbm-concat"] = time.perf_counter() - t
 
     t = time.perf_counter()
     dbn = BimodalDBN(dims, hidden_dims=args.hidden, joint_dim=args.joint, sparsity_target=args.rho,
                      sparsity_cost=args.lam, joint_sparsity_target=args.rho, joint_sparsity_cost=args.lam, generator=g)
     hist = dbn.fit(x_tr, epochs=args.rbm_epochs, batch_size=50, lr=args.rbm_lr, joint_lr=args.joint_lr, generator=g)
-    out["dbn"] = evaluate_settings(dbn, splits, seed=seed)
+    out["dbn"] = evaluate_settings(dbn, splits, seed=seed, C=args.C)
     times["dbn"] = time.perf_counter() - t
     print(f"  seed {seed}: DBN recon errors " + ", ".join(f"{k} {v[0]:.3f}->{v[-1]:.3f}" for k, v in hist.items()),
           flush=True)
@@ -82,14 +82,14 @@ def run_seed(seed: int, args) -> dict[str, list[dict]]:
     t = time.perf_counter()
     ae = BimodalDeepAE(dims, hidden_dims=args.hidden, shared_dim=args.joint).init_from_dbn(dbn)
     h = ae.fit(x_tr, epochs=args.ae_epochs, batch_size=64, lr=args.ae_lr, generator=g)
-    out["bimodal-ae"] = evaluate_settings(ae, splits, seed=seed)
+    out["bimodal-ae"] = evaluate_settings(ae, splits, seed=seed, C=args.C)
     times["bimodal-ae"] = time.perf_counter() - t + times["dbn"]
     print(f"  seed {seed}: bimodal AE loss {h[0]:.3f}->{h[-1]:.3f}", flush=True)
 
     t = time.perf_counter()
     vae = VideoOnlyDeepAE(dims, source="image", hidden_dims=args.hidden, shared_dim=args.joint).init_from_dbn(dbn)
     h = vae.fit(x_tr, epochs=args.ae_epochs, batch_size=64, lr=args.ae_lr, generator=g)
-    out["image-ae"] = evaluate_settings(vae, splits, seed=seed)
+    out["image-ae"] = evaluate_settings(vae, splits, seed=seed, C=args.C)
     times["image-ae"] = time.perf_counter() - t + times["dbn"]
     print(f"  seed {seed}: image-only AE loss {h[0]:.3f}->{h[-1]:.3f}; times "
           + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()), flush=True)
@@ -105,10 +105,11 @@ def main() -> None:
     p.add_argument("--rho", type=float, default=0.1)
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--rbm-epochs", type=int, default=15)
-    p.add_argument("--rbm-lr", type=float, default=0.005)
+    p.add_argument("--rbm-lr", type=float, default=0.02)
     p.add_argument("--joint-lr", type=float, default=0.05)
-    p.add_argument("--ae-epochs", type=int, default=15)
-    p.add_argument("--ae-lr", type=float, default=1e-3)
+    p.add_argument("--ae-epochs", type=int, default=10)
+    p.add_argument("--ae-lr", type=float, default=3e-3)
+    p.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic regression")
     p.add_argument("--json", default="/tmp/ngiam_avmnist.json")
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -6,6 +6,12 @@ import torch
 from mmfuse.errors import ConfigError, ShapeError
 from mmfuse.representation import SparseRBM, enumerate_binary, train_rbm
 
+def _close(a, b, atol=1e-6, rtol=1e-5):
+    """torch.allclose with a readable failure (torch.testing imports torch.distributed: ~9 s)."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert torch.allclose(a, b, atol=atol, rtol=rtol), float((a - b).abs().max())
+
+
 
 def _tiny(visible="binary", sigma=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -25,7 +31,7 @@ def test_hidden_conditional_matches_energy_enumeration(visible, sigma):
         e = torch.stack([rbm.energy(v, h.expand(len(v), -1)) for h in hs], 1)  # [B, 8]
         p = torch.softmax(-e, dim=1)                                    # p(h | v) ∝ exp(−E)
         marginal = p @ hs                                               # p(h_j = 1 | v)
-        torch.testing.assert_close(marginal, rbm.hidden_prob(v), atol=1e-6, rtol=1e-5)
+        _close(marginal, rbm.hidden_prob(v), atol=1e-6, rtol=1e-5)
 
 
 def test_visible_conditional_matches_energy_binary():
@@ -34,7 +40,7 @@ def test_visible_conditional_matches_energy_binary():
     h = torch.tensor([[1.0, 0.0, 1.0]])
     with torch.no_grad():
         p = torch.softmax(-rbm.energy(vs, h.expand(16, -1)), 0)
-        torch.testing.assert_close(p @ vs, rbm.visible_mean(h)[0], atol=1e-6, rtol=1e-5)
+        _close(p @ vs, rbm.visible_mean(h)[0], atol=1e-6, rtol=1e-5)
 
 
 def test_gaussian_visible_mean_is_the_energy_minimiser():
@@ -51,10 +57,10 @@ def test_free_energy_matches_enumeration_binary():
     with torch.no_grad():
         e = torch.stack([rbm.energy(vs, h.expand(16, -1)) for h in hs], 1)    # [16, 8]
         log_joint_v = torch.logsumexp(-e, 1)                                  # log Σ_h exp(−E)
-        torch.testing.assert_close(-rbm.free_energy(vs), log_joint_v, atol=1e-5, rtol=1e-5)
+        _close(-rbm.free_energy(vs), log_joint_v, atol=1e-5, rtol=1e-5)
         p_enum = torch.softmax(log_joint_v, 0)
         p_free = torch.softmax(-rbm.free_energy(vs), 0)                        # p(v) ∝ exp(−F(v))
-        torch.testing.assert_close(p_free, p_enum, atol=1e-6, rtol=1e-5)
+        _close(p_free, p_enum, atol=1e-6, rtol=1e-5)
 
 
 def test_free_energy_gaussian_matches_hidden_sum():
@@ -62,7 +68,7 @@ def test_free_energy_gaussian_matches_hidden_sum():
     v, hs = torch.randn(6, 4), enumerate_binary(3)
     with torch.no_grad():
         e = torch.stack([rbm.energy(v, h.expand(6, -1)) for h in hs], 1)
-        torch.testing.assert_close(rbm.free_energy(v), -torch.logsumexp(-e, 1), atol=1e-5, rtol=1e-5)
+        _close(rbm.free_energy(v), -torch.logsumexp(-e, 1), atol=1e-5, rtol=1e-5)
 
 
 def _toy_binary(n=200, seed=0):
@@ -132,7 +138,7 @@ def test_sparsity_gradient_matches_autograd():
     p = rbm.hidden_prob(v).detach()
     q = p.mean(0)
     manual = -2 * 2.0 * (0.05 - q) * (p * (1 - p)).mean(0) / 0.81     # the cd_step update uses −this
-    torch.testing.assert_close(rbm.b.grad, manual, atol=1e-6, rtol=1e-5)
+    _close(rbm.b.grad, manual, atol=1e-6, rtol=1e-5)
 
 
 def test_transform_shape_and_bad_inputs():
@@ -162,4 +168,4 @@ def test_state_dict_round_trip():
     a.cd_step(torch.randn(4, 6), lr=0.1)
     b.load_state_dict(a.state_dict())
     v = torch.randn(3, 6)
-    torch.testing.assert_close(a.transform(v), b.transform(v))
+    _close(a.transform(v), b.transform(v))
