@@ -68,6 +68,8 @@ def test_denoising_augment_exact_thirds():
         assert int(mask[m].sum()) == 2 * n
     with pytest.raises(ConfigError):
         denoising_augment({"audio": x["audio"]})
+    with pytest.raises(ShapeError, match="video"):
+        denoising_augment({"audio": x["audio"], "video": x["video"][0]})
 
 
 def test_bimodal_ae_reconstructs_both_from_one_and_masks():

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import ConfigError, MissingModalityError
+from ..errors import ConfigError, MissingModalityError, ShapeError
 from ._checks import check_dims, check_inputs, positive_float, positive_int, zero_absent
 from .dbn import BimodalDBN, _per_modality
 
@@ -41,8 +41,11 @@ def denoising_augment(x: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     """
     if not isinstance(x, Mapping) or len(x) < 2:
         raise ConfigError("denoising_augment: x must be a dict of at least two modalities {m: Tensor[N, D_m]}")
-    dims = {m: int(v.shape[1]) if isinstance(v, torch.Tensor) and v.dim() == 2 else -1 for m, v in x.items()}
-    xs, _, n = check_inputs(x, {m: d if d > 0 else 1 for m, d in dims.items()}, "denoising_augment")
+    for m, v in x.items():
+        if not isinstance(v, torch.Tensor) or v.dim() != 2:
+            raise ShapeError(f"denoising_augment: modality {m!r} must be a Tensor[N, D], got "
+                             f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+    xs, _, n = check_inputs(x, {m: int(v.shape[1]) for m, v in x.items()}, "denoising_augment")
     mods = sorted(xs)
     copies = len(mods) + 1
     inputs, mask, targets = {}, {}, {}
