@@ -112,7 +112,7 @@ def test_sparsity_penalty_zero_at_target_and_gradient_pushes_toward_rho():
         rbm.W.zero_()
         rbm.b.fill_(torch.logit(torch.tensor(0.2)))
     v = torch.ones(3, 5)
-    assert float(rbm.sparsity_penalty(v)) == pytest.approx(0.0, abs=1e-12)
+    assert float(rbm.sparsity_penalty(v).detach()) == pytest.approx(0.0, abs=1e-12)
     # mean activation 0.5 > ρ = 0.1: training with only the regulariser acting lowers it toward ρ
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(100, 5, generator=g) < 0.5).float()
