@@ -189,12 +189,6 @@ def _print_summary(summary: dict) -> None:
     print(json.dumps(rest, indent=2, default=str))
 
 
-def cmd_missing_study(args, rest: list[str]) -> int:
-    from .missing.study import missing_study_main
-
-    return int(missing_study_main([args.config, *rest]) or 0)
-
-
 def cmd_list(args) -> int:
     import mmfuse
 
@@ -259,11 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["missing-study"]:  # its own parser (mmfuse.missing.study) takes every argument
+        from .missing.study import missing_study_main
+
+        try:
+            return int(missing_study_main(argv[1:]) or 0)
+        except MMFuseError as exc:
+            print(f"mmfuse missing-study: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:
-        if args.command == "missing-study":
-            return cmd_missing_study(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return args.fn(args)
