@@ -118,10 +118,10 @@ def test_sparsity_penalty_zero_at_target_and_gradient_pushes_toward_rho():
     x = (torch.rand(100, 5, generator=g) < 0.5).float()
     for cost in (0.0, 3.0):
         rbm = SparseRBM(5, 4, visible="binary", sparsity_target=0.1, sparsity_cost=cost, generator=g)
-        q0 = float(rbm.hidden_prob(x).mean())
+        q0 = float(rbm.hidden_prob(x).mean().detach())
         for _ in range(200):
             rbm.cd_step(x, lr=0.05, generator=g)
-        q = float(rbm.hidden_prob(x).mean())
+        q = float(rbm.hidden_prob(x).mean().detach())
         if cost == 0.0:
             q_free = q
         else:
