@@ -20,15 +20,6 @@ from mmfuse.models.intermediate import (
 from mmfuse.models.output import ModelOutput
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TinyStaged(nn.Module):
     """A user-defined staged module (not a StagedEncoder subclass): conv stages over `dims` spatial dims."""
 

@@ -15,14 +15,6 @@ from mmfuse.registry import ENCODERS
 SHAPES = {"audio": (12, 5), "image": (1, 12, 12), "video": (1, 4, 8, 8)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def samples(n=6, seed=0, absent=()):
     rng = np.random.default_rng(seed)
     out = []

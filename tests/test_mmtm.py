@@ -10,15 +10,6 @@ from mmfuse.interaction import MMTM, squeeze
 from mmfuse.registry import INTERACTIONS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def feats(B=3, seed=0, **shapes):
     g = torch.Generator().manual_seed(seed)
     return {k: torch.randn((B,) + tuple(s), generator=g) for k, s in shapes.items()}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -129,7 +128,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import run_compare
     from .config import load_config
 
     cfg = load_config(args.config, args.set)
@@ -140,7 +138,7 @@ def _run_compare(cfg, out) -> int:
     from .compare import run_compare
 
     out = Path(out or cfg.output_dir)
-    board = run_compare(cfg, out)
+    run_compare(cfg, out)
     print((out / "leaderboard.md").read_text())
     summ = json.loads((out / "summary.json").read_text())
     if "margin" in summ:

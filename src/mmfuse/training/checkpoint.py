@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import ExperimentConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
 
 WEIGHTS, META = "model.safetensors", "config.json"
 
