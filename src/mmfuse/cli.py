@@ -23,7 +23,7 @@ DEMO_CONFIG = {
         },
         "head": {"name": "mlp", "options": {"hidden": [64], "dropout": 0.1}},
     },
-    "training": {"max_epochs": 8, "lr": 0.003, "weight_decay": 0.0001, "monitor": "val_accuracy", "progress": False},
+    "training": {"max_epochs": 8, "lr": 0.005, "weight_decay": 0.0001, "monitor": "val_accuracy", "progress": False},
     "compare": {
         "fusions": ["concat", "sum", "gated", "multconcat", "tensor", "low_rank"],
         "late": ["mean_prob"], "unimodal": True, "seeds": [0, 1, 2], "workers": 2,
