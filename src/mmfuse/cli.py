@@ -18,7 +18,7 @@ DEMO_CONFIG = {
     "data": {"name": "avmnist", "options": {"variant": "hard"}, "batch_size": 128},
     "model": {
         "encoders": {
-            "image": {"name": "cnn2d", "options": {"channels": [16, 32], "output_dim": 64}},
+            "image": {"name": "cnn2d", "options": {"channels": [32, 64], "output_dim": 64}},
             "audio": {"name": "cnn1d", "options": {"channels": [32, 64], "output_dim": 64, "kernel_size": 5}},
         },
         "head": {"name": "mlp", "options": {"hidden": [64], "dropout": 0.1}},
