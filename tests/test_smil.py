@@ -330,3 +330,12 @@ def test_lightning_system_matches_plain_loop():
     fit_smil_lightning(SMILSystem(m2, inner_lr=0.01), full, miss, steps=2)
     for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
         assert torch.allclose(p1, p2, atol=1e-6), n
+
+
+def test_real_ce_weight_adds_the_real_path_cross_entropy():
+    m = _model().eval()
+    bm, bf = _batch(audio_present=[0] * 6, seed=2), _batch(seed=3)
+    base = smil_meta_step(m, bm, bf, inner_lr=0.0)
+    more = smil_meta_step(m, bm, bf, inner_lr=0.0, real_ce_weight=0.5)
+    ce_real = torch.nn.functional.cross_entropy(m(bf, reconstruct="never").logits, bf.target)
+    assert torch.allclose(more.meta_test_loss, base.meta_test_loss + 0.5 * ce_real, atol=1e-6)

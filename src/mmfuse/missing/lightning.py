@@ -37,6 +37,7 @@ class SMILSystem(L.LightningModule):
         second_order: bool = True,
         align_weights: Sequence[float] = (0.01, 0.01),
         kl_weight: float = 0.0,
+        real_ce_weight: float = 0.0,
         inner_lr_every: int = 1000,
         inner_lr_gamma: float = 0.1,
         outer_step_size: int = 5000,
@@ -50,6 +51,7 @@ class SMILSystem(L.LightningModule):
         self.inner_names = resolve_param_subset(model, inner_params)
         self.hp = dict(inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, weight_decay=weight_decay,
                        second_order=second_order, align_weights=tuple(align_weights), kl_weight=kl_weight,
+                       real_ce_weight=real_ce_weight,
                        inner_lr_every=inner_lr_every, inner_lr_gamma=inner_lr_gamma,
                        outer_step_size=outer_step_size, outer_gamma=outer_gamma)
 
@@ -70,7 +72,7 @@ class SMILSystem(L.LightningModule):
         step = self.global_step
         alpha = hp["inner_lr"] * hp["inner_lr_gamma"] ** (step // max(int(hp["inner_lr_every"]), 1))
         res = smil_meta_step(self.model, batch["missing"], batch["full"], hp["inner_steps"], alpha, self.inner_names,
-                             hp["second_order"], hp["align_weights"], hp["kl_weight"])
+                             hp["second_order"], hp["align_weights"], hp["kl_weight"], hp["real_ce_weight"])
         opt = self.optimizers()
         opt.zero_grad()
         self.manual_backward(res.loss)

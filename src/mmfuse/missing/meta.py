@@ -22,6 +22,9 @@ Defaults and deviations (documented choices)
 * inner subset default ``"image_encoder+head"`` (the code's); group names are
   ``full_encoder`` (alias ``image_encoder``), ``missing_encoder`` (alias ``audio_encoder``),
   ``head``, ``reconstruction``, ``regularizers``, or any parameter-name prefix.
+* ``real_ce_weight`` (default 0, the code): a cross-entropy on the real-feature path of the meta-test
+  batch. The code computes it but leaves it out of the loss, so during meta-training the real path is
+  trained only through the 0.01-weighted alignment terms; a positive weight keeps it trained.
 * KL term: absent from the code (``kl_weight=0``); with ``kl_weight > 0`` the KL of the sampled
   ω / r against N(0, I) left by the last forward is added to the meta-train loss (the paper's
   prior p(z|X) is not specified further).
@@ -102,10 +105,14 @@ class MetaStepResult:
     out_real: Any = None
 
 
-def meta_test_loss(out_recon, out_real, target: Tensor, align_weights: Sequence[float] = (0.01, 0.01)) -> Tensor:
-    """``CE(recon, y) + w₁·MSE(z_real, z_recon) + w₂·MSE(hidden_real, hidden_recon)``."""
+def meta_test_loss(out_recon, out_real, target: Tensor, align_weights: Sequence[float] = (0.01, 0.01),
+                   real_ce_weight: float = 0.0) -> Tensor:
+    """``CE(recon, y) + w₁·MSE(z_real, z_recon) + w₂·MSE(hidden_real, hidden_recon)``
+    (+ ``real_ce_weight·CE(real, y)``: the code computes this term but leaves it out, weight 0)."""
     w1, w2 = align_weights
     loss = F.cross_entropy(out_recon.logits, target.long())
+    if real_ce_weight:
+        loss = loss + real_ce_weight * F.cross_entropy(out_real.logits, target.long())
     if w1:
         loss = loss + w1 * F.mse_loss(out_recon.extras["concat"], out_real.extras["concat"])
     if w2:
@@ -123,6 +130,7 @@ def smil_meta_step(
     second_order: bool = True,
     align_weights: Sequence[float] = (0.01, 0.01),
     kl_weight: float = 0.0,
+    real_ce_weight: float = 0.0,
 ) -> MetaStepResult:
     """Losses of one meta step (no optimiser step; the module's parameters are untouched)."""
     if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
@@ -154,7 +162,7 @@ def smil_meta_step(
     full_params = {**params, **fast}
     out_rec = functional_call(model, full_params, (batch_full,), {"reconstruct": "always", "noisy": False})
     out_real = functional_call(model, full_params, (batch_full,), {"reconstruct": "never", "noisy": False})
-    lt = meta_test_loss(out_rec, out_real, batch_full.target, align_weights)
+    lt = meta_test_loss(out_rec, out_real, batch_full.target, align_weights, real_ce_weight)
     ltr = torch.stack(train_losses).mean()
     return MetaStepResult(ltr + lt, ltr, lt, fast, out_rec, out_real)
 
@@ -172,6 +180,7 @@ def smil_train(
     second_order: bool = True,
     align_weights: Sequence[float] = (0.01, 0.01),
     kl_weight: float = 0.0,
+    real_ce_weight: float = 0.0,
     inner_lr_every: int = 1000,
     inner_lr_gamma: float = 0.1,
     outer_step_size: int = 5000,
@@ -200,7 +209,7 @@ def smil_train(
     for step in bar:
         alpha = inner_lr * inner_lr_gamma ** (step // max(int(inner_lr_every), 1))
         res = smil_meta_step(model, next(it_m), next(it_f), inner_steps, alpha, names, second_order,
-                             align_weights, kl_weight)
+                             align_weights, kl_weight, real_ce_weight)
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
         opt.step()
@@ -269,7 +278,7 @@ def fit_smil(
     opts = {**SMIL_PRESETS[preset], **overrides}
     model_keys = {"hidden", "dropout", "recon_mode", "reg_op", "learn_sigma", "regularize", "regularize_real"}
     loop_keys = {"inner_steps", "inner_lr", "outer_lr", "weight_decay", "inner_params", "second_order",
-                 "align_weights", "kl_weight", "inner_lr_every", "inner_lr_gamma", "outer_step_size", "outer_gamma"}
+                 "align_weights", "kl_weight", "real_ce_weight", "inner_lr_every", "inner_lr_gamma", "outer_step_size", "outer_gamma"}
     unknown = sorted(set(opts) - model_keys - loop_keys - {"prior"})
     if unknown:
         raise ConfigError(

@@ -234,7 +234,7 @@ def validate_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, 
     smil = cfg["smil"]
     smil_known = ["preset", "k", "hidden", "dropout", "recon_mode", "reg_op", "learn_sigma", "regularize",
                   "regularize_real", "prior", "inner_steps", "inner_lr", "outer_lr", "weight_decay", "inner_params",
-                  "second_order", "align_weights", "kl_weight", "inner_lr_every", "inner_lr_gamma", "outer_step_size",
+                  "second_order", "align_weights", "kl_weight", "real_ce_weight", "inner_lr_every", "inner_lr_gamma", "outer_step_size",
                   "outer_gamma"]
     if not isinstance(smil, Mapping):
         errors.append("smil: expected a mapping of fit_smil options")
