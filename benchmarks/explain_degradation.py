@@ -1,6 +1,6 @@
 """How modality shares move when one modality is degraded at test time (issue: "why" results).
 
-Trains the demo's concat model on AV-MNIST hard (seed 0, `mmfuse.fit`), then explains the test split with
+Trains the demo's late-fusion model on AV-MNIST hard (seed 0, `mmfuse.fit`), then explains the test split with
 exact modality-level Shapley values while Gaussian noise of growing std is added to one modality's test
 inputs (the other left clean). Prints accuracy and the mean share of each modality (± std over samples).
 
@@ -37,11 +37,11 @@ def noisy(ds, modality: str, std: float, seed: int = 0):
 
 def main() -> None:
     torch.set_num_threads(1)
-    cfg = parse_config(json.loads(json.dumps(DEMO_CONFIG)), ["model.fusion.name=concat", "training.progress=false"])
+    cfg = parse_config(json.loads(json.dumps(DEMO_CONFIG)), ["model.strategy=late", "training.progress=false"])
     data = load_data(cfg)
     res = fit(cfg, data, save=False, progress=False, evaluate_patterns=False)
     test = data["test"]
-    print(f"concat model, test accuracy {res.test['metrics']['accuracy']:.3f}")
+    print(f"late-fusion model (mean_prob), test accuracy {res.test['metrics']['accuracy']:.3f}")
     print("| degraded | noise std | accuracy | audio share | image share |")
     print("|---|---|---|---|---|")
     for modality in ("image", "audio"):
