@@ -145,7 +145,8 @@ def _run_compare(cfg, out) -> int:
         print(f"best fusion {summ['best_fusion']} ({summ['best_fusion_mean']:.4f} ± {summ['best_fusion_std']:.4f}) vs best "
               f"unimodal {summ['best_unimodal']} ({summ['best_unimodal_mean']:.4f} ± {summ['best_unimodal_std']:.4f}): "
               f"margin {summ['margin']:+.4f}")
-    print(f"files: {out}/leaderboard.md, leaderboard.csv, runs.csv, learning_curves.png, leaderboard.png, tsne.png")
+    names = ["leaderboard.md", "leaderboard.csv", "runs.csv", "learning_curves.png", "leaderboard.png", "tsne.png"]
+    print(f"files in {out}: " + ", ".join(n for n in names if (out / n).is_file()))
     return 0
 
 
