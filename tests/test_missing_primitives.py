@@ -12,15 +12,6 @@ from mmfuse.errors import ConfigError, MissingModalityError, ShapeError, Unknown
 from mmfuse.missing import (IMPUTERS, CrossModalImputer, ImputedFusionModel, LearnedTokenImputer, MeanImputer,
                             ModalityDropout, ZeroImputer, create_imputer, list_imputers)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is much faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def _mask(B, names, p=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)

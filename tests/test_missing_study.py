@@ -5,20 +5,10 @@ from __future__ import annotations
 import csv
 
 import pytest
-import torch
 
 from mmfuse.errors import ConfigError
 from mmfuse.missing.study import (apply_overrides, missing_study_main, run_missing_study, summarize,
                                   validate_config, verdicts)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is much faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = {

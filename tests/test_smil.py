@@ -14,15 +14,6 @@ from mmfuse.missing.loops import accuracy, make_loader, without
 from mmfuse.missing.meta import meta_test_loss
 from mmfuse.missing.study import synthetic_pairs
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is much faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 class Enc(nn.Module):
     def __init__(self, d_in, d_out, bn=False):
