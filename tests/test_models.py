@@ -156,3 +156,16 @@ def test_bad_numeric_options_are_config_errors():
         build_model({"encoders": {"tab": {"name": "mlp", "options": {"output_dim": "sixty"}}}}, {"tab": (4,)}, 3)
     with pytest.raises(ConfigError):
         build_model({"head": {"name": "mlp", "options": {"hidden": [-1]}}}, {"tab": (4,)}, 3)
+
+
+@pytest.mark.parametrize("strategy", ["feature", "intermediate"])
+def test_modality_dropout_keeps_one_used_modality_per_sample(strategy):
+    # 'tab' is in the batch but not in the model: it must not count towards "at least one present"
+    cfg = {"strategy": strategy, "modalities": ["audio", "image"], "encoders": {"image": ENC["image"], "audio": ENC["audio"]},
+           "missing": {"modality_dropout": 0.9}}
+    torch.manual_seed(0)
+    m = build_model(cfg, SHAPES, 3).train()
+    out = m(_batch(B=64))
+    kept = out.extras["present.audio"] | out.extras["present.image"]
+    assert kept.all()
+    assert not out.extras["present.audio"].all()  # dropout did act

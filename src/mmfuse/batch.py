@@ -87,6 +87,16 @@ class MultimodalBatch:
         )
 
 
+def require_modalities(batch: MultimodalBatch, expected: Sequence[str]) -> None:
+    """Raise a MissingModalityError when ``batch`` lacks a modality a model expects."""
+    missing = [m for m in expected if m not in batch.inputs]
+    if missing:
+        raise MissingModalityError(
+            f"batch lacks modality {missing[0]!r}; the model expects {list(expected)} and the batch has "
+            f"{batch.modalities}. Absent values belong in the batch as zeros with mask False"
+        )
+
+
 def zero_absent(x: Tensor, present: Tensor) -> Tensor:
     """``x`` with the rows where ``present`` is False set to zero (Tensor[B, *], BoolTensor[B])."""
     shape = (-1,) + (1,) * (x.dim() - 1)

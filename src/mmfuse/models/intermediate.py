@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import interaction as _interaction  # noqa: F401  (registers the built-in blocks, e.g. "mmtm")
-from ..batch import MultimodalBatch, zero_absent
-from ..errors import ConfigError, MissingModalityError, MMFuseError, ShapeError
+from ..batch import MultimodalBatch, require_modalities, zero_absent
+from ..errors import ConfigError, MMFuseError, ShapeError
 from ..registry import INTERACTIONS
 from .output import ModelOutput
 
@@ -293,14 +293,9 @@ class IntermediateFusionModel(nn.Module):
         return h
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
-        missing = [m for m in self.streams if m not in batch.inputs]
-        if missing:
-            raise MissingModalityError(
-                f"batch lacks modality {missing[0]!r}; the model expects {self.streams} and the batch has "
-                f"{batch.modalities}. Absent values belong in the batch as zeros with mask False"
-            )
-        if self.training and self.modality_dropout is not None:
-            batch = batch.with_mask(self.modality_dropout(batch.mask))
+        require_modalities(batch, self.streams)
+        if self.training and self.modality_dropout is not None:  # drop only among the streams this model uses
+            batch = batch.with_mask(self.modality_dropout({m: batch.mask[m] for m in self.streams}))
         present = {m: batch.mask[m] for m in self.streams}
         all_present = all(bool(v.all()) for v in present.values())
         h: dict[str, Tensor] = {}

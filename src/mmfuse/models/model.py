@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..batch import MultimodalBatch
+from ..batch import MultimodalBatch, require_modalities
 from ..errors import ConfigError, MissingModalityError
 from ..fusion.base import FusionOp
 from .output import ModelOutput
@@ -79,14 +79,6 @@ class MultimodalModel(nn.Module):
     def modalities(self) -> list[str]:
         return self.early_modalities if self.strategy == "early" else list(self.encoders)
 
-    def _check_batch(self, batch: MultimodalBatch) -> None:
-        missing = [m for m in self.modalities if m not in batch.inputs]
-        if missing:
-            raise MissingModalityError(
-                f"batch lacks modality {missing[0]!r}; the model expects {self.modalities} "
-                f"and the batch has {batch.modalities}. Absent values belong in the batch as zeros with mask False"
-            )
-
     def encode(self, batch: MultimodalBatch, pool: bool = True) -> dict[str, Tensor]:
         """Per-modality embeddings: Tensor[B, D_m] (or Tensor[B, T, D_m] for sequence encoders when not pooled)."""
         out = {}
@@ -99,7 +91,7 @@ class MultimodalModel(nn.Module):
         return out
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
-        self._check_batch(batch)
+        require_modalities(batch, self.modalities)
         if self.training and self.modality_dropout is not None:
             batch = batch.with_mask(self.modality_dropout({m: batch.mask[m] for m in self.modalities}))
         present = {PRESENT_KEY + m: batch.mask[m] for m in self.modalities}
