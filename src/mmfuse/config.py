@@ -21,13 +21,13 @@ Example (YAML)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .registry import close_matches
+from .registry import close_matches, suggestion
 
 
 class _Strict(BaseModel):
@@ -67,16 +67,142 @@ class MissingConfig(_Strict):
     imputer: str | None = None
 
 
-class ModelConfig(_Strict):
-    strategy: Literal["early", "feature", "late", "intermediate"] = "feature"
+class _ModelBase(_Strict):
+    """Keys every model family shares (so ``--set model.family=NAME`` works on a shared base config)."""
+
     modalities: list[str] | None = None  # a subset to use (e.g. one modality for a unimodal baseline)
     encoders: dict[str, Component] = Field(default_factory=dict)
-    fusion: Component = Field(default_factory=lambda: Component(name="concat"))
     head: Component = Field(default_factory=lambda: Component(name="mlp"))
+    missing: MissingConfig = Field(default_factory=MissingConfig)
+    # warm start: a checkpoint folder; every parameter whose name and shape match is copied before training
+    init_from: str | None = None
+
+
+class FusionModelConfig(_ModelBase):
+    """``family: fusion``: early (one encoder on joined inputs), feature (an operator) or late fusion."""
+
+    family: Literal["fusion"] = "fusion"
+    strategy: Literal["early", "feature", "late"] = "feature"
+    fusion: Component = Field(default_factory=lambda: Component(name="concat"))
     late: Component = Field(default_factory=lambda: Component(name="mean_prob"))
     early: EarlyConfig = Field(default_factory=EarlyConfig)
-    intermediate: IntermediateConfig = Field(default_factory=IntermediateConfig)
-    missing: MissingConfig = Field(default_factory=MissingConfig)
+
+
+class IntermediateModelConfig(_ModelBase):
+    """``family: intermediate``: interaction blocks (MMTM, ...) between the stages of staged encoders."""
+
+    family: Literal["intermediate"] = "intermediate"
+    # None: one block after each of the top stages, aligned from the end; [] : no block (late fusion)
+    fusion_points: list[dict[str, int]] | None = None
+    block: str = "mmtm"
+    block_options: dict[str, Any] = Field(default_factory=dict)
+    combine: Literal["sum", "mean"] = "sum"
+
+
+class MEAModelConfig(_ModelBase):
+    """``family: mea``: modality-exclusive and -agnostic representations for asynchronous sequences."""
+
+    family: Literal["mea"] = "mea"
+    dim: int = Field(32, ge=1)
+    heads: int = Field(4, ge=1)
+    psa_layers: int = Field(2, ge=1)
+    hca_layers: int = Field(2, ge=1)
+    mu: float = Field(0.25, ge=0, le=1)
+    graph_rounds: int = Field(2, ge=1)
+    alpha: float = Field(0.02, ge=0)  # disparity (HSIC) weight
+    beta: float = Field(0.03, ge=0)  # adversarial weight
+    grl_lambda: float = Field(1.0, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    hsic_kernel: Literal["rbf", "linear"] = "rbf"
+
+
+class SMILModelConfig(_ModelBase):
+    """``family: smil``: SMIL (Ma et al. 2021), one modality reconstructed from the other."""
+
+    family: Literal["smil"] = "smil"
+    full: str | None = None  # the modality every row has (None: the first modality in sorted order)
+    reconstructed: str | None = None  # the modality that may be absent (None: the other one)
+    preset: Literal["code", "paper"] = "code"
+    k: int = Field(10, ge=1)  # number of priors (clusters of the reconstructed modality's features)
+    prior: Literal["kmeans", "pca"] = "kmeans"
+    hidden: int = Field(64, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    # None = the preset's value
+    recon_mode: Literal["code", "paper"] | None = None
+    reg_op: Literal["add", "mul"] | None = None
+    learn_sigma: bool | None = None
+    regularize: list[Literal["fc1", "fc2"]] = Field(default_factory=lambda: ["fc1", "fc2"])
+    regularize_real: bool = False
+
+
+class NgiamModelConfig(_ModelBase):
+    """``family: ngiam``: Ngiam et al. 2011 representations (bimodal DBN, video-only / bimodal deep AE)."""
+
+    family: Literal["ngiam"] = "ngiam"
+    model: Literal["dbn", "bimodal_ae", "video_only_ae"] = "bimodal_ae"
+    # which modalities the supervised head sees in training and at test time (Ngiam Table 1)
+    setting: Literal["fusion", "cross_modality", "shared"] = "fusion"
+    source: str | None = None  # the modality trained on (video-only AE; cross-modality / shared settings)
+    hidden_dims: int | dict[str, int] = 64
+    shared_dim: int = Field(32, ge=1)
+    reconstruction_weight: float = Field(1.0, ge=0)
+    denoising: bool = True
+    sparsity_target: float = Field(0.1, gt=0, lt=1)
+    sparsity_cost: float = Field(0.0, ge=0)
+
+
+#: every model family's sub-config, keyed by ``model.family``
+FAMILY_CONFIGS: dict[str, type[_ModelBase]] = {
+    "fusion": FusionModelConfig, "intermediate": IntermediateModelConfig, "mea": MEAModelConfig,
+    "smil": SMILModelConfig, "ngiam": NgiamModelConfig,
+}
+ModelSpec = Annotated[
+    Union[FusionModelConfig, IntermediateModelConfig, MEAModelConfig, SMILModelConfig, NgiamModelConfig],
+    Field(discriminator="family"),
+]
+#: backwards-compatible name: the fusion family's config
+ModelConfig = FusionModelConfig
+
+
+def normalize_model_raw(raw: Any) -> Any:
+    """Fill ``family`` in a raw model section: absent means ``fusion``, except the old spelling
+    ``strategy: intermediate`` (with an ``intermediate:`` subsection), which becomes ``family: intermediate``."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    if "family" not in raw:
+        if raw.get("strategy") == "intermediate":
+            raw.pop("strategy")
+            sub = raw.pop("intermediate", None) or {}
+            for k in ("fusion", "late", "early"):
+                raw.pop(k, None)
+            raw.update(sub if isinstance(sub, dict) else {})
+            raw["family"] = "intermediate"
+        else:
+            raw["family"] = "fusion"
+    return raw
+
+
+def _drop_foreign_keys(model_raw: dict) -> dict:
+    """After ``--set model.family=NAME``: drop the keys that only other families have (a shared base config)."""
+    fam = FAMILY_CONFIGS.get(model_raw.get("family"))
+    if fam is None:
+        return model_raw
+    others = set().union(*(set(c.model_fields) for n, c in FAMILY_CONFIGS.items())) - set(fam.model_fields)
+    if model_raw.get("strategy") == "intermediate":
+        others.add("intermediate")
+    return {k: v for k, v in model_raw.items() if k not in others}
+
+
+def parse_model_config(raw: Any):
+    """The family sub-config of a raw ``model`` section (or a sub-config returned as is)."""
+    if isinstance(raw, _ModelBase):
+        return raw
+    try:
+        return _MODEL_ADAPTER.validate_python(normalize_model_raw(dict(raw or {})))
+    except ValidationError as exc:
+        lines = format_validation_error(exc, prefix=("model",))
+        raise ConfigError("invalid model config:\n  " + "\n  ".join(lines)) from None
 
 
 class TrainingConfig(_Strict):
@@ -84,7 +210,10 @@ class TrainingConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    scheme: Literal["joint", "per_stream"] = "joint"
+    # a registered training scheme (mmfuse.schemes): joint | per_stream | smil_meta | greedy_pretrain;
+    # "auto" = the model family's default
+    scheme: str = "auto"
+    scheme_options: dict[str, Any] = Field(default_factory=dict)  # validated by the scheme's Options model
     unimodal_loss_weight: float = Field(0.0, ge=0)  # auxiliary per-modality losses (late fusion always uses them)
     patience: int | None = Field(None, ge=1)  # early stopping on the validation monitor
     monitor: str = "val_loss"
@@ -99,6 +228,11 @@ class TrainingConfig(_Strict):
 
 
 class CompareConfig(_Strict):
+    # methods from any family, e.g. ["fusion:concat", "fusion:late", "intermediate:mmtm", "mea", "smil",
+    # "ngiam:shared", "unimodal:image"] or names of ``overlays``; when set, replaces fusions/late/early/intermediate
+    methods: list[str] | None = None
+    overlays: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method name -> config overlay
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values: one more axis of the study
     fusions: list[str] = Field(default_factory=lambda: ["concat", "sum", "max", "gated", "tensor", "low_rank"])
     fusion_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     late: list[str] = Field(default_factory=lambda: ["mean_prob"])
@@ -116,21 +250,38 @@ class ExperimentConfig(_Strict):
     seed: int = 0
     task: Literal["auto", "multiclass", "multilabel", "regression"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelSpec = Field(default_factory=FusionModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     output_dir: str = "runs/experiment"
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _family(cls, v: Any) -> Any:
+        return normalize_model_raw(v)
 
-def _model_fields(model: type[BaseModel], path: list) -> list[str]:
+
+
+_MODEL_ADAPTER = TypeAdapter(ModelSpec)
+
+
+def _unwrap(ann: Any) -> Any:
+    """Optional/Union/Annotated -> the BaseModel type inside (or ``ann`` itself)."""
+    if getattr(ann, "__origin__", None) is dict:
+        return ann
+    for a in getattr(ann, "__args__", (ann,)):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return ann
+
+
+def _model_fields(model: type[BaseModel], path: list, family: str | None = None) -> list[str]:
     """The valid keys at ``path`` inside ``model`` (for close-match suggestions)."""
     cur: Any = model
     for p in path:
         if isinstance(cur, type) and issubclass(cur, BaseModel) and p in cur.model_fields:
             ann = cur.model_fields[p].annotation
-            if getattr(ann, "__origin__", None) is not dict:  # unwrap Optional/Union to the model type
-                ann = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
-            cur = ann
+            cur = FAMILY_CONFIGS[family or "fusion"] if p == "model" and cur is ExperimentConfig else _unwrap(ann)
         elif isinstance(p, str) and getattr(cur, "__origin__", None) is dict:
             cur = cur.__args__[1]
         else:
@@ -138,16 +289,33 @@ def _model_fields(model: type[BaseModel], path: list) -> list[str]:
     return list(cur.model_fields) if isinstance(cur, type) and issubclass(cur, BaseModel) else []
 
 
-def format_validation_error(exc: ValidationError, root: type[BaseModel] = ExperimentConfig) -> list[str]:
+def format_validation_error(exc: ValidationError, root: type[BaseModel] | None = None,
+                            prefix: tuple = ()) -> list[str]:
+    """One line per error: dotted path (``prefix`` + location, without pydantic's union tags), what was
+    found, and for unknown keys the closest valid ones. ``root`` is the model validated (None: the experiment
+    config, or a model family's sub-config when ``prefix`` is ``("model",)``)."""
     lines = []
     for err in exc.errors():
-        loc = [p for p in err["loc"]]
-        path = ".".join(str(p) for p in loc) or "<root>"
+        rel, tag = list(err["loc"]), None
+        tag_at = next((i for i, p in enumerate(rel) if p in FAMILY_CONFIGS
+                       and (list(prefix) + rel[:i])[-1:] == ["model"]), None)
+        if tag_at is not None:
+            tag = rel[tag_at]
+            rel = rel[:tag_at] + rel[tag_at + 1:]
+        path = ".".join(str(p) for p in list(prefix) + rel) or "<root>"
         if err["type"] == "extra_forbidden":
-            known = _model_fields(root, loc[:-1])
-            hits = close_matches(str(loc[-1]), known)
-            hint = f"did you mean {' or '.join(map(repr, hits))}?" if hits else f"valid keys: {', '.join(known)}"
-            lines.append(f"{path}: unknown key; {hint}")
+            if root is None and prefix == ("model",):
+                known = _model_fields(FAMILY_CONFIGS[tag or "fusion"], rel[:-1])
+            else:
+                known = _model_fields(root or ExperimentConfig, rel[:-1], tag)
+            hits = close_matches(str(rel[-1]), known)
+            hint = (f"did you mean {' or '.join(map(repr, hits))}?" if hits else
+                    f"valid keys: {', '.join(known)}" if known else "this section takes no keys")
+            where = f" for model family {tag!r}" if tag else ""
+            lines.append(f"{path}: unknown key{where}; {hint}")
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            got = (err.get("ctx") or {}).get("tag")
+            lines.append(f"{path}.family: unknown model family {got!r}; {suggestion(str(got), list(FAMILY_CONFIGS))}")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return lines
@@ -183,6 +351,8 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
 def parse_config(raw: dict | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Validate a config dict (plus ``key=value`` overrides); all problems are reported at once."""
     raw = apply_overrides(dict(raw or {}), overrides)
+    if any(o.split("=", 1)[0].strip() == "model.family" for o in overrides or []) and isinstance(raw.get("model"), dict):
+        raw["model"] = _drop_foreign_keys(raw["model"])
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -244,25 +414,49 @@ def check_names(cfg: ExperimentConfig | dict) -> list[str]:
             out.append(f"{path}: unknown {reg.kind} {name!r}; {suggestion(name, reg.list())}")
 
     model = get(raw, "model", default={}) or {}
-    strategy = get(model, "strategy", default="feature")
+    family = get(model, "family", default="fusion")
+    strategy = get(model, "strategy", default="feature") if family == "fusion" else None
+    task = get(raw, "task", default="auto")
+    if family in FAMILY_CONFIGS:  # an unknown family is reported by pydantic's union tag
+        chk(registry.MODELS, family, "model.family")
     encs = get(model, "encoders", default={})
     for mod, comp in (encs.items() if isinstance(encs, dict) else []):
         chk(registry.ENCODERS, get(comp, "name"), f"model.encoders.{mod}.name")
     if strategy == "feature":
         chk(registry.FUSIONS, get(model, "fusion", "name", default="concat"), "model.fusion.name")
     if strategy == "late":
-        chk(registry.LATE_COMBINERS, get(model, "late", "name", default="mean_prob"), "model.late.name")
+        late = get(model, "late", "name", default="mean_prob")
+        chk(registry.LATE_COMBINERS, late, "model.late.name")
+        if task != "auto":
+            try:
+                registry.LATE_COMBINERS.check_task(late, task, "model.late.name")
+            except ConfigError as exc:
+                out.append(str(exc))
     if strategy == "early":
         chk(registry.ENCODERS, get(model, "early", "encoder", "name", default="cnn2d"), "model.early.encoder.name")
-    if strategy == "intermediate":
-        chk(registry.INTERACTIONS, get(model, "intermediate", "block", default="mmtm"), "model.intermediate.block")
+    if family == "intermediate":
+        chk(registry.INTERACTIONS, get(model, "block", default="mmtm"), "model.block")
+    if task != "auto" and family in registry.MODELS:
+        try:
+            registry.MODELS.check_task(family, task, "model.family")
+        except ConfigError as exc:
+            out.append(str(exc))
+    imputer = get(model, "missing", "imputer")
+    if imputer is not None:
+        chk(registry.IMPUTERS, imputer, "model.missing.imputer")
     chk(registry.HEADS, get(model, "head", "name", default="mlp"), "model.head.name")
+    scheme = get(raw, "training", "scheme", default="auto")
+    if scheme != "auto":
+        chk(registry.SCHEMES, scheme, "training.scheme")
+    if isinstance(cfg, BaseModel):
+        from .schemes import check_scheme_options
+
+        out.extend(check_scheme_options(cfg))
     for key, reg in (("fusions", registry.FUSIONS), ("late", registry.LATE_COMBINERS)):
         names = get(raw, "compare", key, default=[])
         for i, f in enumerate(names if isinstance(names, list) else []):
             chk(reg, f, f"compare.{key}[{i}]")
-    from .datasets import DATASETS
-
+    DATASETS = registry.DATASETS
     name = get(raw, "data", "name", default="avmnist")
     if isinstance(name, str) and not name.lower().endswith((".yaml", ".yml")):
         chk(DATASETS, name, "data.name")
@@ -273,7 +467,7 @@ def _ensure_registries() -> None:
     """Import the modules whose import fills the registries."""
     import importlib
 
-    for mod in ("encoders", "fusion", "late", "models.heads", "interaction"):
+    for mod in ("encoders", "fusion", "late", "models.heads", "interaction", "missing", "datasets", "families", "schemes"):
         try:
             importlib.import_module(f"mmfuse.{mod}")
         except ImportError as exc:  # a module still being written must not hide the others

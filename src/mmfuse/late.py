@@ -35,8 +35,9 @@ class LateCombiner(nn.Module):
 
     name = "late"
 
-    def __init__(self, modalities: Sequence[str], num_classes: int):
+    def __init__(self, modalities: Sequence[str], num_classes: int, task: str = "multiclass"):
         super().__init__()
+        self.task = task
         if isinstance(modalities, str) or not isinstance(modalities, Sequence) or len(modalities) == 0:
             raise ConfigError(f"late combiner {self.name!r}: modalities must be a non-empty list of names, got {modalities!r}")
         if len(set(modalities)) != len(modalities) or not all(isinstance(m, str) and m for m in modalities):
@@ -123,8 +124,8 @@ class LearnedWeightsCombiner(LateCombiner):
 
     name = "learned_weights"
 
-    def __init__(self, modalities: Sequence[str], num_classes: int):
-        super().__init__(modalities, num_classes)
+    def __init__(self, modalities: Sequence[str], num_classes: int, task: str = "multiclass"):
+        super().__init__(modalities, num_classes, task)
         self.weight_logits = nn.Parameter(torch.zeros(len(self.modalities)))
 
     def weights(self, present: Tensor) -> Tensor:

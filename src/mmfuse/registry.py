@@ -28,15 +28,33 @@ def suggestion(name: str, known: list[str]) -> str:
     return "known names: " + ", ".join(sorted(known))
 
 
+TASKS = ("multiclass", "multilabel", "regression")
+
+
 class Registry:
-    """A mapping from names to factories, with helpful errors for unknown names."""
+    """A mapping from names to factories, with helpful errors for unknown names.
+
+    Each entry may declare, at registration, the ``tasks`` it supports and its own tiny
+    ``test_options`` (keyword options that build a small instance). :mod:`mmfuse.testing`
+    reads them, so a newly registered entry is tested without editing any test.
+    """
 
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str, factory: Callable[..., Any] | None = None, *, overwrite: bool = False):
-        """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is None."""
+    def register(self, name: str, factory: Callable[..., Any] | None = None, *, overwrite: bool = False,
+                 tasks: tuple[str, ...] | list[str] = TASKS, test_options: dict[str, Any] | None = None,
+                 **info: Any):
+        """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is None.
+
+        ``tasks``: the task types the entry supports; ``test_options``: keyword options of a tiny
+        instance for the check suite; any further keyword is kept in :meth:`info`.
+        """
+        bad = [t for t in tasks if t not in TASKS]
+        if bad:
+            raise ConfigError(f"{self.kind} {name!r}: unknown task {bad[0]!r}; tasks are {list(TASKS)}")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{self.kind} registry: a name must be a non-empty string, got {name!r}")
 
@@ -46,6 +64,7 @@ class Registry:
                     f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it"
                 )
             self._entries[name] = obj
+            self._info[name] = {"tasks": tuple(tasks), "test_options": dict(test_options or {}), **info}
             return obj
 
         return _add if factory is None else _add(factory)
@@ -57,6 +76,21 @@ class Registry:
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}: {suggestion(name, list(self._entries))}"
             ) from None
+
+    def info(self, name: str) -> dict[str, Any]:
+        """What the entry declared at registration: ``tasks``, ``test_options`` and any extras."""
+        self.get(name)
+        return dict(self._info[name])
+
+    def supports(self, name: str, task: str) -> bool:
+        return task in self.info(name)["tasks"]
+
+    def check_task(self, name: str, task: str, where: str) -> None:
+        """A ConfigError naming ``where`` when the entry does not support ``task``."""
+        if isinstance(name, str) and name in self and not self.supports(name, task):
+            ok = self.info(name)["tasks"]
+            raise ConfigError(f"{where}: {self.kind} {name!r} supports only {', '.join(ok)} tasks, "
+                              f"not {task}; choose another {self.kind} or set the task")
 
     def create(self, name_or_module: str | nn.Module, /, **kwargs: Any) -> Any:
         """Build the entry called ``name_or_module``; an ``nn.Module`` instance is returned as is."""
@@ -95,3 +129,9 @@ FUSIONS = Registry("fusion operator")
 HEADS = Registry("head")
 LATE_COMBINERS = Registry("late combiner")
 INTERACTIONS = Registry("interaction block")
+IMPUTERS = Registry("imputer")
+DATASETS = Registry("dataset")
+#: model families: ``builder(config, input_shapes, num_outputs, task) -> nn.Module`` (see ``mmfuse.families``)
+MODELS = Registry("model family")
+#: training schemes: classes with the hooks of ``mmfuse.schemes.base.Scheme`` (see ``mmfuse.schemes``)
+SCHEMES = Registry("training scheme")

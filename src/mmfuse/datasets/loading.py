@@ -29,10 +29,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigError
-from ..registry import Registry, suggestion
+from ..registry import DATASETS, suggestion
 from .base import SPLITS, ArrayDataset, MultimodalDataset
-
-DATASETS = Registry("dataset")
 
 
 def register_dataset(name: str, *, version: int | str = 1, cache: bool = True) -> Callable:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import IMPUTERS
 from .baselines import ImputedFusionModel, UnimodalClassifier
 from .dropout import ModalityDropout
 from .imputation import CrossModalImputer, Imputer, LearnedTokenImputer, MeanImputer, ZeroImputer
@@ -24,7 +24,6 @@ from .meta import SMIL_PRESETS, fit_smil, resolve_param_subset, smil_meta_step, 
 from .smil import (FeatureRegularizer, LeNetEncoder, ReconstructionNet, SMILModel, SNetEncoder, kmeans_priors,
                    pca_priors, smil_encoders)
 
-IMPUTERS = Registry("imputer")
 IMPUTERS.register("zero", ZeroImputer)
 IMPUTERS.register("learned_token", LearnedTokenImputer)
 IMPUTERS.register("mean", MeanImputer)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
+from pydantic import BaseModel
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import parse_model_config
 from ..encoders import create_encoder
 from ..errors import ConfigError
-from ..registry import FUSIONS, LATE_COMBINERS
-from .heads import create_head
-from .model import MultimodalModel
+from ..registry import MODELS
 
 
 def default_encoder(modality: str, shape: tuple) -> str:
@@ -31,7 +30,8 @@ def default_encoder(modality: str, shape: tuple) -> str:
     )
 
 
-def _encoder(modality: str, cfg: ModelConfig, shape: tuple) -> nn.Module:
+def model_encoder(modality: str, cfg, shape: tuple) -> nn.Module:
+    """The encoder ``model.encoders.<modality>`` names, or the default for its shape."""
     comp = cfg.encoders.get(modality)
     name = comp.name if comp else default_encoder(modality, shape)
     try:
@@ -40,7 +40,7 @@ def _encoder(modality: str, cfg: ModelConfig, shape: tuple) -> nn.Module:
         raise ConfigError(f"model.encoders.{modality}: {exc}") from None
 
 
-def _joined_shape(mods: list[str], shapes: Mapping[str, tuple], axis: int) -> tuple:
+def joined_shape(mods: list[str], shapes: Mapping[str, tuple], axis: int) -> tuple:
     ref = list(shapes[mods[0]])
     if not -len(ref) <= axis < len(ref):
         raise ConfigError(f"model.early.axis: {axis} is out of range for per-sample shape {tuple(ref)}")
@@ -62,17 +62,28 @@ def _joined_shape(mods: list[str], shapes: Mapping[str, tuple], axis: int) -> tu
 
 
 def build_model(
-    config: ModelConfig | Mapping | None,
+    config: Any,
     input_shapes: Mapping[str, tuple],
     num_outputs: int,
     task: str = "multiclass",
 ) -> nn.Module:
-    """Build the model described by the ``model`` config section.
+    """Build the model described by the ``model`` config section: the builder its ``family`` registered.
 
-    ``input_shapes``: one sample's shape per modality (None for a variable first axis), as
-    ``MultimodalDataset.shapes`` gives it; ``num_outputs``: classes, labels or regression targets.
+    ``config``: a family sub-config (``FusionModelConfig``, ``MEAModelConfig``, ...) or a raw dict
+    (``family`` defaults to ``fusion``); ``input_shapes``: one sample's shape per modality (None for a
+    variable first axis), as ``MultimodalDataset.shapes`` gives it; ``num_outputs``: classes, labels or
+    regression targets; ``task``: multiclass | multilabel | regression.
     """
-    cfg = config if isinstance(config, ModelConfig) else ModelConfig.model_validate(dict(config or {}))
+    from .. import families  # noqa: F401  (fill MODELS)
+
+    cfg = parse_model_config(config if isinstance(config, BaseModel) else dict(config or {}))
+    MODELS.check_task(cfg.family, task, "model.family")
+    check_modalities(cfg, input_shapes)
+    return MODELS.get(cfg.family)(cfg, input_shapes, num_outputs, task)
+
+
+def check_modalities(cfg, input_shapes: Mapping[str, tuple]) -> list[str]:
+    """The modalities a model uses (``model.modalities`` or all, sorted); unknown names raise ConfigError."""
     mods = sorted(cfg.modalities) if cfg.modalities else sorted(input_shapes)
     unknown = [m for m in mods if m not in input_shapes]
     if unknown:
@@ -80,60 +91,10 @@ def build_model(
     extra = [m for m in cfg.encoders if m not in input_shapes]
     if extra:
         raise ConfigError(f"model.encoders.{extra[0]}: not a modality of the data; the data has {sorted(input_shapes)}")
-    dropout = _modality_dropout(cfg)
-    if cfg.missing.imputer and cfg.strategy in ("early", "intermediate"):
-        raise ConfigError(f"model.missing.imputer: imputation replaces per-modality embeddings, which the "
-                          f"{cfg.strategy!r} strategy does not have; use strategy feature or late, or remove it")
-
-    if cfg.strategy == "early":
-        em = sorted(cfg.early.modalities or mods)
-        bad = [m for m in em if m not in input_shapes]
-        if bad:
-            raise ConfigError(f"model.early.modalities: {bad[0]!r} is not a modality of the data; the data has {sorted(input_shapes)}")
-        shape = _joined_shape(em, input_shapes, cfg.early.axis)
-        enc = create_encoder(cfg.early.encoder.name, input_shape=shape, **cfg.early.encoder.options)
-        head = create_head(cfg.head.name, enc.output_dim, num_outputs, **cfg.head.options)
-        return MultimodalModel({"early": enc}, head, "early", early_modalities=em, early_axis=cfg.early.axis,
-                               modality_dropout=dropout)
-
-    encoders = {m: _encoder(m, cfg, tuple(input_shapes[m])) for m in mods}
-    imputer = None
-    if cfg.missing.imputer:
-        from ..missing import create_imputer
-
-        try:
-            imputer = create_imputer(cfg.missing.imputer, {m: int(e.output_dim) for m, e in encoders.items()})
-        except ConfigError as exc:
-            raise ConfigError(f"model.missing.imputer: {exc}") from None
-    if cfg.strategy == "intermediate":
-        from .intermediate import IntermediateFusionModel
-
-        points = cfg.intermediate.fusion_points
-        if points is None:  # default: one block after each of the top stages, aligned from the end (paper placement)
-            points = "auto"
-        hopts = dict(cfg.head.options)
-        try:
-            return IntermediateFusionModel(
-                encoders, points, block=cfg.intermediate.block, block_options=cfg.intermediate.block_options,
-                num_outputs=num_outputs, head_hidden=hopts.pop("hidden", None) if cfg.head.name == "mlp" else None,
-                head_dropout=hopts.pop("dropout", 0.0), modality_dropout=dropout,
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"model.intermediate: {exc}") from None
-    if cfg.strategy == "late":
-        heads = {m: create_head(cfg.head.name, e.output_dim, num_outputs, **cfg.head.options) for m, e in encoders.items()}
-        combiner = LATE_COMBINERS.create(cfg.late.name, modalities=mods, num_classes=num_outputs, **cfg.late.options)
-        return MultimodalModel(encoders, heads, "late", late_combiner=combiner, modality_dropout=dropout, imputer=imputer)
-    dims = {m: int(e.output_dim) for m, e in encoders.items()}
-    try:
-        fusion = FUSIONS.create(cfg.fusion.name, input_dims=dims, **cfg.fusion.options)
-    except ConfigError as exc:
-        raise ConfigError(f"model.fusion: {exc}") from None
-    head = create_head(cfg.head.name, fusion.output_dim, num_outputs, **cfg.head.options)
-    return MultimodalModel(encoders, head, "feature", fusion=fusion, modality_dropout=dropout, imputer=imputer)
+    return mods
 
 
-def _modality_dropout(cfg: ModelConfig):
+def modality_dropout_of(cfg):
     md = cfg.missing.modality_dropout
     if (isinstance(md, dict) and any(v > 0 for v in md.values())) or (not isinstance(md, dict) and md > 0):
         from ..missing import ModalityDropout

@@ -13,7 +13,9 @@ class ModelOutput:
     ``fused``: Tensor[B, D] the fused embedding (None for late fusion);
     ``embeddings``: per-modality embeddings Tensor[B, D_m] (pooled vectors);
     ``unimodal_logits``: per-modality logits Tensor[B, K] (late fusion and multi-stream models), else None;
-    ``extras``: anything a model wants to hand to its loss (e.g. SMIL's reconstructions).
+    ``extras``: anything else a model reports (presence after modality dropout, attention maps, codes);
+    ``losses``: extra loss terms, scalars, *already weighted*: the one training loop adds them all to the
+    task loss (MEA's disparity and adversarial terms, reconstruction losses, SMIL's alignment terms).
     """
 
     logits: Tensor
@@ -21,3 +23,4 @@ class ModelOutput:
     embeddings: dict[str, Tensor] = field(default_factory=dict)
     unimodal_logits: dict[str, Tensor] | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    losses: dict[str, Tensor] = field(default_factory=dict)

@@ -67,6 +67,14 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
+def read_weights(meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint (from :func:`read_meta`), read without unpickling."""
+    try:
+        return load_file(str(Path(meta["_dir"]) / WEIGHTS))
+    except Exception as exc:
+        raise CheckpointError(f"{meta['_dir']}/{WEIGHTS}: cannot read weights ({exc})") from None
+
+
 def load_checkpoint(directory: str | Path):
     """(model in eval mode, ExperimentConfig, meta dict) from a checkpoint folder."""
     from ..models import build_model
@@ -76,12 +84,12 @@ def load_checkpoint(directory: str | Path):
         cfg = ExperimentConfig.model_validate(meta["config"])
     except Exception as exc:  # pydantic error: the JSON was edited or is from another version
         raise CheckpointError(f"{meta['_dir']}: its config does not validate: {exc}") from None
+    if meta.get("family", cfg.model.family) != cfg.model.family:
+        raise CheckpointError(f"{meta['_dir']}: records family {meta.get('family')!r} but its config says "
+                              f"{cfg.model.family!r}; the file was edited or is damaged")
     shapes = {m: tuple(s) for m, s in meta["input_shapes"].items()}
     model = build_model(cfg.model, shapes, int(meta["num_outputs"]), meta["task"])
-    try:
-        state = load_file(str(Path(meta["_dir"]) / WEIGHTS))
-    except Exception as exc:
-        raise CheckpointError(f"{meta['_dir']}/{WEIGHTS}: cannot read weights ({exc})") from None
+    state = read_weights(meta)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -68,6 +68,24 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*treespec.*")
 
 
+def warm_start(model: torch.nn.Module, checkpoint: str | Path) -> list[str]:
+    """Copy every parameter and buffer of ``checkpoint`` whose name and shape match into ``model``.
+
+    Returns the names copied; a ConfigError when none match (the checkpoint is for another model).
+    """
+    from .checkpoint import read_meta, read_weights
+
+    meta = read_meta(checkpoint)
+    state = read_weights(meta)
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not take:
+        raise ConfigError(f"model.init_from: no parameter of {str(checkpoint)!r} matches this model by name and shape; "
+                          "point it at a checkpoint whose encoders have the same names and widths")
+    model.load_state_dict(take, strict=False)
+    return sorted(take)
+
+
 def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path | None = None,
         save: bool = True, progress: bool | None = None, evaluate_patterns: bool = True) -> RunResult:
     """Train the configured model; the same seed, data and config give the same metrics on CPU."""
@@ -83,7 +101,9 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
     check_monitor(cfg.training.monitor, task)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, train.shapes, int(train.num_classes), task)
-    system = FusionSystem(model, task, cfg.training)
+    if cfg.model.init_from:
+        warm_start(model, cfg.model.init_from)
+    system = FusionSystem(model, task, cfg.training, cfg.model.family)
     best = BestWeights(cfg.training.monitor)
     callbacks: list[L.Callback] = [best]
     if cfg.training.patience:
@@ -114,6 +134,7 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
     result = RunResult(model, cfg, task, system.history, test, val, params, seconds, best.best_epoch)
     if save:
         meta = {
+            "family": cfg.model.family,
             "input_shapes": {m: list(s) for m, s in train.shapes.items()},
             "num_outputs": int(train.num_classes), "task": task,
             "class_names": list(getattr(train, "class_names", None) or []),

@@ -1,13 +1,15 @@
-"""``FusionSystem``: the Lightning training system around any mmfuse model.
+"""``FusionSystem``: the one Lightning training system around any mmfuse model.
 
-The model stays a plain ``nn.Module`` (Lightning-style separation). The system owns the loss,
-the optimiser(s) and the metrics. Schemes:
-- ``joint`` (default): one optimiser; loss = task loss on the model's logits, plus
-  ``unimodal_loss_weight`` × the mean of per-modality losses where the model returns
-  ``unimodal_logits`` (late fusion always trains its per-modality heads this way).
-- ``per_stream`` (MMTM's official code): one optimiser per stream over that stream's parameters
-  plus the shared interaction blocks, each stepping on its own stream's loss, via Lightning's
-  manual optimisation.
+The model stays a plain ``nn.Module`` (Lightning-style separation). The system owns the loss, the
+optimiser factory and the metrics; a registered *scheme* (``mmfuse.schemes``, chosen by
+``training.scheme``) decides what one training step does:
+
+* the loss (:meth:`compute_loss`) = task loss on the model's logits
+  + ``unimodal_loss_weight`` × the mean of per-modality losses where the model returns
+  ``unimodal_logits`` (late fusion always trains its per-modality heads this way, weight 1)
+  + every already-weighted term in ``ModelOutput.losses`` (MEA, SMIL, reconstruction losses);
+* ``joint``: one optimiser, automatic optimisation; ``per_stream``, ``smil_meta``,
+  ``greedy_pretrain``: see their modules.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from ..evaluation.metrics import compute_metrics
 from .losses import task_loss
 
 
-def _optimizer(cfg: TrainingConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainingConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
+    """The one optimiser factory: ``training.optimizer`` over the trainable ``params``."""
     params = [p for p in params if p.requires_grad]
+    lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, weight_decay=cfg.weight_decay, momentum=0.9)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
 def unimodal_losses(task: str, out, batch: MultimodalBatch) -> dict[str, Tensor]:
@@ -45,16 +49,19 @@ def unimodal_losses(task: str, out, batch: MultimodalBatch) -> dict[str, Tensor]
 
 
 class FusionSystem(L.LightningModule):
-    def __init__(self, model: nn.Module, task: str, training: TrainingConfig):
+    def __init__(self, model: nn.Module, task: str, training: TrainingConfig, family: str = "fusion"):
         super().__init__()
+        from ..schemes import create_scheme
+
         self.model = model
         self.task = task
         self.cfg = training
+        self.family = family
+        self.scheme = create_scheme(training, family)
+        self.automatic_optimization = self.scheme.automatic_optimization
         self.history: list[dict[str, float]] = []
         self._val: list[tuple[Tensor, Tensor, Tensor]] = []
         self._train_loss: list[float] = []
-        if training.scheme == "per_stream":
-            self.automatic_optimization = False
 
     def forward(self, batch: MultimodalBatch):
         return self.model(batch)
@@ -62,47 +69,46 @@ class FusionSystem(L.LightningModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int = 0):
         return batch.to(device) if isinstance(batch, MultimodalBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def _loss(self, batch: MultimodalBatch, out) -> Tensor:
+    # ------------------------------------------------------------------ the one loss, optimiser, clip
+    def task_loss(self, scores: Tensor, target: Tensor, index: Tensor | None = None) -> Tensor:
+        return task_loss(self.task, scores, target, index)
+
+    def compute_loss(self, batch: MultimodalBatch, out) -> Tensor:
+        """Task loss + weighted unimodal losses + every term in ``out.losses`` (already weighted)."""
         uni = unimodal_losses(self.task, out, batch)
         late = getattr(self.model, "strategy", None) == "late"
-        loss = task_loss(self.task, out.logits, batch.target, batch.index) if out.logits.requires_grad else None
+        loss = self.task_loss(out.logits, batch.target, batch.index) if out.logits.requires_grad else None
         w = 1.0 if late else self.cfg.unimodal_loss_weight
+        terms = []
         if uni and w > 0:
-            aux = w * torch.stack(list(uni.values())).mean()
-            loss = aux if loss is None else loss + aux
+            terms.append(w * torch.stack(list(uni.values())).mean())
+        terms += [v for v in (getattr(out, "losses", None) or {}).values()]
+        for t in terms:
+            loss = t if loss is None else loss + t
         if loss is None:  # a combiner without gradient and nothing else to train
             loss = out.logits.sum() * 0.0
         return loss
 
-    def training_step(self, batch: MultimodalBatch, batch_idx: int):
-        if self.cfg.scheme == "per_stream":
-            return self._per_stream_step(batch)
-        out = self.model(batch)
-        loss = self._loss(batch, out)
-        self._train_loss.append(float(loss.detach()))
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch.batch_size, on_step=False, on_epoch=True)
-        return loss
+    def make_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
+        return make_optimizer(self.cfg, params, lr)
 
-    def _per_stream_step(self, batch: MultimodalBatch):
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
-        total = 0.0
-        for stream, opt in zip(self._streams, opts):
-            out = self.model(batch)
-            rows = out.extras.get("present." + stream, batch.mask[stream])
-            if not rows.any():
-                continue
-            index = None if batch.index is None else batch.index[rows]
-            loss = task_loss(self.task, out.unimodal_logits[stream][rows], batch.target[rows], index)
-            opt.zero_grad()
-            self.manual_backward(loss)
-            if self.cfg.gradient_clip:
-                params = [p for g in opt.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip)
-            opt.step()
-            total += float(loss.detach())
-        self._train_loss.append(total / max(len(opts), 1))
-        self.log("train_loss", total / max(len(opts), 1), prog_bar=True, batch_size=batch.batch_size, on_step=False, on_epoch=True)
+    def clip(self, optimizer) -> None:
+        """Gradient clipping for schemes with manual optimisation."""
+        if self.cfg.gradient_clip:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip)
+
+    def log_train_loss(self, loss, batch: MultimodalBatch) -> None:
+        value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        self._train_loss.append(value)
+        self.log("train_loss", value, prog_bar=True, batch_size=batch.batch_size, on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_train_start(self) -> None:
+        self.scheme.on_train_start(self)
+
+    def training_step(self, batch: MultimodalBatch, batch_idx: int):
+        return self.scheme.training_step(self, batch, batch_idx)
 
     def validation_step(self, batch: MultimodalBatch, batch_idx: int):
         out = self.model(batch)
@@ -124,13 +130,7 @@ class FusionSystem(L.LightningModule):
             self.history.append({"epoch": self.current_epoch, "train_loss": train_loss, **metrics})
 
     def configure_optimizers(self):
-        if self.cfg.scheme == "per_stream":
-            from ..models.intermediate import per_stream_param_groups
-
-            groups = per_stream_param_groups(self.model)
-            self._streams = sorted(groups)
-            return [_optimizer(self.cfg, groups[s]) for s in self._streams]
-        return _optimizer(self.cfg, self.model.parameters())
+        return self.scheme.configure_optimizers(self)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         if self.cfg.gradient_clip:
