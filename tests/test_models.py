@@ -129,7 +129,7 @@ def test_intermediate_strategy_builds_mmtm_between_stages():
     out = m(_batch())
     assert out.logits.shape == (6, 3) and set(out.unimodal_logits) == {"audio", "image"}
     torch.testing.assert_close(out.logits, out.unimodal_logits["audio"] + out.unimodal_logits["image"])
-    with pytest.raises(ConfigError, match="model.intermediate"):
+    with pytest.raises(ConfigError, match="fusion_points"):
         build_model({**cfg, "intermediate": {"fusion_points": [{"image": 5, "audio": 0}]}}, SHAPES, 3)
 
 

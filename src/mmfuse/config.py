@@ -311,8 +311,8 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel] | None =
             hits = close_matches(str(rel[-1]), known)
             hint = (f"did you mean {' or '.join(map(repr, hits))}?" if hits else
                     f"valid keys: {', '.join(known)}" if known else "this section takes no keys")
-            where = f" for model family {tag!r}" if tag else ""
-            lines.append(f"{path}: unknown key{where}; {hint}")
+            where = f" (model family {tag!r})" if tag and len(rel) == (1 if prefix == ("model",) else 2) else ""
+            lines.append(f"{path}: unknown key; {hint}{where}")
         elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             got = (err.get("ctx") or {}).get("tag")
             lines.append(f"{path}.family: unknown model family {got!r}; {suggestion(str(got), list(FAMILY_CONFIGS))}")

@@ -364,16 +364,6 @@ def per_stream_param_groups(model: IntermediateFusionModel) -> dict[str, list[nn
     return groups
 
 
-def make_per_stream_optimizers(
-    model: IntermediateFusionModel, lr: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam"
-) -> dict[str, torch.optim.Optimizer]:
-    """One optimiser per stream over :func:`per_stream_param_groups` (the official code: Adam, lr 1e-4, wd 1e-4)."""
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}.get(optimizer)
-    if cls is None:
-        raise ConfigError(f"training.optimizer: expected adam, adamw or sgd, got {optimizer!r}")
-    return {m: cls(ps, lr=lr, weight_decay=weight_decay) for m, ps in per_stream_param_groups(model).items()}
-
-
 def _masked_mean(values: Tensor, present: Tensor | None, like: Tensor) -> Tensor:
     if values.dim() > 1:
         values = values.flatten(1).mean(1)
@@ -414,36 +404,3 @@ def per_stream_losses(
         present = mask.get(m) if mask is not None else output.extras.get(PRESENT_KEY + m)
         out[m] = stream_loss(lg, target, task, present)
     return out
-
-
-def per_stream_step(
-    model: IntermediateFusionModel,
-    batch: MultimodalBatch,
-    optimizers: Mapping[str, torch.optim.Optimizer],
-    task: str = "multiclass",
-    backward: Callable[[Tensor], Any] | None = None,
-) -> dict[str, float]:
-    """One per-stream training step (the official MMTM procedure). Returns the loss of each stream.
-
-    For each stream in sorted order: zero the grads, run the forward pass, take the loss on that stream's
-    logits, backpropagate (``backward(loss)``: ``loss.backward()`` by default, ``self.manual_backward`` in a
-    LightningModule with ``automatic_optimization = False``), and step that stream's optimiser.
-    """
-    if batch.target is None:
-        raise ConfigError("per_stream_step: the batch has no target")
-    missing = [m for m in model.streams if m not in optimizers]
-    if missing:
-        raise ConfigError(f"per_stream_step: no optimiser for stream {missing[0]!r}; use make_per_stream_optimizers(model)")
-    losses = {}
-    for m in model.streams:
-        opt = optimizers[m]
-        opt.zero_grad(set_to_none=True)
-        out = model(batch)
-        loss = per_stream_losses(out, batch.target, task)[m]
-        if backward is None:
-            loss.backward()
-        else:
-            backward(loss)
-        opt.step()
-        losses[m] = float(loss.detach())
-    return losses

@@ -25,9 +25,16 @@ M modalities, K outputs):
    cross-entropies over present (sample, modality) pairs.
    Disparity [inferred, after the sketch]: mean over modalities of HSIC(e_m, a_m) on present samples
    (≥ 0; 0 when independent), so exclusive and agnostic codes carry different information.
-   ``auxiliary_loss(output) = α·disparity + β·adversarial``; α = β = 0 is the paper's ablation.
+   In training mode ``ModelOutput.losses`` holds ``{"mea.disparity": α·disparity,
+   "mea.adversarial": β·adversarial}`` (a term whose weight is 0 is left out), which the one training
+   loop adds to the task loss; α = β = 0 is the paper's ablation (no extra term at all).
 5. :class:`~mmfuse.sequence.graph.GraphFusion` over the nodes {e_m} ∪ {mean of present a_m} → fused
    [B, D] → head (Linear, GELU, Dropout, Linear) → logits [B, K].
+
+Inputs other than [B, T, F] (when built with ``input_shapes``, as ``family: mea`` does): a
+:class:`SequenceView` per modality turns one sample of shape (T, F) (T may vary) into itself, (F,)
+into one step (1, F), and (d_1, ..., d_k, F) into (d_1·…·d_k, F) (leading dims flattened into time,
+the last kept as features; e.g. an image (1, 28, 28) becomes 28 steps of 28 features).
 
 Absent modalities (``batch.mask[m]`` False) are replaced by zeros before any layer (NaN
 placeholders cannot leak), never act as attention keys, are not graph nodes and are left out of
@@ -53,7 +60,50 @@ from .graph import GraphFusion
 from .hca import HCA
 from .psa import PSA
 
-DISPARITY_KEY, ADVERSARIAL_KEY = "loss.disparity", "loss.adversarial"
+DISPARITY_KEY, ADVERSARIAL_KEY = "loss.disparity", "loss.adversarial"  # extras: the unweighted constraints
+DISPARITY_LOSS, ADVERSARIAL_LOSS = "mea.disparity", "mea.adversarial"    # losses: α·disparity, β·adversarial
+
+
+class SequenceView(nn.Module):
+    """One modality's inputs as a channels-last sequence: ``forward(x [B, *shape], lengths) -> (x [B, T, F], lengths)``.
+
+    ``shape``: one sample's shape. (T, F): unchanged (T may be None = variable length); (F,): one
+    step, T = 1; (d_1, ..., d_k, F) with k ≥ 2: the leading dims are flattened into time,
+    T = d_1·…·d_k (``lengths``, which count entries of the first axis, are multiplied by d_2·…·d_k).
+    No parameters; only the first axis may be None.
+    """
+
+    def __init__(self, shape, modality: str = "input"):
+        super().__init__()
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else shape
+        ok = isinstance(shape, tuple) and len(shape) >= 1 and all(
+            (d is None and i == 0) or (isinstance(d, int) and not isinstance(d, bool) and d >= 1) for i, d in enumerate(shape))
+        if not ok or shape[-1] is None:
+            raise ConfigError(f"MEAModel: modality {modality!r} has per-sample shape {shape!r}; MEA needs a shape "
+                              "(T, F), (F,) or (d_1, ..., F) of positive ints whose last axis (features) is fixed "
+                              "(only the first axis may be None = variable length)")
+        if len(shape) == 1 and shape[0] is None:  # pragma: no cover - caught by the check above
+            raise ConfigError(f"MEAModel: modality {modality!r} is a variable-length vector")
+        self.shape, self.modality = shape, modality
+        self.features = int(shape[-1])
+        self.per_step = 1
+        for d in shape[1:-1]:
+            self.per_step *= int(d)
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        fixed = self.shape[1:] if len(self.shape) >= 2 else self.shape
+        if x.dim() != len(self.shape) + 1 or tuple(x.shape[x.dim() - len(fixed):]) != fixed:
+            raise ShapeError(f"MEAModel: modality {self.modality!r} must have per-sample shape {self.shape} "
+                             f"(None = any length), got a batch of shape {tuple(x.shape)}")
+        if len(self.shape) == 1:
+            return x.unsqueeze(1), None
+        if len(self.shape) == 2:
+            return x, lengths
+        y = x.reshape(x.shape[0], -1, self.features)
+        return y, (None if lengths is None else lengths * self.per_step)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, steps_per_entry={self.per_step}"
 
 
 class SequenceFrontEnd(nn.Module):
@@ -88,21 +138,30 @@ class MEAModel(nn.Module):
     sequences [B, T_m, F_m], each modality with its own length); ``num_outputs`` K; ``dim`` D;
     ``heads``; ``psa_layers`` / ``hca_layers`` (2 each, as the sketch); ``mu`` the weight of the
     predictive attention map; ``graph_rounds``; ``alpha`` / ``beta`` the disparity / adversarial
-    weights used by :meth:`auxiliary_loss` (defaults 0.02 / 0.03 from the 3rd-party sketch, not
-    verified); ``grl_lambda`` the gradient-reversal factor; ``hsic_kernel`` "rbf" | "linear".
+    weights of ``ModelOutput.losses`` in training mode (defaults 0.02 / 0.03 from the 3rd-party sketch, not
+    verified); ``grl_lambda`` the gradient-reversal factor; ``hsic_kernel`` "rbf" | "linear";
+    ``input_shapes`` {modality: one sample's shape} (optional; adds a :class:`SequenceView` per
+    modality so vectors and images are accepted; ``input_dims`` may then be None); ``head`` a
+    module D → K replacing the default Linear-GELU-Dropout-Linear head; ``modality_dropout`` a
+    :class:`~mmfuse.missing.ModalityDropout` applied to the mask in training mode.
 
     ``ModelOutput``: ``logits`` [B, K]; ``fused`` [B, D]; ``embeddings`` {m: exclusive code [B, D]};
+    ``losses`` (training mode only) ``mea.disparity`` = α·disparity and ``mea.adversarial`` =
+    β·adversarial, each left out when its weight is 0;
     ``extras``: ``loss.disparity``, ``loss.adversarial`` (scalars), ``exclusive.<m>`` /
     ``agnostic.<m>`` codes [B, D], ``modality_logits`` [B, M, M] (the modality discriminator on each
     exclusive code), ``modality_weights`` [B, M] (PSA's weighted attention layer), ``edge_weights``
     [B, M+1, M+1] (graph, last round; node M is the agnostic node), ``present.<m>`` [B].
     """
 
-    def __init__(self, input_dims: Mapping[str, int], num_outputs: int, dim: int = 32, heads: int = 4,
+    def __init__(self, input_dims: Mapping[str, int] | None, num_outputs: int, dim: int = 32, heads: int = 4,
                  psa_layers: int = 2, hca_layers: int = 2, mu: float = 0.25, graph_rounds: int = 2,
                  alpha: float = 0.02, beta: float = 0.03, grl_lambda: float = 1.0, dropout: float = 0.0,
-                 hsic_kernel: str = "rbf"):
+                 hsic_kernel: str = "rbf", input_shapes: Mapping[str, tuple] | None = None,
+                 head: nn.Module | None = None, modality_dropout: nn.Module | None = None):
         super().__init__()
+        if input_dims is None and isinstance(input_shapes, Mapping):
+            input_dims = {m: (s[-1] if isinstance(s, (tuple, list)) and s else s) for m, s in input_shapes.items()}
         if not isinstance(input_dims, Mapping) or len(input_dims) < 2:
             raise ConfigError(f"MEAModel: input_dims must map at least 2 modality names to feature sizes, got {input_dims!r}")
         for m, f in input_dims.items():
@@ -130,7 +189,18 @@ class MEAModel(nn.Module):
         self.modality_disc = _mlp(dim, M)
         self.source_disc = _mlp(dim, 1)
         self.graph = GraphFusion(dim, graph_rounds)
-        self.head = _mlp(dim, num_outputs, dropout)
+        self.head = _mlp(dim, num_outputs, dropout) if head is None else head
+        self.modality_dropout = modality_dropout
+        self.views = None
+        if input_shapes is not None:
+            if not isinstance(input_shapes, Mapping) or set(input_shapes) != set(self.input_dims):
+                raise ConfigError(f"MEAModel: input_shapes must name the modalities of input_dims {self.modalities}, "
+                                  f"got {sorted(input_shapes) if isinstance(input_shapes, Mapping) else input_shapes!r}")
+            self.views = nn.ModuleDict({m: SequenceView(input_shapes[m], m) for m in self.modalities})
+            bad = [m for m in self.modalities if self.views[m].features != self.input_dims[m]]
+            if bad:
+                raise ConfigError(f"MEAModel: input_dims[{bad[0]!r}] = {self.input_dims[bad[0]]} but its input shape "
+                                  f"{self.views[bad[0]].shape} has {self.views[bad[0]].features} features (last axis)")
 
     # ------------------------------------------------------------------ input checks
     def _inputs(self, batch: MultimodalBatch) -> tuple[dict, dict, Tensor]:
@@ -144,13 +214,14 @@ class MEAModel(nn.Module):
                                        "with mask False")
         xs, valid = {}, {}
         for m in self.modalities:
-            x, F_m = batch.inputs[m], self.input_dims[m]
+            x, F_m, ln = batch.inputs[m], self.input_dims[m], batch.lengths.get(m)
+            if self.views is not None:
+                x, ln = self.views[m](x, ln)
             if x.dim() != 3 or x.shape[-1] != F_m or not x.is_floating_point():
                 raise ShapeError(f"MEAModel: modality {m!r} must be a float sequence (B, T, {F_m}), got "
                                  f"{tuple(x.shape)} {x.dtype}; check input_dims[{m!r}]")
             if x.shape[1] < 1:
                 raise ShapeError(f"MEAModel: modality {m!r} has an empty time axis {tuple(x.shape)}")
-            ln = batch.lengths.get(m)
             if ln is not None and (ln.shape != (x.shape[0],) or bool((ln < 0).any()) or bool((ln > x.shape[1]).any())):
                 raise ShapeError(f"MEAModel: lengths[{m!r}] must have shape ({x.shape[0]},) with values in "
                                  f"[0, {x.shape[1]}], got shape {tuple(ln.shape)} and values {ln.tolist()[:8]}; "
@@ -162,6 +233,10 @@ class MEAModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
+        if isinstance(batch, MultimodalBatch) and self.training and self.modality_dropout is not None:
+            missing = [m for m in self.modalities if m not in batch.mask]
+            if not missing:
+                batch = batch.with_mask(self.modality_dropout({m: batch.mask[m] for m in self.modalities}))
         xs, valid, present = self._inputs(batch)
         h = {m: self.front[m](xs[m], valid[m]) for m in self.modalities}
         exc_seq, info = self.psa(h, valid, present)
@@ -181,9 +256,17 @@ class MEAModel(nn.Module):
 
         mod_logits_e = self.modality_disc(E)                    # [B, M, M]
         mod_logits_a = self.modality_disc(grad_reverse(A, self.grl_lambda))
+        disparity = self._disparity(E, A, present)
+        adversarial = self._adversarial(E, A, mod_logits_e, mod_logits_a, present)
+        losses = {}
+        if self.training:
+            if self.alpha > 0:
+                losses[DISPARITY_LOSS] = self.alpha * disparity
+            if self.beta > 0:
+                losses[ADVERSARIAL_LOSS] = self.beta * adversarial
         extras = {
-            DISPARITY_KEY: self._disparity(E, A, present),
-            ADVERSARIAL_KEY: self._adversarial(E, A, mod_logits_e, mod_logits_a, present),
+            DISPARITY_KEY: disparity,
+            ADVERSARIAL_KEY: adversarial,
             "modality_logits": mod_logits_e,
             "modality_weights": info["weights"],
             "edge_weights": edges,
@@ -191,7 +274,7 @@ class MEAModel(nn.Module):
         for m in self.modalities:
             extras["exclusive." + m], extras["agnostic." + m] = exc[m], agn[m]
             extras[PRESENT_KEY + m] = batch.mask[m]
-        return ModelOutput(logits, fused, dict(exc), None, extras)
+        return ModelOutput(logits, fused, dict(exc), None, extras, losses)
 
     # ------------------------------------------------------------------ constraints
     def _disparity(self, E: Tensor, A: Tensor, present: Tensor) -> Tensor:
@@ -208,13 +291,6 @@ class MEAModel(nn.Module):
         src = F.binary_cross_entropy_with_logits(se, torch.ones_like(se)) + \
             F.binary_cross_entropy_with_logits(sa, torch.zeros_like(sa))
         return (mod + src) / 4.0
-
-    def auxiliary_loss(self, output: ModelOutput) -> Tensor:
-        """``α·disparity + β·adversarial`` from ``output.extras`` (add it to the task loss)."""
-        if not isinstance(output, ModelOutput) or DISPARITY_KEY not in output.extras or ADVERSARIAL_KEY not in output.extras:
-            raise DataError("MEAModel.auxiliary_loss: expects the ModelOutput returned by MEAModel.forward "
-                            f"(with extras {DISPARITY_KEY!r} and {ADVERSARIAL_KEY!r})")
-        return self.alpha * output.extras[DISPARITY_KEY] + self.beta * output.extras[ADVERSARIAL_KEY]
 
     def extra_repr(self) -> str:
         return f"input_dims={self.input_dims}, num_outputs={self.num_outputs}, dim={self.dim}, alpha={self.alpha}, beta={self.beta}"
