@@ -23,7 +23,7 @@ from .errors import (
 from .fusion import create_fusion, list_fusions, register_fusion
 from .late import create_late_combiner, list_late_combiners
 from .models import ModelOutput, MultimodalModel, build_model
-from .registry import ENCODERS, FUSIONS, HEADS, INTERACTIONS, LATE_COMBINERS, Registry
+from .registry import DATASETS, ENCODERS, FUSIONS, HEADS, IMPUTERS, INTERACTIONS, LATE_COMBINERS, MODELS, SCHEMES, Registry
 
 __version__ = "0.1.0"
 
@@ -44,11 +44,32 @@ def list_datasets() -> list[str]:
     return _ld()
 
 
+def list_families() -> list[str]:
+    """Model families (``model.family``): fusion, intermediate, mea, smil, ngiam, and any registered."""
+    from . import families  # noqa: F401
+
+    return MODELS.list()
+
+
+def list_schemes() -> list[str]:
+    """Training schemes (``training.scheme``)."""
+    from . import schemes  # noqa: F401
+
+    return SCHEMES.list()
+
+
+def list_imputers() -> list[str]:
+    from . import missing  # noqa: F401
+
+    return IMPUTERS.list()
+
+
 def catalog() -> dict[str, list[str]]:
     """Everything registered, by kind (what ``mmfuse list`` prints)."""
-    return {"encoders": list_encoders(), "fusions": list_fusions(), "late": list_late_combiners(),
-            "heads": list_heads(), "interactions": list_interactions(), "datasets": list_datasets(),
-            "strategies": ["early", "feature", "late", "intermediate"]}
+    return {"families": list_families(), "schemes": list_schemes(), "encoders": list_encoders(),
+            "fusions": list_fusions(), "late": list_late_combiners(), "heads": list_heads(),
+            "interactions": list_interactions(), "imputers": list_imputers(), "datasets": list_datasets(),
+            "strategies": ["early", "feature", "late"]}
 
 
 def fit(*args, **kwargs):

@@ -82,8 +82,6 @@ class SequenceView(nn.Module):
             raise ConfigError(f"MEAModel: modality {modality!r} has per-sample shape {shape!r}; MEA needs a shape "
                               "(T, F), (F,) or (d_1, ..., F) of positive ints whose last axis (features) is fixed "
                               "(only the first axis may be None = variable length)")
-        if len(shape) == 1 and shape[0] is None:  # pragma: no cover - caught by the check above
-            raise ConfigError(f"MEAModel: modality {modality!r} is a variable-length vector")
         self.shape, self.modality = shape, modality
         self.features = int(shape[-1])
         self.per_step = 1
@@ -233,10 +231,9 @@ class MEAModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
-        if isinstance(batch, MultimodalBatch) and self.training and self.modality_dropout is not None:
-            missing = [m for m in self.modalities if m not in batch.mask]
-            if not missing:
-                batch = batch.with_mask(self.modality_dropout({m: batch.mask[m] for m in self.modalities}))
+        if (self.training and self.modality_dropout is not None and isinstance(batch, MultimodalBatch)
+                and all(m in batch.mask for m in self.modalities)):  # (a missing modality is reported by _inputs)
+            batch = batch.with_mask(self.modality_dropout({m: batch.mask[m] for m in self.modalities}))
         xs, valid, present = self._inputs(batch)
         h = {m: self.front[m](xs[m], valid[m]) for m in self.modalities}
         exc_seq, info = self.psa(h, valid, present)
