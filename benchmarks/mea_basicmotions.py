@@ -4,100 +4,85 @@ Asynchrony: the accelerometer keeps its 100 steps (10 Hz); the gyroscope of ever
 resampled at a third of the rate with a random phase (offset 0-2) after dropping a random 0-20
 leading steps, so it has 26-34 steps that start at a different time and are not aligned with the
 accelerometer's steps. The transform is seeded per split and sample (the same for every model
-and seed). Padded with ``lengths`` by ``mmfuse.batch.collate``.
+and seed). The splits are ``ArrayDataset``s (the gyroscope a list of variable-length arrays, padded
+with ``lengths`` by the loader).
 
-Models (3 seeds each, same plain-PyTorch loop: Adam lr 3e-3, batch 8, ``--epochs`` (20) epochs, the
-last model is tested; no selection on the test set):
-- ``gru_concat``: ``build_model({"encoders": {m: {"name": "gru"}}, "fusion": {"name": "concat"}})``
-- ``mea``: ``MEAModel(dim=32)`` with α = 0.02, β = 0.03 (task + auxiliary loss)
+Every model trains through ``mmfuse.fit`` (the one training path of ``mmfuse train``): Adam, lr 3e-3, batch 8, ``--epochs`` (20) epochs, 3 seeds; the epoch with the lowest validation loss
+is kept (the dataset's val split: ``--val-per-class`` (2) training cases per class, so 24 train /
+8 val / 40 test); the test split is never used for selection.
+- ``gru_concat``: ``{family: fusion, encoders: {m: {name: gru}}, fusion: {name: concat}}``
+- ``mea``: ``{family: mea, dim: 32, heads: 4}`` with α = 0.02, β = 0.03 (task + ``ModelOutput.losses``)
 - ``mea_a0_b0``: the same with α = β = 0 (no disparity / adversarial constraints)
 
 Run: ``PYTHONPATH=src .venv/bin/python benchmarks/mea_basicmotions.py``
+(smallest: ``--epochs 1 --seeds 1 --models mea``).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from mmfuse.batch import collate
+from mmfuse.config import parse_config
 from mmfuse.datasets import load_dataset
-from mmfuse.models import build_model
-from mmfuse.sequence import MEAModel
+from mmfuse.datasets.base import ArrayDataset
+from mmfuse.training import fit
 
-SHAPES = {"accelerometer": (100, 3), "gyroscope": (None, 3)}
+MODELS = {
+    "gru_concat": {"family": "fusion", "encoders": {m: {"name": "gru"} for m in ("accelerometer", "gyroscope")},
+                   "fusion": {"name": "concat"}},
+    "mea": {"family": "mea", "dim": 32, "heads": 4, "alpha": 0.02, "beta": 0.03},
+    "mea_a0_b0": {"family": "mea", "dim": 32, "heads": 4, "alpha": 0.0, "beta": 0.0},
+}
 
 
-def asynchronous(ds, split_seed: int) -> list[dict]:
-    """Samples with the gyroscope subsampled at 1/3 rate, random phase and random start crop."""
+def asynchronous(ds, split_seed: int) -> ArrayDataset:
+    """The split with the gyroscope subsampled at 1/3 rate, random phase and random start crop."""
     rng = np.random.default_rng(split_seed)
-    out = []
+    acc, gyro, target = [], [], []
     for i in range(len(ds)):
         s = ds[i]
         start, phase = int(rng.integers(0, 21)), int(rng.integers(0, 3))
-        gyro = np.asarray(s["gyroscope"])[start + phase::3]
-        out.append({"accelerometer": np.asarray(s["accelerometer"]), "gyroscope": gyro, "target": s["target"]})
-    return out
+        acc.append(np.asarray(s["accelerometer"]))
+        gyro.append(np.asarray(s["gyroscope"])[start + phase::3])
+        target.append(int(s["target"]))
+    return ArrayDataset({"accelerometer": np.stack(acc), "gyroscope": gyro}, np.asarray(target), task="multiclass",
+                        num_classes=ds.num_classes, class_names=ds.class_names, name=f"async-{ds.name}")
 
 
-def batches(samples, bs, rng=None):
-    order = np.arange(len(samples)) if rng is None else rng.permutation(len(samples))
-    for k in range(0, len(order), bs):
-        yield collate([samples[j] for j in order[k:k + bs]], shapes=SHAPES)
-
-
-def make(kind: str, seed: int):
-    torch.manual_seed(seed)
-    if kind == "gru_concat":
-        return build_model({"encoders": {m: {"name": "gru"} for m in SHAPES}, "fusion": {"name": "concat"}},
-                           SHAPES, 4, "multiclass")
-    ab = {"mea": (0.02, 0.03), "mea_a0_b0": (0.0, 0.0)}[kind]
-    return MEAModel({m: 3 for m in SHAPES}, 4, dim=32, heads=4, alpha=ab[0], beta=ab[1])
-
-
-def run(kind: str, seed: int, data, epochs: int) -> tuple[float, float]:
-    model = make(kind, seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(seed)
+def run(kind: str, seed: int, data: dict, epochs: int) -> tuple[float, float, int]:
+    cfg = parse_config({"seed": seed, "model": MODELS[kind], "data": {"name": "basicmotions", "batch_size": 8},
+                        "training": {"max_epochs": epochs, "lr": 3e-3, "optimizer": "adam", "progress": False}})
     t0 = time.process_time()
-    for _ in range(epochs):
-        model.train()
-        for b in batches(data["train"], 8, rng):
-            out = model(b)
-            loss = F.cross_entropy(out.logits, b.target)
-            if isinstance(model, MEAModel):
-                loss = loss + model.auxiliary_loss(out)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(b).logits.argmax(1) == b.target).sum()) for b in batches(data["test"], 40))
-    return 100.0 * correct / len(data["test"]), time.process_time() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        res = fit(cfg, data, out_dir=tmp, save=False, evaluate_patterns=False)
+    return 100.0 * res.test["metrics"]["accuracy"], time.process_time() - t0, res.best_epoch
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--val-per-class", type=int, default=2)
     p.add_argument("--models", default="gru_concat,mea,mea_a0_b0")
     args = p.parse_args()
     torch.set_num_threads(1)
-    ds = load_dataset("basicmotions")
-    data = {split: asynchronous(ds[split], k) for k, split in enumerate(("train", "test"))}
-    lens = [len(s["gyroscope"]) for s in data["train"] + data["test"]]
-    print(f"train {len(data['train'])}, test {len(data['test'])}; accelerometer 100 steps, gyroscope {min(lens)}-{max(lens)} steps")
-    print(f"| model | test accuracy % (mean ± std, {args.seeds} seeds) | per seed | CPU s / run |")
-    print("|---|---|---|---|")
+    ds = load_dataset("basicmotions", val_per_class=args.val_per_class)
+    data = {split: asynchronous(ds[split], k) for k, split in enumerate(("train", "test", "val"))}
+    lens = [len(g) for split in data.values() for g in split.arrays["gyroscope"]]
+    print(f"train {len(data['train'])}, val {len(data['val'])}, test {len(data['test'])}; accelerometer 100 steps, "
+          f"gyroscope {min(lens)}-{max(lens)} steps")
+    print(f"| model | test accuracy % (mean ± std, {args.seeds} seeds) | per seed | best epochs | CPU s / run |")
+    print("|---|---|---|---|---|")
     for kind in args.models.split(","):
         res = [run(kind, s, data, args.epochs) for s in range(args.seeds)]
         acc = np.array([r[0] for r in res])
         print(f"| {kind} | {acc.mean():.1f} ± {acc.std():.1f} | {', '.join(f'{a:.1f}' for a in acc)} | "
-              f"{np.mean([r[1] for r in res]):.1f} |", flush=True)
+              f"{', '.join(str(r[2]) for r in res)} | {np.mean([r[1] for r in res]):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

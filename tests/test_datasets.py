@@ -118,6 +118,64 @@ def test_avmnist_smil_counts_and_eta():
     assert sum(len(h) for h in hashes) == len(set().union(*hashes))
 
 
+def _mnist_digit_of(images: np.ndarray) -> np.ndarray:
+    """The MNIST label of each image (clean variant: pixels / 255), found by its exact pixels."""
+    from mmfuse.datasets._packaged import mnist_5k
+
+    src, labels = mnist_5k()
+    by_pixels: dict[bytes, set[int]] = {}
+    for img, y in zip(src, labels):
+        by_pixels.setdefault(img.tobytes(), set()).add(int(y))
+    out = []
+    for img in images:
+        found = by_pixels[np.round(img[0] * 255).astype(np.uint8).tobytes()]
+        assert len(found) == 1
+        out.append(found.pop())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("target", ["set", "sum"])
+def test_avmnist_two_digit_targets(target):
+    from mmfuse.datasets._packaged import fsdd_mfcc
+
+    seqs, y_fsdd = fsdd_mfcc()
+    d = load_dataset("avmnist", target=target, audio_frames=None, cache=False)
+    digit = load_dataset("avmnist", audio_frames=None, cache=False)
+    tr = d["train"]
+    assert tr.task == ("multilabel" if target == "set" else "regression")
+    assert tr.num_classes == (10 if target == "set" else 1)
+    # the audio of row i is FSDD recording ids[i], standardised with the train frames' statistics
+    frames = np.concatenate([seqs[i] for i in tr.ids])
+    mean, std = frames.mean(0), frames.std(0)
+    for k in d:
+        ds = d[k]
+        assert np.array_equal(np.sort(ds.ids), np.sort(digit[k].ids))  # same recordings per split as "digit"
+        for j in (0, len(ds) // 2, len(ds) - 1):
+            np.testing.assert_allclose(ds.arrays["audio"][j], (seqs[ds.ids[j]] - mean) / std, rtol=1e-5, atol=1e-5)
+        a, b = y_fsdd[ds.ids], _mnist_digit_of(ds.arrays["image"])
+        assert (a != b).all()  # image and audio always show different digits
+        if target == "set":
+            want = np.zeros((len(a), 10), dtype=np.float32)
+            want[np.arange(len(a)), a] = want[np.arange(len(a)), b] = 1
+            assert np.array_equal(ds.targets, want) and (ds.targets.sum(1) == 2).all()
+        else:
+            assert np.array_equal(ds.targets[:, 0], (a + b).astype(np.float32))
+        # every audio digit is paired with each of the 9 other digits equally often (to within one)
+        for c in range(10):
+            counts = np.bincount(b[a == c], minlength=10)
+            others = np.delete(counts, c)
+            assert counts[c] == 0 and others.max() - others.min() <= 1
+    # images are distinct and never shared between splits
+    hashes = [_row_hashes(d[k].arrays["image"]) for k in d]
+    assert sum(len(h) for h in hashes) == len(set().union(*hashes)) == 3000
+    # the default target is the digit both modalities show
+    assert np.array_equal(digit["test"].targets, y_fsdd[digit["test"].ids])
+    assert np.array_equal(_mnist_digit_of(digit["test"].arrays["image"]), digit["test"].targets)
+    again = load_dataset("avmnist", target=target, audio_frames=None, cache=False)
+    assert np.array_equal(again["test"].targets, d["test"].targets)
+    assert not np.array_equal(load_dataset("avmnist", target=target, seed=1, cache=False)["test"].ids, d["test"].ids)
+
+
 def test_basicmotions():
     d = load_dataset("basicmotions", cache=False)
     assert [len(d[k]) for k in ("train", "val", "test")] == [32, 8, 40]
@@ -165,6 +223,8 @@ def test_load_dataset_errors():
         load_dataset("avmnist", varient="hard")
     with pytest.raises(ConfigError, match="did you mean 'hard'"):
         load_dataset("avmnist", variant="hrad")
+    with pytest.raises(ConfigError, match="did you mean 'sum'"):
+        load_dataset("avmnist", target="summ")
     with pytest.raises(ConfigError, match="eta"):
         load_dataset("avmnist-smil", eta=1.5)
     with pytest.raises(ConfigError, match="image_pca_drop"):

@@ -1,49 +1,20 @@
-"""The public check suite (tests/checks.py) run on every registered fusion operator.
-
-Parametrised over ``list_fusions()``: a newly registered operator is checked automatically.
-"""
+"""Fusion operators beyond the registry-wide check suite (tests/test_registry_checks.py runs
+``mmfuse.testing`` on every registered operator with the options it declares at registration)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from checks import check_fusion_op
 
 from mmfuse.errors import ConfigError
 from mmfuse.fusion import create_fusion, list_fusions
-
-# tiny options for the built-ins; any other operator is built with its defaults
-TINY = {
-    "cross_attention": {"dim": 8, "heads": 2, "ffn_dim": 8},
-    "low_rank": {"rank": 2, "output_dim": 3},
-    "gated": {"dim": 4},
-    "multconcat": {"dim": 3},
-}
-
-DIMS = {
-    "one": {"a": 3},
-    "two-equal": {"audio": 4, "video": 4},
-    "two": {"audio": 3, "video": 5},
-    "three": {"a": 2, "b": 4, "c": 3},
-}
+from mmfuse.registry import FUSIONS
+from mmfuse.testing import check_fusion_op
 
 
 def test_every_builtin_is_registered():
     expected = {"concat", "sum", "max", "product", "mean", "gated", "multconcat", "tensor", "low_rank", "cross_attention"}
     assert expected <= set(list_fusions())
-
-
-@pytest.mark.parametrize("dims", list(DIMS.values()), ids=list(DIMS))
-@pytest.mark.parametrize("name", list_fusions())
-def test_check_suite(name, dims):
-    def factory(input_dims):
-        return create_fusion(name, input_dims, **TINY.get(name, {}))
-
-    try:
-        factory(dims)
-    except ConfigError as exc:  # the operator does not allow this configuration (e.g. one modality)
-        pytest.skip(f"{name} does not accept {dims}: {exc}")
-    check_fusion_op(factory, dims)
 
 
 def test_check_suite_accepts_a_name_with_options():
@@ -53,7 +24,7 @@ def test_check_suite_accepts_a_name_with_options():
 @pytest.mark.parametrize("name", ["gated", "cross_attention"])
 def test_operators_needing_two_modalities_say_so(name):
     with pytest.raises(ConfigError, match="at least 2"):
-        create_fusion(name, {"a": 3}, **TINY.get(name, {}))
+        create_fusion(name, {"a": 3}, **FUSIONS.info(name)["test_options"])
 
 
 # --- the check suite itself must catch broken operators -------------------------------------
@@ -140,5 +111,5 @@ class _UnusedParameter(torch.nn.Module):
     ],
 )
 def test_check_suite_catches_broken_operators(broken, check):
-    with pytest.raises(AssertionError, match=rf"\[{check}\]"):
+    with pytest.raises(AssertionError, match=rf"fusion\[{broken.__name__}\]-multiclass check_{check}: "):
         check_fusion_op(broken, {"a": 3, "b": 3})

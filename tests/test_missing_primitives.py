@@ -9,7 +9,7 @@ import torch
 
 from mmfuse.batch import MultimodalBatch
 from mmfuse.errors import ConfigError, MissingModalityError, ShapeError, UnknownNameError
-from mmfuse.missing import (IMPUTERS, CrossModalImputer, ImputedFusionModel, LearnedTokenImputer, MeanImputer,
+from mmfuse.missing import (IMPUTERS, CrossModalImputer, LearnedTokenImputer, MeanImputer,
                             ModalityDropout, ZeroImputer, create_imputer, list_imputers)
 
 
@@ -226,8 +226,11 @@ def test_imputed_fusion_model_with_every_fusion(name, mark_present):
     torch.manual_seed(0)
     encs = {"a": Enc(3, 4), "b": Enc(2, 4)}
     fusion = create_fusion(name, {"a": 4, "b": 4})
-    model = ImputedFusionModel(encs, 3, imputer=MeanImputer({"a": 4, "b": 4}, mark_present=mark_present),
-                               modality_dropout=ModalityDropout({"b": 0.5}), fusion=fusion, hidden=8)
+    from mmfuse.models.model import MultimodalModel
+
+    model = MultimodalModel(encs, torch.nn.Linear(fusion.output_dim, 3), "feature", fusion=fusion,
+                            imputer=MeanImputer({"a": 4, "b": 4}, mark_present=mark_present),
+                            modality_dropout=ModalityDropout({"b": 0.5}))
     B = 8
     mask = {"a": torch.tensor([1, 1, 1, 1, 0, 0, 1, 1], dtype=torch.bool),
             "b": torch.tensor([1, 0, 1, 0, 1, 1, 0, 1], dtype=torch.bool)}

@@ -1,119 +1,76 @@
-"""The missing-modality study runner: config validation, a tiny end-to-end run, the CLI entry."""
+"""`mmfuse missing-study`: a grid of compare over η with the study's report (tiny synthetic data)."""
 
-from __future__ import annotations
-
-import csv
-
+import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
+from mmfuse.cli import main
+from mmfuse.config import load_config, parse_config
+from mmfuse.datasets import from_arrays
 from mmfuse.errors import ConfigError
-from mmfuse.missing.study import (apply_overrides, missing_study_main, run_missing_study, summarize,
-                                  validate_config, verdicts)
+from mmfuse.missing.report import run_missing_study, summarize, verdicts
 
 
-TINY = {
-    "dataset": {"name": "synthetic-pairs", "options": {"n_train": 8, "n_test": 4}},
-    "etas": [0.25, 0.5],
-    "methods": ["lower", "upper", "zero", "ae", "smil"],
-    "seeds": [0, 1],
-    "encoders": {"image": {"name": "lenet", "channels": [2, 3]},
-                 "audio": {"name": "snet", "channels": [4, 4, 2], "pool_size": 2}},
-    "epochs": {"full": 1, "missing": 1, "fused": 1, "pairs": 1, "meta_steps": 2},
-    "batch_size": 8,
-    "missing_batch_size": 4,
-    "meta_batch_size": 4,
-    "smil": {"k": 2},
-    "progress": False,
-    "threads": 1,
+def tiny_pairs(n=60):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, n)
+    return from_arrays({"image": rng.normal(size=(n, 6)).astype(np.float32) + y[:, None],
+                        "audio": rng.normal(size=(n, 4)).astype(np.float32) + y[:, None]}, y, seed=0)
+
+
+STUDY = {
+    "data": {"missing": {"modality": "audio", "present_fraction": 0.5}},
+    "model": {"encoders": {"image": {"name": "mlp", "options": {"hidden": [8], "output_dim": 8}},
+                           "audio": {"name": "mlp", "options": {"hidden": [8], "output_dim": 8}}},
+              "missing": {"imputer": "zero"}},
+    "training": {"max_epochs": 1, "progress": False},
+    "compare": {"seeds": [0], "tsne": False, "methods": ["lower", "upper", "zero"],
+                "grid": {"data.missing.present_fraction": [0.2, 1.0]},
+                "overlays": {"lower": {"model.modalities": ["image"], "model.missing.imputer": None},
+                             "upper": {"data.missing.present_fraction": 1.0},
+                             "zero": {}}},
 }
 
 
-def test_validate_config_reports_every_problem_with_close_matches():
-    with pytest.raises(ConfigError) as ei:
-        validate_config({"etaz": [0.1], "methods": ["smill", "zero"], "epochs": {"fused": -1, "meta_step": 3},
-                         "seeds": "x", "smil": {"inner_lrr": 1}})
-    msg = str(ei.value)
-    for want in ("'etaz'", "did you mean 'etas'", "'smill'", "'smil'", "epochs.fused", "'meta_steps'", "seeds",
-                 "'inner_lr'"):
-        assert want in msg, want
-    with pytest.raises(ConfigError, match="fraction"):
-        validate_config({"etas": [0.0]})
-    with pytest.raises(ConfigError, match="avmnist-smil"):
-        validate_config({"dataset": "avmnist-smll"})
-    with pytest.raises(ConfigError, match="set by the study"):
-        validate_config({"dataset": {"name": "avmnist-smil", "options": {"eta": 0.3}}})
-    cfg = validate_config({"seeds": 3})
-    assert cfg["seeds"] == [0, 1, 2] and cfg["epochs"]["meta_steps"] > 0
+def test_study_is_a_compare_grid_with_the_report(tmp_path):
+    res = run_missing_study(parse_config(STUDY), tmp_path, progress=False, datasets=tiny_pairs())
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 3 * 2
+    # upper at η=0.2 and everything at η=1.0 with the same overlay are the same resolved config: one run each
+    assert runs.loc[runs["method"] == "upper", "run"].nunique() == 1
+    z = runs[runs["method"] == "zero"].set_index("data.missing.present_fraction")
+    assert z.loc[1.0, "run"] == runs.loc[runs["method"] == "upper", "run"].iloc[0]
+    # the report's numbers are the runs' accuracies in %, full_only from the image-only pattern
+    s = {(r["method"], r["eta"], r["test"]): r for r in res.summary}
+    assert s[("zero", 0.2, "both")]["mean"] == pytest.approx(100 * z.loc[0.2, "test_accuracy"])
+    assert s[("zero", 0.2, "full_only")]["mean"] == pytest.approx(100 * z.loc[0.2, "pattern[image]_accuracy"])
+    low = runs[runs["method"] == "lower"].iloc[0]
+    assert s[("lower", 0.2, "full_only")]["mean"] == pytest.approx(100 * low["test_accuracy"])
+    assert "| zero |" in res.markdown and (tmp_path / "accuracy_vs_eta.png").is_file()
 
 
-def test_bad_modality_is_reported_before_training(tmp_path):
-    with pytest.raises(ConfigError, match="did you mean 'audio'"):
-        run_missing_study({**TINY, "missing_modality": "audi", "encoders": "smil"}, out_dir=tmp_path)
+def test_summary_and_verdicts_oracle():
+    recs = [{"method": m, "eta": 0.2, "seed": s, "test": "both", "accuracy": a}
+            for m, s, a in [("zero", 0, 0.5), ("zero", 1, 0.7), ("smil", 0, 0.8), ("smil", 1, 0.8)]]
+    summ = summarize(recs)
+    zero = next(r for r in summ if r["method"] == "zero")
+    assert zero["mean"] == pytest.approx(60.0) and zero["std"] == pytest.approx(10.0)
+    assert verdicts(summ) == ["- η = 0.2, test both: smil beats zero (80.0 vs 60.0, +20.0 points; std 0.0 / 10.0)"]
 
 
-def test_tiny_study_end_to_end(tmp_path):
-    res = run_missing_study(TINY, out_dir=tmp_path)
-    for p in res.paths.values():
-        assert (tmp_path / p.split("/")[-1]).exists()
-    rows = list(csv.DictReader(open(res.paths["results"])))
-    assert len(rows) == 2 * 2 * len(TINY["methods"]) * 2  # seeds × etas × methods × test settings
-    assert {r["test"] for r in rows} == {"full_only", "both"}
-    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
-    summ = {(s["method"], s["eta"], s["test"]): s for s in res.summary}
-    assert summ[("smil", 0.25, "both")]["n"] == 2
-    # the lower bound ignores the second modality; upper and lower do not depend on eta
-    assert summ[("lower", 0.5, "full_only")]["mean"] == summ[("lower", 0.5, "both")]["mean"]
-    assert summ[("upper", 0.25, "both")]["mean"] == summ[("upper", 0.5, "both")]["mean"]
-    assert "| smil |" in res.markdown and "± " in res.markdown
-    assert any("smil" in line for line in verdicts(res.summary, max_eta=0.5))
-
-
-def test_study_is_deterministic_and_independent_of_workers(tmp_path):
-    cfg = {**TINY, "methods": ["dropout", "mean", "learned", "smil"], "seeds": [0], "etas": [0.5]}
-    a = run_missing_study(cfg, out_dir=tmp_path / "a").records
-    b = run_missing_study(cfg, out_dir=tmp_path / "b").records
-    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
-    # worker processes (spawned: a few seconds of imports) give the same numbers
-    cfg = {**cfg, "methods": ["zero"], "seeds": [0, 1]}
-    a = run_missing_study(cfg, out_dir=tmp_path / "c").records
-    b = run_missing_study({**cfg, "workers": 2}, out_dir=tmp_path / "d").records
-    key = lambda r: (r["seed"], r["method"], r["test"])  # noqa: E731
-    assert [(key(r), r["accuracy"]) for r in a] == [(key(r), r["accuracy"]) for r in b]
-
-
-def test_cli_entry(tmp_path, capsys):
-    import yaml
-
-    cfg = {**TINY, "methods": ["lower", "zero"], "seeds": [0], "etas": [0.5]}
+def test_cli_alias_uses_the_experiment_config(tmp_path, monkeypatch):
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    assert missing_study_main([str(path), "--out", str(tmp_path / "out"), "--set", "epochs.fused=1", "--no-progress"]) == 0
-    assert (tmp_path / "out" / "summary.md").exists()
-    assert "| zero |" in capsys.readouterr().out
-    assert missing_study_main([str(path), "--set", "methodz=[zero]"]) == 2
-    assert "did you mean 'methods'" in capsys.readouterr().err
-    assert missing_study_main([str(tmp_path / "nope.yaml")]) == 2
+    path.write_text(yaml.safe_dump({**STUDY, "output_dir": str(tmp_path / "out")}))
+    assert load_config(path).compare.methods == ["lower", "upper", "zero"]
+    import mmfuse.missing.report as report
 
-
-def test_overrides_and_summary_helpers():
-    cfg = apply_overrides({"epochs": {"full": 3}}, ["epochs.meta_steps=7", "seeds=[1, 2]", "smil.k=4"])
-    assert cfg == {"epochs": {"full": 3, "meta_steps": 7}, "seeds": [1, 2], "smil": {"k": 4}}
-    with pytest.raises(ConfigError):
-        apply_overrides({}, ["novalue"])
-    s = summarize([{"method": "zero", "eta": 0.2, "seed": i, "test": "both", "accuracy": a}
-                   for i, a in enumerate([0.5, 0.7])])
-    assert s[0]["mean"] == pytest.approx(60.0) and s[0]["std"] == pytest.approx(10.0)
-
-
-def test_reuse_earlier_results(tmp_path):
-    cfg = {**TINY, "methods": ["lower", "zero"], "seeds": [0], "etas": [0.5]}
-    first = run_missing_study(cfg, out_dir=tmp_path / "a")
-    more = run_missing_study({**cfg, "methods": ["lower", "zero", "ae"], "reuse": [str(tmp_path / "a")]},
-                             out_dir=tmp_path / "b")
-    old = {(r["method"], r["test"]): r["accuracy"] for r in first.records}
-    new = {(r["method"], r["test"]): r["accuracy"] for r in more.records}
-    assert all(new[k] == v for k, v in old.items()) and ("ae", "both") in new
-    with pytest.raises(ConfigError, match="other settings"):
-        run_missing_study({**cfg, "ae_weight": 2.0, "reuse": [str(tmp_path / "a")]}, out_dir=tmp_path / "c")
-    with pytest.raises(ConfigError, match="no results.csv"):
-        run_missing_study({**cfg, "reuse": [str(tmp_path / "nothing")]}, out_dir=tmp_path / "c")
+    seen = {}
+    monkeypatch.setattr(report, "run_missing_study", lambda cfg, out: seen.setdefault("cfg", cfg) and None
+                        or type("R", (), {"markdown": "table", "paths": {}})())
+    assert main(["missing-study", str(path), "--set", "compare.seeds=[3]"]) == 0
+    assert seen["cfg"].compare.seeds == [3]
+    # a misspelt method is a config error naming the closest one, before any compute
+    assert main(["missing-study", str(path), "--set", "compare.methods=[fusion:concta]"]) == 2
+    with pytest.raises(ConfigError, match="data.missing"):
+        run_missing_study(parse_config({"compare": {"methods": ["fusion:concat"]}}), tmp_path, datasets=tiny_pairs())

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from mmfuse.errors import ConfigError, MissingModalityError, ShapeError
-from mmfuse.representation import (BimodalDBN, BimodalDeepAE, ConcatFeatures, ShallowBimodalRBM, VideoOnlyDeepAE,
-                                   denoising_augment, evaluate_settings, format_table)
+from mmfuse.representation import (BimodalDBN, BimodalDeepAE, ShallowBimodalRBM, VideoOnlyDeepAE, denoising_augment,
+                                   format_table, head_mask, reconstruction_loss)
+from mmfuse.schemes.greedy_pretrain import pretrain_rbm
 
 DIMS = {"audio": 5, "video": 7}
 
@@ -24,11 +25,24 @@ def _data(n=30, seed=0):
     return x, y
 
 
+def _batches(v, size=10):
+    return lambda: [v[i:i + size] for i in range(0, v.shape[0], size)]
+
+
+def _pretrain_dbn(dbn, x, epochs=(2, 3), lr=0.005, joint_lr=0.05, generator=None):
+    """Greedy layer-wise CD-k through the scheme's epoch loop (the DBN has no .fit any more)."""
+    hist = {m: pretrain_rbm(dbn.first[m], _batches(x[m]), epochs[0], lr, generator=generator) for m in dbn.modalities}
+    with torch.no_grad():
+        h = torch.cat([dbn.first[m].transform(x[m]) for m in dbn.modalities], 1)
+    hist["joint"] = pretrain_rbm(dbn.joint, _batches(h), epochs[1], joint_lr, generator=generator)
+    return hist
+
+
 def test_dbn_shapes_fit_and_missing_modality():
     x, _ = _data()
     g = torch.Generator().manual_seed(0)
     dbn = BimodalDBN(DIMS, hidden_dims={"audio": 4, "video": 6}, joint_dim=3, generator=g)
-    hist = dbn.fit(x, epochs=(2, 3), batch_size=10, generator=g)
+    hist = _pretrain_dbn(dbn, x, (2, 3), generator=g)
     assert set(hist) == {"audio", "video", "joint"} and len(hist["audio"]) == 2 and len(hist["joint"]) == 3
     assert dbn.joint.n_visible == 10 and dbn.first["audio"].visible == "gaussian" and dbn.joint.visible == "binary"
     assert dbn.shared_representation(x).shape == (30, 3)
@@ -45,7 +59,7 @@ def test_dbn_shapes_fit_and_missing_modality():
 def test_shallow_bimodal_rbm():
     x, _ = _data()
     rbm = ShallowBimodalRBM(DIMS, n_hidden=4)
-    assert len(rbm.fit(x, epochs=2, batch_size=10)) == 2
+    assert len(pretrain_rbm(rbm.rbm, _batches(rbm.joined(x, required=True)), 2, 0.005)) == 2
     assert rbm.rbm.n_visible == 12 and rbm.shared_representation(x).shape == (30, 4)
     z = rbm.shared_representation({"audio": x["audio"]})
     full = torch.cat([x["audio"], torch.zeros(30, 7)], 1)
@@ -108,17 +122,20 @@ def test_gradients_reach_every_parameter(cls):
         assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
 
 
-def test_init_from_dbn_matches_dbn_and_fit_lowers_loss():
+def test_init_from_dbn_matches_dbn():
     x, _ = _data()
     g = torch.Generator().manual_seed(0)
     dbn = BimodalDBN(DIMS, hidden_dims=4, joint_dim=3, sigma=0.8, generator=g)
-    dbn.fit(x, epochs=2, batch_size=10, generator=g)
+    _pretrain_dbn(dbn, x, (2, 2), generator=g)
     ae = BimodalDeepAE(DIMS, hidden_dims=4, shared_dim=3).init_from_dbn(dbn)
     _close(ae.encode(x), dbn.shared_representation(x))
+    # the decoders are the DBN's generative (down) pass: the AE reproduces the DBN's up-down reconstruction
+    for m, r in ae(x).items():
+        _close(r, dbn.reconstruct(x)[m], atol=1e-5)
     vae = VideoOnlyDeepAE(DIMS, "video", hidden_dims=4, shared_dim=3).init_from_dbn(dbn)
-    assert vae.encode(x).shape == (30, 3)
-    hist = ae.fit(x, epochs=15, batch_size=15, lr=0.02, generator=g)
-    assert len(hist) == 15 and hist[-1] < hist[0]
+    # the video-only encoder = the DBN's joint layer with the audio half of the first layer set to 0
+    h_v = dbn.first["video"].transform(x["video"])
+    _close(vae.encode(x), dbn.joint.transform(torch.cat([torch.zeros(30, 4), h_v], 1)))
     with pytest.raises(ConfigError, match="sizes differ"):
         BimodalDeepAE(DIMS, hidden_dims=5, shared_dim=3).init_from_dbn(dbn)
 
@@ -144,26 +161,55 @@ def test_bad_inputs_raise_mmfuse_errors():
     with pytest.raises(ShapeError, match="mask"):
         ae(x, {"audio": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(MissingModalityError):
-        BimodalDBN(DIMS, 4, 3).fit({"audio": x["audio"]}, epochs=1)
+        BimodalDBN(DIMS, 4, 3).encode({"depth": x["audio"]})
     with pytest.raises(ConfigError, match="input_dims"):
         BimodalDBN({"audio": 5}, 4, 3)
     with pytest.raises(ConfigError, match="hidden_dims"):
         BimodalDBN(DIMS, {"audio": 4}, 3)
     with pytest.raises(ConfigError, match="output"):
         BimodalDeepAE(DIMS, 4, 3, output="relu")
-    with pytest.raises(ConfigError, match="classifier"):
-        evaluate_settings(ConcatFeatures(DIMS), {}, classifier="svm")
-    with pytest.raises(ConfigError, match="test"):
-        evaluate_settings(ConcatFeatures(DIMS), {"train": (x, torch.zeros(4))})
+    with pytest.raises(ConfigError, match="setting"):
+        head_mask("classic", "audio", {"audio": torch.ones(4, dtype=torch.bool)}, True)
+    with pytest.raises(ConfigError, match="source"):
+        head_mask("shared", "depth", {"audio": torch.ones(4, dtype=torch.bool)}, True)
 
 
-def test_evaluate_settings_table_and_raw_baseline():
-    tr, te = _data(n=60, seed=0), _data(n=30, seed=1)
-    rows = evaluate_settings(ConcatFeatures(DIMS), {"train": tr, "test": te})
-    assert [(r["setting"], r["train"], r["test"]) for r in rows] == [
-        ("multimodal fusion", "audio+video", "audio+video"),
-        ("cross-modality learning", "audio", "audio"), ("cross-modality learning", "video", "video"),
-        ("shared representation learning", "audio", "video"), ("shared representation learning", "video", "audio")]
-    acc = [r["accuracy"] for r in rows]
-    assert min(acc[:3]) > 0.9                 # separable toy classes
-    assert "| setting |" in format_table(rows)
+def test_head_mask_is_table_1_of_the_paper():
+    mask = {"audio": torch.tensor([True, True, False]), "video": torch.tensor([True, False, True])}
+    none = torch.zeros(3, dtype=torch.bool)
+    for training in (True, False):
+        got = head_mask("fusion", "video", mask, training)
+        assert all(torch.equal(got[m], mask[m]) for m in mask)
+        got = head_mask("cross_modality", "video", mask, training)       # source only, train and test
+        assert torch.equal(got["video"], mask["video"]) and torch.equal(got["audio"], none)
+    got = head_mask("shared", "video", mask, True)                       # train: source only
+    assert torch.equal(got["video"], mask["video"]) and torch.equal(got["audio"], none)
+    got = head_mask("shared", "video", mask, False)                      # test: whatever is present
+    assert all(torch.equal(got[m], mask[m]) for m in mask)
+    assert "| setting |" in format_table([{"setting": "shared", "accuracy": 0.5}])
+
+
+def test_reconstruction_loss_masks_absent_targets_and_denoising_objective():
+    x, _ = _data(n=6)
+    ae = BimodalDeepAE(DIMS, hidden_dims=4, shared_dim=3)
+    present = {"audio": torch.tensor([True] * 4 + [False] * 2), "video": torch.ones(6, dtype=torch.bool)}
+    xz = {"audio": torch.where(present["audio"].unsqueeze(1), x["audio"], torch.zeros_like(x["audio"])),
+          "video": x["video"]}
+    with torch.no_grad():
+        # denoising: 3 copies (audio zeroed, video zeroed, both), targets the originals where present
+        copies = [({"audio": torch.zeros(6, 5), "video": xz["video"]}, {"audio": torch.zeros(6, dtype=torch.bool),
+                   "video": present["video"]}),
+                  ({"audio": xz["audio"], "video": torch.zeros(6, 7)}, {"audio": present["audio"],
+                   "video": torch.zeros(6, dtype=torch.bool)}),
+                  (xz, present)]
+        recon = [ae(inp, msk) for inp, msk in copies]
+        err_a = torch.cat([((r["audio"] - xz["audio"]) ** 2).mean(1)[present["audio"]] for r in recon]).mean()
+        err_v = torch.cat([((r["video"] - xz["video"]) ** 2).mean(1) for r in recon]).mean()
+        _close(ae.reconstruction_objective(xz, present), err_a + err_v)
+        plain = BimodalDeepAE(DIMS, hidden_dims=4, shared_dim=3, denoising=False)
+        r = plain(xz, present)
+        _close(plain.reconstruction_objective(xz, present),
+               ((r["audio"] - xz["audio"]) ** 2)[:4].mean() + ((r["video"] - xz["video"]) ** 2).mean())
+        assert float(reconstruction_loss(r, xz, {"audio": torch.zeros(6, dtype=torch.bool),
+                                                 "video": present["video"]})) == pytest.approx(
+            float(((r["video"] - xz["video"]) ** 2).mean()), rel=1e-6)

@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from mmfuse.errors import ConfigError, ShapeError
-from mmfuse.representation import SparseRBM, enumerate_binary, train_rbm
+from mmfuse.representation import SparseRBM, enumerate_binary
+from mmfuse.schemes.greedy_pretrain import pretrain_rbm
+
+
+def train_rbm(rbm, data, epochs, batch_size, lr, k=1, generator=None):
+    """Shuffled mini-batch CD-k through the greedy_pretrain scheme's epoch loop."""
+    def batches():
+        order = torch.randperm(data.shape[0], generator=generator)
+        return [data[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
+    return pretrain_rbm(rbm, batches, epochs, lr, k=k, generator=generator)
 
 def _close(a, b, atol=1e-6, rtol=1e-5):
     """torch.allclose with a readable failure (torch.testing imports torch.distributed: ~9 s)."""

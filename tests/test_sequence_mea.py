@@ -85,7 +85,8 @@ def test_absent_modality_placeholder_does_not_leak_and_one_present_is_finite():
     o = model(b1)
     assert torch.isfinite(o.logits).all()
     assert torch.isfinite(o.extras["loss.disparity"]) and torch.isfinite(o.extras["loss.adversarial"])
-    loss = torch.nn.functional.cross_entropy(o.logits, b1.target) + model.auxiliary_loss(o)
+    assert set(o.losses) == {"mea.disparity", "mea.adversarial"}
+    loss = torch.nn.functional.cross_entropy(o.logits, b1.target) + sum(o.losses.values())
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     # edges never point at absent nodes
@@ -96,7 +97,10 @@ def test_nothing_present_is_finite():
     model = make_model()
     b = make_batch(mask={m: torch.zeros(4, dtype=torch.bool) for m in DIMS})
     o = model(b)
-    assert torch.isfinite(o.logits).all() and torch.isfinite(model.auxiliary_loss(o))
+    assert torch.isfinite(o.logits).all() and o.losses == {}
+    assert torch.isfinite(o.extras["loss.disparity"]) and torch.isfinite(o.extras["loss.adversarial"])
+    o = model.train()(b)
+    assert all(torch.isfinite(v) for v in o.losses.values()) and set(o.losses) == {"mea.disparity", "mea.adversarial"}
 
 
 def test_gradient_reversal_flips_sign():
@@ -115,11 +119,11 @@ def test_hsic_oracles():
         assert hsic(x, x, k) > hsic(x, y, k)
 
 
-def test_gradients_reach_every_parameter_with_auxiliary_loss():
+def test_gradients_reach_every_parameter_with_extra_losses():
     model = make_model(alpha=1.0, beta=1.0).train()
     batch = make_batch()
     out = model(batch)
-    loss = torch.nn.functional.cross_entropy(out.logits, batch.target) + model.auxiliary_loss(out)
+    loss = torch.nn.functional.cross_entropy(out.logits, batch.target) + sum(out.losses.values())
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
@@ -139,12 +143,17 @@ def test_agnostic_encoder_is_shared_and_reversed():
     torch.testing.assert_close(A.grad, -A2.grad)
 
 
-def test_auxiliary_loss_weights():
-    model = make_model(alpha=0.5, beta=2.0)
-    out = model(make_batch())
-    want = 0.5 * out.extras["loss.disparity"] + 2.0 * out.extras["loss.adversarial"]
-    torch.testing.assert_close(model.auxiliary_loss(out), want)
-    assert float(make_model(alpha=0.0, beta=0.0).auxiliary_loss(out).detach()) == 0.0
+def test_losses_are_weighted_constraints_in_training_only():
+    batch = make_batch()
+    out = make_model(alpha=0.5, beta=2.0).train()(batch)
+    assert set(out.losses) == {"mea.disparity", "mea.adversarial"}
+    torch.testing.assert_close(out.losses["mea.disparity"], 0.5 * out.extras["loss.disparity"])
+    torch.testing.assert_close(out.losses["mea.adversarial"], 2.0 * out.extras["loss.adversarial"])
+    assert float(out.extras["loss.disparity"].detach()) > 0 and float(out.extras["loss.adversarial"].detach()) > 0
+    assert make_model(alpha=0.5, beta=2.0).eval()(batch).losses == {}       # evaluation adds no loss
+    assert make_model(alpha=0.0, beta=0.0).train()(batch).losses == {}      # the paper's ablation
+    only = make_model(alpha=0.0, beta=1.0).train()(batch).losses
+    assert set(only) == {"mea.adversarial"}
 
 
 def test_state_dict_round_trip():
@@ -190,8 +199,6 @@ def test_bad_input_errors():
         model(MultimodalBatch(b.inputs, b.mask, None, {**b.lengths, "video": torch.full((4,), 99)}))
     with pytest.raises(DataError):
         model({"audio": b.inputs["audio"]})
-    with pytest.raises(DataError):
-        model.auxiliary_loss(None)
     for kw in ({"dim": 10, "heads": 4}, {"alpha": -1.0}, {"beta": "x"}, {"psa_layers": 0}, {"hsic_kernel": "poly"},
                {"mu": 2.0}, {"graph_rounds": 0}):
         with pytest.raises(ConfigError):
@@ -217,3 +224,49 @@ def test_predictive_map_is_used_from_layer_two():
         layer["a"].mu = 0.0
     without = psa(seqs, valid, present)[0]["a"]
     assert not torch.allclose(with_p, without)
+
+
+def _same_weights(shapes, **kw):
+    """A model reading ``shapes`` through SequenceView and a twin (same weights) reading [B, T, F] directly."""
+    torch.manual_seed(0)
+    viewed = MEAModel(None, 3, dim=8, heads=2, input_shapes=shapes, **kw).eval()
+    plain = MEAModel({m: s[-1] for m, s in shapes.items()}, 3, dim=8, heads=2, **kw).eval()
+    plain.load_state_dict(viewed.state_dict())
+    return viewed, plain
+
+
+def test_sequence_view_flattens_leading_dims_vectors_and_scales_lengths():
+    shapes = {"img": (1, 4, 5), "vec": (6,), "vid": (None, 2, 3)}
+    viewed, plain = _same_weights(shapes)
+    g = torch.Generator().manual_seed(3)
+    x = {"img": torch.randn(3, 1, 4, 5, generator=g), "vec": torch.randn(3, 6, generator=g),
+         "vid": torch.randn(3, 4, 2, 3, generator=g)}
+    lengths = {"vid": torch.tensor([4, 2, 1])}
+    mask = {m: torch.ones(3, dtype=torch.bool) for m in shapes}
+    out = viewed(MultimodalBatch(x, mask, None, lengths))
+    # oracle: image rows are time steps, a vector is one step, (T, 2, 3) is 2·T steps of 3 features
+    flat = {"img": x["img"].reshape(3, 4, 5), "vec": x["vec"][:, None], "vid": x["vid"].reshape(3, 8, 3)}
+    ref = plain(MultimodalBatch(flat, mask, None, {"vid": lengths["vid"] * 2}))
+    torch.testing.assert_close(out.logits, ref.logits)
+    # the 3rd sample's padding (entries 1.. of the first axis) is ignored
+    junk = {**x, "vid": x["vid"].clone()}
+    junk["vid"][2, 1:] = 1e3
+    torch.testing.assert_close(viewed(MultimodalBatch(junk, mask, None, lengths)).logits, out.logits)
+    assert not any(True for _ in viewed.views.parameters())
+    with pytest.raises(ShapeError, match="img"):
+        viewed(MultimodalBatch({**x, "img": torch.randn(3, 1, 5, 5)}, mask, None, lengths))
+    for bad in ({"a": (None,), "b": (3,)}, {"a": (4, None), "b": (3,)}, {"a": (2, 0), "b": (3,)}):
+        with pytest.raises(ConfigError):
+            MEAModel(None, 3, dim=8, heads=2, input_shapes=bad)
+
+
+def test_modality_dropout_in_training_equals_absent_modality():
+    from mmfuse.missing import ModalityDropout
+
+    model = make_model(modality_dropout=ModalityDropout({"audio": 1.0}))
+    batch = make_batch()
+    ref = model.eval()(batch.with_mask({"audio": torch.zeros(4, dtype=torch.bool)}))
+    torch.testing.assert_close(model(batch).logits, make_model()(batch).logits)   # eval: nothing dropped
+    out = model.train()(batch)
+    assert not out.extras["present.audio"].any() and out.extras["present.text"].all()
+    torch.testing.assert_close(out.logits, ref.logits)

@@ -1,4 +1,5 @@
-"""SMIL oracles (spec 02, §2.7): priors, reconstruction, regulariser, model, meta-learning step."""
+"""SMIL oracles (spec 02, §2.7): priors, reconstruction, regulariser, model, meta-learning step, and
+the ``smil_meta`` scheme through ``mmfuse.fit`` (the one LightningModule)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from torch import nn
 
 from mmfuse.batch import MultimodalBatch
 from mmfuse.errors import ConfigError, DataError, MissingModalityError, ShapeError
-from mmfuse.missing import (FeatureRegularizer, ReconstructionNet, SMILModel, fit_smil, kmeans_priors, pca_priors,
-                            resolve_param_subset, smil_meta_step, smil_train)
-from mmfuse.missing.loops import accuracy, make_loader, without
-from mmfuse.missing.meta import meta_test_loss
-from mmfuse.missing.study import synthetic_pairs
+from mmfuse.missing import (FeatureRegularizer, ReconstructionNet, SMILModel, kmeans_priors, pca_priors,
+                            resolve_param_subset, smil_meta_step)
+from mmfuse.missing.meta import meta_test_loss, without
 
 
 class Enc(nn.Module):
@@ -183,12 +182,25 @@ def test_model_eval_deterministic_and_training_noisy():
     assert torch.equal(m(b, noisy=False).logits, m(b, noisy=False).logits)  # dropout 0: only the noise is random
 
 
+def test_absent_full_modality_is_the_encoder_of_zeros():
+    m = _model().eval()
+    b = _batch(audio_present=[1, 0, 1, 0, 1, 1])
+    gone = torch.tensor([1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    masked = b.with_mask({"image": gone})  # zeroes the image of rows 2, 3 and marks it absent
+    raw = MultimodalBatch({"image": b.inputs["image"] * gone[:, None].float(), "audio": b.inputs["audio"]},
+                          {"image": torch.ones(6, dtype=torch.bool), "audio": b.mask["audio"]}, b.target)
+    out = m(masked)  # no error (explanations mask modalities)
+    assert torch.equal(out.logits, m(raw).logits)
+    assert torch.allclose(out.embeddings["image"][2], m.full_encoder(torch.zeros(1, 6))[0])
+    # a mask-only change (inputs left as they are) is zeroed by the model itself
+    unzeroed = MultimodalBatch(dict(b.inputs), {"image": gone, "audio": b.mask["audio"]}, b.target)
+    assert torch.equal(m(unzeroed).logits, out.logits)
+    assert not torch.allclose(out.logits[2], m(b).logits[2])
+
+
 def test_model_errors():
     m = _model()
     b = _batch()
-    bad = b.with_mask({"image": torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)})
-    with pytest.raises(MissingModalityError, match="full modality 'image'"):
-        m(bad)
     with pytest.raises(MissingModalityError):
         m(without(b, "audio"), reconstruct="never")
     with pytest.raises(ConfigError):
@@ -243,46 +255,6 @@ def test_resolve_param_subset_errors():
         resolve_param_subset(_model(), "")
 
 
-def _loaders(seed=0):
-    torch.manual_seed(seed)
-    full = [_batch(seed=10 + i) for i in range(2)]
-    miss = [_batch(audio_present=[0] * 6, seed=20 + i) for i in range(2)]
-    return full, miss
-
-
-@pytest.mark.parametrize("second_order", [True, False])
-def test_smil_train_runs_and_is_deterministic(second_order):
-    hist = []
-    for _ in range(2):
-        m = _model(dropout=0.5)
-        torch.manual_seed(5)
-        full, miss = _loaders()
-        hist.append(smil_train(m, full, miss, steps=4, inner_lr=0.01, second_order=second_order))
-    assert len(hist[0]) == 4 and all(torch.isfinite(torch.tensor(h)).all() for h in hist)
-    assert hist[0] == hist[1]
-    with pytest.raises(ConfigError):
-        smil_train(_model(), *_loaders(), steps=-1)
-    with pytest.raises(DataError):
-        smil_meta_step(_model(), _batch(), _batch(audio_present=[1, 0, 1, 1, 1, 1]))
-
-
-def test_fit_smil_end_to_end_on_tiny_data():
-    splits = synthetic_pairs(eta=0.3, seed=0, n_train=10, n_test=5)
-    from mmfuse.missing import LeNetEncoder, SNetEncoder
-
-    encs = (LeNetEncoder((1, 16, 16), channels=(2, 3)), SNetEncoder((8, 6), channels=(4, 4, 2), pool_size=2))
-    st = fit_smil(splits["train"], 3, encoders=encs, k=3, full_epochs=2, missing_epochs=2, fused_epochs=2,
-                  meta_steps=3, batch_size=8, missing_batch_size=4, fused_batch_size=4, meta_batch_size=4)
-    assert st.priors.shape == (3, encs[1].output_dim)
-    test = make_loader(splits["test"], 64, False)
-    for tr in (None, lambda b: without(b, "audio")):
-        assert 0.0 <= accuracy(st.model, test, transform=tr) <= 1.0
-    with pytest.raises(ConfigError):
-        fit_smil(splits["train"], 3, preset="vae")
-    with pytest.raises(ConfigError, match="inner_lr"):
-        fit_smil(splits["train"], 3, encoders=encs, k=3, inner_lrr=0.1)
-
-
 def test_smil_model_with_registry_encoders():
     import mmfuse.encoders  # noqa: F401  (registers the built-ins)
     from mmfuse.registry import ENCODERS
@@ -299,30 +271,6 @@ def test_smil_model_with_registry_encoders():
     res.loss.backward()
 
 
-def test_lightning_system_matches_plain_loop():
-    from mmfuse.missing.lightning import SMILSystem, fit_smil_lightning
-
-    class Loader:  # any iterable of batches with a length
-        def __init__(self, items):
-            self.items = items
-
-        def __iter__(self):
-            return iter(self.items)
-
-        def __len__(self):
-            return len(self.items)
-
-    full, miss = (Loader(x) for x in _loaders())
-    m1 = _model()
-    torch.manual_seed(7)
-    smil_train(m1, full, miss, steps=2, inner_lr=0.01)
-    m2 = _model()
-    torch.manual_seed(7)
-    fit_smil_lightning(SMILSystem(m2, inner_lr=0.01), full, miss, steps=2)
-    for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
-        assert torch.allclose(p1, p2, atol=1e-6), n
-
-
 def test_real_ce_weight_adds_the_real_path_cross_entropy():
     m = _model().eval()
     bm, bf = _batch(audio_present=[0] * 6, seed=2), _batch(seed=3)
@@ -330,3 +278,149 @@ def test_real_ce_weight_adds_the_real_path_cross_entropy():
     more = smil_meta_step(m, bm, bf, inner_lr=0.0, real_ce_weight=0.5)
     ce_real = torch.nn.functional.cross_entropy(m(bf, reconstruct="never").logits, bf.target)
     assert torch.allclose(more.meta_test_loss, base.meta_test_loss + 0.5 * ce_real, atol=1e-6)
+
+
+def test_meta_step_matches_hand_computation_float64():
+    m = _model(regularize=()).double().train()  # no regulariser: the meta step is deterministic
+    dbl = lambda b: MultimodalBatch({k: v.double() for k, v in b.inputs.items()}, b.mask, b.target)  # noqa: E731
+    bm, bf = dbl(_batch(audio_present=[0, 1, 0, 0, 1, 0], seed=2)), dbl(_batch(seed=3))
+    names = resolve_param_subset(m, "full_encoder+head")
+    res = smil_meta_step(m, bm, bf, inner_steps=1, inner_lr=0.3, inner_names=names)
+    # by hand: one SGD step of CE(reconstructed path on D^m with the modality hidden) on the subset ...
+    l_train = torch.nn.functional.cross_entropy(m(without(bm, "audio"), reconstruct="always").logits, bm.target)
+    params = dict(m.named_parameters())
+    grads = torch.autograd.grad(l_train, [params[n] for n in names])
+    fast = __import__("copy").deepcopy(m)
+    with torch.no_grad():
+        for n, g in zip(names, grads):
+            dict(fast.named_parameters())[n].sub_(0.3 * g)
+    # ... then CE(recon) + 0.01 MSE(concat) + 0.01 MSE(hidden) on D^f through θ*
+    rec, real = fast(bf, reconstruct="always", noisy=False), fast(bf, reconstruct="never", noisy=False)
+    mse = torch.nn.functional.mse_loss
+    l_test = (torch.nn.functional.cross_entropy(rec.logits, bf.target)
+              + 0.01 * mse(rec.extras["concat"], real.extras["concat"]) + 0.01 * mse(rec.extras["hidden"], real.extras["hidden"]))
+    assert res.loss.dtype == torch.float64
+    assert torch.allclose(res.meta_train_loss, l_train, rtol=0, atol=1e-12)
+    assert torch.allclose(res.meta_test_loss, l_test, rtol=0, atol=1e-12)
+    assert torch.allclose(res.loss, l_train + l_test, rtol=0, atol=1e-12)
+    with pytest.raises(DataError, match="needs modality 'audio'"):
+        smil_meta_step(m, bm, bm)
+
+
+# ---------------------------------------------------------------- the smil_meta scheme through mmfuse.fit
+def _tiny_data(n=24, seed=0, eta=0.4):
+    import numpy as np
+
+    from mmfuse.datasets.base import ArrayDataset
+
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 3, n)
+    img = (r.normal(size=(n, 1, 16, 16)) + y[:, None, None, None]).astype("float32")
+    aud = (r.normal(size=(n, 8, 6)) - y[:, None, None]).astype("float32")
+    present = r.random(n) < eta
+    present[:4] = True
+    present[4:6] = False
+    return ArrayDataset({"image": img, "audio": aud}, y, {"audio": present}, num_classes=3)
+
+
+def _tiny_config(**training):
+    from mmfuse.config import parse_config
+
+    scheme_options = training.pop("scheme_options", {})
+    model = training.pop("model", {})
+    raw = {"seed": 0, "data": {"batch_size": 64},
+           "model": {"family": "smil", "full": "image", "k": 3, "hidden": 8, "dropout": 0.0,
+                     "encoders": {"image": {"name": "lenet", "options": {"channels": [2, 3], "dropout": 0.0}},
+                                  "audio": {"name": "snet", "options": {"channels": [4, 4, 2], "pool_size": 2,
+                                                                        "dropout": 0.0}}}, **model},
+           "training": {"max_epochs": 1, "progress": False, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0,
+                        "limit_train_batches": 1, "scheme_options": scheme_options, **training}}
+    return parse_config(raw)
+
+
+def _splits():
+    return {"train": _tiny_data(), "val": _tiny_data(9, 1, 1.0), "test": _tiny_data(9, 2, 1.0)}
+
+
+def _hand_start(cfg, train):
+    """The model ``fit`` builds (same seed) and the priors the scheme computes from it."""
+    import lightning as L
+
+    from mmfuse.models import build_model
+    from mmfuse.schemes.smil_meta import compute_priors, reconstructed_features
+
+    L.seed_everything(cfg.seed, verbose=False)
+    model = build_model(cfg.model, train.shapes, 3, "multiclass")
+    whole = train.batch(list(range(len(train))))
+    return model, whole, (lambda mdl: compute_priors(mdl, reconstructed_features(mdl, [whole]), 0))
+
+
+def test_scheme_meta_step_equals_hand_meta_step_and_one_adam_step():
+    from mmfuse.training.fit import fit
+
+    cfg = _tiny_config(model={"regularize": []}, scheme_options={"warmup_epochs": 0, "inner_lr": 0.05})
+    splits = _splits()
+    got = fit(cfg, splits, save=False).model
+    model, whole, priors_of = _hand_start(cfg, splits["train"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.set_priors(priors_of(model))  # warmup_epochs=0: priors of the initial encoder, at train start
+    assert torch.equal(got.reconstruction.priors, model.reconstruction.priors)
+    assert got.reconstruction.priors.abs().sum() > 0
+    model.train()
+    both = whole.mask["image"] & whole.mask["audio"]
+    res = smil_meta_step(model, whole.select(whole.mask["image"] & ~whole.mask["audio"]), whole.select(both),
+                         inner_steps=1, inner_lr=0.05, inner_names=resolve_param_subset(model, "full_encoder+head"))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt.zero_grad()
+    res.loss.backward()
+    opt.step()
+    # Adam's first step is lr·g/(|g|+eps): where the true gradient is 0 (a conv bias right before a
+    # batch norm) the round-off of a different row order decides it, so compare where |g| > 1e-6
+    hand = dict(model.named_parameters())
+    covered = total = 0
+    for n, p in got.named_parameters():
+        ok = hand[n].grad.abs() > 1e-6
+        assert torch.allclose(p[ok], hand[n][ok], atol=1e-6, rtol=0), n
+        covered, total = covered + int(ok.sum()), total + ok.numel()
+    assert covered > 0.8 * total  # the rest: dead ReLU units (g = 0 exactly) and biases before batch norms
+    changed = [n for n, p in got.named_parameters() if not torch.equal(p, before[n])]
+    for prefix in ("full_encoder.", "missing_encoder.", "head.", "reconstruction."):
+        assert any(n.startswith(prefix) for n in changed), prefix
+
+
+def test_warmup_step_priors_checkpoint_and_determinism(tmp_path):
+    from mmfuse.training.checkpoint import load_checkpoint
+    from mmfuse.training.fit import fit
+
+    cfg = _tiny_config(scheme_options={"warmup_epochs": 1})  # the only epoch is warm-up: priors at its end
+    splits = _splits()
+    run = fit(cfg, splits, out_dir=tmp_path / "a")
+    # warm-up = one Adam step of the fused model on the paired rows with their real features
+    model, whole, priors_of = _hand_start(cfg, splits["train"])
+    model.train()
+    paired = whole.select(whole.mask["image"] & whole.mask["audio"])
+    loss = torch.nn.functional.cross_entropy(model(paired, reconstruct="never").logits, paired.target)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    loss.backward()
+    opt.step()
+    hand = dict(model.named_parameters())
+    for n, p in run.model.named_parameters():
+        if hand[n].grad is None:  # φ_c, φ_r: unused by the real-feature path, so untouched
+            assert n.startswith(("reconstruction.", "regularizers.")) and torch.equal(p, hand[n]), n
+            continue
+        ok = hand[n].grad.abs() > 1e-6  # see the meta-step test
+        assert torch.allclose(p[ok], hand[n][ok], atol=1e-6, rtol=0), n
+    # priors: clustering of the (trained) reconstructed encoder's features after the warm-up
+    assert torch.allclose(run.model.reconstruction.priors, priors_of(run.model), atol=1e-6)
+    assert run.model.reconstruction.priors.abs().sum() > 0
+    # the checkpoint restores the priors and gives identical logits
+    loaded, _, meta = load_checkpoint(run.checkpoint)
+    assert meta["family"] == "smil"
+    assert torch.equal(loaded.reconstruction.priors, run.model.reconstruction.priors)
+    test = splits["test"].batch(list(range(len(splits["test"]))))
+    for b in (test, without(test, "audio")):
+        assert torch.equal(loaded(b).logits, run.model.eval()(b).logits)
+    # same seed, same weights
+    again = fit(cfg, splits, save=False).model.state_dict()
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(v, again[k]), k

@@ -97,9 +97,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-    import pandas as pd
-
     from .evaluation import collect, make_loader
     from .training import load_checkpoint
 
@@ -107,24 +104,60 @@ def cmd_predict(args) -> int:
     cfg, datasets = _data_for(cfg, args.set)
     ds = _split(datasets, args.split)
     res = collect(model, make_loader(ds, cfg.data.eval_batch_size))
-    scores = res["scores"]
-    df = pd.DataFrame({"index": np.arange(len(scores))})
-    if meta["task"] == "multiclass":
-        names = meta.get("class_names") or [str(i) for i in range(scores.shape[1])]
-        z = np.exp(scores - scores.max(1, keepdims=True))
-        probs = z / z.sum(1, keepdims=True)
-        df["prediction"] = [names[i] for i in scores.argmax(1)]
-        for j, n in enumerate(names):
-            df[f"p[{n}]"] = probs[:, j]
-    else:
-        for j in range(scores.shape[1]):
-            df[f"output_{j}"] = scores[:, j]
-    if "target" in res:
-        df["target"] = list(res["target"])
+    df = prediction_frame(res, meta["task"], meta.get("class_names") or None, getattr(ds, "ids", None))
     out = Path(args.out)
     df.to_csv(out, index=False)
     print(f"wrote {len(df)} predictions to {out}")
     return 0
+
+
+def prediction_frame(res: dict, task: str, class_names=None, ids=None):
+    """The predictions CSV of ``mmfuse predict`` as a DataFrame, with columns per task:
+
+    * multiclass: ``prediction`` (class name), ``p[<class>]`` per class, ``target``;
+    * multilabel: ``pred[<label>]`` (0/1, probability > 0.5) and ``p[<label>]`` = sigmoid(logit) per
+      label, ``target[<label>]``;
+    * regression: ``prediction`` (one output) or ``prediction[<output>]`` per output, and ``target`` /
+      ``target[<output>]`` alike.
+
+    ``index`` is the row's position in the split, ``id`` its identifier in the source (``ds.ids``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    scores = np.asarray(res["scores"], dtype=np.float64)
+    n, k = scores.shape
+    df = pd.DataFrame({"index": np.arange(n)})
+    if ids is not None and len(ids) == n:
+        df["id"] = np.asarray(ids)
+    names = list(class_names) if class_names is not None and len(class_names) == k else [str(i) for i in range(k)]
+    target = res.get("target")
+    if task == "multiclass":
+        z = np.exp(scores - scores.max(1, keepdims=True))
+        probs = z / z.sum(1, keepdims=True)
+        df["prediction"] = [names[i] for i in scores.argmax(1)]
+        for j, name in enumerate(names):
+            df[f"p[{name}]"] = probs[:, j]
+        if target is not None:
+            df["target"] = np.asarray(target).reshape(n)
+        return df
+    if task == "multilabel":
+        probs = 1.0 / (1.0 + np.exp(-scores))
+        for j, name in enumerate(names):
+            df[f"pred[{name}]"] = (scores[:, j] > 0).astype(int)
+        for j, name in enumerate(names):
+            df[f"p[{name}]"] = probs[:, j]
+        cols = {f"target[{name}]": j for j, name in enumerate(names)}
+    else:
+        single = k == 1
+        for j, name in enumerate(names):
+            df["prediction" if single else f"prediction[{name}]"] = scores[:, j]
+        cols = {("target" if single else f"target[{name}]"): j for j, name in enumerate(names)}
+    if target is not None:
+        t = np.asarray(target).reshape(n, -1)
+        for col, j in cols.items():
+            df[col] = t[:, j].astype(int) if task == "multilabel" else t[:, j]
+    return df
 
 
 def cmd_compare(args) -> int:
@@ -147,6 +180,18 @@ def _run_compare(cfg, out) -> int:
               f"margin {summ['margin']:+.4f}")
     names = ["leaderboard.md", "leaderboard.csv", "runs.csv", "learning_curves.png", "leaderboard.png", "tsne.png"]
     print(f"files in {out}: " + ", ".join(n for n in names if (out / n).is_file()))
+    return 0
+
+
+def cmd_missing_study(args) -> int:
+    """``mmfuse missing-study CONFIG``: ``mmfuse compare`` over η plus the study's table, verdicts and plot."""
+    from .config import load_config
+    from .missing.report import run_missing_study
+
+    cfg = load_config(args.config, args.set)
+    res = run_missing_study(cfg, args.out)
+    print(res.markdown)
+    print("written: " + ", ".join(res.paths.values()))
     return 0
 
 
@@ -173,7 +218,7 @@ def cmd_explain(args) -> int:
     vocab = next(iter((getattr(ds, "vocabs", None) or {}).values()), None) or getattr(ds, "vocab", None)
     summary = explain_dataset(model, ds, args.method, out, n_permutations=args.permutations,
                               max_samples=args.max_samples, class_names=meta.get("class_names") or None,
-                              vocab=vocab, seed=cfg.seed, target=args.target)
+                              vocab=vocab, seed=cfg.seed, target=args.target, task=meta["task"])
     _print_summary(summary)
     print(f"files: {out}")
     return 0
@@ -223,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--split", default="test")
         sp.add_argument("--out", default="predictions.csv" if name == "predict" else None)
         sp.set_defaults(fn=fn)
-    sp = with_set(sub.add_parser("compare", help="compare fusion methods × seeds; writes a leaderboard"))
+    sp = with_set(sub.add_parser("compare", help="compare methods of any family × seeds (× compare.grid); "
+                                                "writes a leaderboard"))
     sp.add_argument("config")
     sp.add_argument("--out")
     sp.set_defaults(fn=cmd_compare)
@@ -239,11 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-samples", type=int, default=500)
     sp.add_argument("--permutations", type=int, default=10)
     sp.add_argument("--target", choices=["predicted", "logit"], default="predicted",
-                    help="the score explained: the predicted class's probability, or its logit")
+                    help="the score explained: the predicted class's probability, or its logit (multilabel: "
+                         "each label's sigmoid probability, or its logit; regression: the prediction either way)")
     sp.set_defaults(fn=cmd_explain)
-    sp = sub.add_parser("missing-study", help="missing-modality study (SMIL and baselines) over η", add_help=False)
+    sp = with_set(sub.add_parser("missing-study", help="missing-modality study over η: a compare grid of "
+                                                      "imputation, dropout, SMIL, bounds (examples/missing_study.yaml)"))
     sp.add_argument("config")
-    sp.set_defaults(fn=None)
+    sp.add_argument("--out")
+    sp.set_defaults(fn=cmd_missing_study)
     sp = sub.add_parser("list", help="list registered encoders, fusions, heads, late combiners, blocks, datasets")
     sp.add_argument("what", nargs="?", default=None)
     sp.set_defaults(fn=cmd_list)
@@ -252,14 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["missing-study"]:  # its own parser (mmfuse.missing.study) takes every argument
-        from .missing.study import missing_study_main
-
-        try:
-            return int(missing_study_main(argv[1:]) or 0)
-        except MMFuseError as exc:
-            print(f"mmfuse missing-study: error: {exc}", file=sys.stderr)
-            return 2
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:

@@ -1,26 +1,52 @@
-"""``mmfuse compare``: a grid of fusion methods × seeds on one dataset, and a leaderboard.
+"""``mmfuse compare``: methods of any model family × seeds (× grid points) on the same data, and a leaderboard.
 
-Methods come from the ``compare`` config section: every feature-level operator in ``fusions``,
-every late combiner in ``late`` (as ``late:<name>``), ``early`` and ``mmtm`` (intermediate fusion)
-when switched on, and one unimodal baseline per modality (``unimodal:<m>``). Every method uses the
-encoders of the ``model`` section, so only the fusion differs. The data split is fixed by the
-experiment's ``seed``; each run re-seeds initialisation and batch order with its own seed.
-With ``compare.workers > 1`` runs go to that many processes (one torch thread each); results do
-not depend on the number of workers.
+Methods (``compare.methods``), each a config overlay on the base config:
 
-Writes into ``output_dir``: ``runs.csv`` (one row per run), ``leaderboard.csv`` and
-``leaderboard.md`` (mean ± std per method, parameters, train time, accuracy per missing-modality
-pattern), ``learning_curves.png``, ``leaderboard.png`` and ``tsne.png``.
+=========================  ==========================================================================
+``fusion:<operator>``      ``family: fusion, strategy: feature`` with a ``FUSIONS`` operator
+``fusion:late``            late fusion with ``model.late`` (default combiner ``mean_prob``)
+``late:<combiner>``        late fusion with a ``LATE_COMBINERS`` entry
+``fusion:early``           early fusion (``model.early``)
+``intermediate:<block>``   ``family: intermediate`` with an ``INTERACTIONS`` block (``intermediate`` = mmtm)
+``mea`` / ``smil``         that family with its defaults and the base's shared keys (mea: no encoders)
+``ngiam:<setting>``        ``family: ngiam, setting: fusion | cross_modality | shared``
+``unimodal:<modality>``    feature fusion (concat) on that one modality
+any ``compare.overlays``   ``name -> overlay``: nested sections or dotted keys, e.g.
+                           ``{model.missing.imputer: zero, data.missing.present_fraction: 1.0}``;
+                           sections merge key by key, an empty mapping clears one
+=========================  ==========================================================================
+
+When a method changes ``model.family``, only the keys every family shares (modalities, encoders,
+head, missing, init_from) are kept from the base model section, and ``training.scheme`` /
+``scheme_options`` go back to the family default unless the overlay sets them. Without
+``compare.methods`` the older switches (``fusions``, ``late``, ``early``, ``intermediate``,
+``unimodal``) give the methods, labelled ``concat``, ``late:mean_prob``, ``early``, ``mmtm``,
+``unimodal:<m>``.
+
+``compare.grid`` (dotted key -> values) adds axes: every method × seed runs at every grid point
+(applied before the method's overlay, so an overlay can pin a grid key). The data seed is the
+base config's (``data.seed`` or ``seed``); each run re-seeds initialisation and batch order with its
+own seed. Every run goes through :func:`mmfuse.fit`; its result is stored in ``runs/<key>.json``, the key
+a hash of the run's resolved config, and a rerun into the same folder trains only runs not yet stored.
+All method names, overlays, grid points and models are validated before any training.
+
+Writes into ``output_dir``: ``runs/``, ``runs.csv`` (one row per run), ``leaderboard.csv`` and
+``leaderboard.md`` (one row per grid point and method: mean ± std over seeds, parameters, train
+time, the metric per missing-modality pattern), ``learning_curves.png``, ``leaderboard.png``,
+``tsne.png`` and ``summary.json``.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import itertools
 import json
 import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,104 +55,387 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import plots
-from .config import ExperimentConfig
+from .config import ExperimentConfig, FAMILY_CONFIGS, NgiamModelConfig, _ModelBase, parse_config
+from .errors import ConfigError
 from .evaluation import collect, make_loader, primary_metric
-from .models import build_model
+
+SHARED_MODEL_KEYS = tuple(_ModelBase.model_fields)
+NGIAM_SETTINGS = NgiamModelConfig.model_fields["setting"].annotation.__args__
+METHOD_FORMS = ("fusion:<operator>", "fusion:late", "fusion:early", "late:<combiner>", "intermediate:<block>",
+                "mea", "smil", "ngiam:<setting>", "unimodal:<modality>", "<a name of compare.overlays>")
 
 
 @dataclass
 class Method:
     label: str
-    kind: str  # feature | late | early | intermediate | unimodal
-    model_update: dict[str, Any]
+    kind: str  # feature | late | early | intermediate | unimodal | mea | smil | ngiam | overlay
+    overlay: dict[str, Any]  # nested config sections, e.g. {"model": {"family": "intermediate"}}
+    modality: str | None = None  # unimodal:<modality>
+
+    @property
+    def model_update(self) -> dict[str, Any]:  # the older name: the overlay's model section
+        return self.overlay.get("model", {})
 
 
-def methods_of(cfg: ExperimentConfig, modalities: list[str]) -> list[Method]:
-    c, out = cfg.compare, []
-    for f in c.fusions:
-        out.append(Method(f, "feature", {"strategy": "feature", "fusion": {"name": f, "options": c.fusion_options.get(f, {})}}))
-    for name in c.late:
-        out.append(Method(f"late:{name}", "late", {"strategy": "late", "late": {"name": name, "options": {}}}))
-    if c.early:
-        out.append(Method("early", "early", {"strategy": "early"}))
-    if c.intermediate:
-        out.append(Method("mmtm", "intermediate", {"strategy": "intermediate"}))
-    if c.unimodal:
-        for m in modalities:
-            out.append(Method(f"unimodal:{m}", "unimodal", {"strategy": "feature", "modalities": [m],
-                                                             "fusion": {"name": "concat", "options": {}}}))
+# --------------------------------------------------------------------------- method names
+def _registries():
+    from . import registry
+    from .config import _ensure_registries
+
+    _ensure_registries()
+    return registry
+
+
+def known_method_names(compare: dict) -> list[str]:
+    """Every spelled-out method name (for close-match suggestions)."""
+    reg = _registries()
+    return (list(compare.get("overlays") or {}) + [f"fusion:{f}" for f in reg.FUSIONS.list()] + ["fusion:late", "fusion:early"]
+            + [f"late:{c}" for c in reg.LATE_COMBINERS.list()] + [f"intermediate:{b}" for b in reg.INTERACTIONS.list()]
+            + ["mea", "smil"] + [f"ngiam:{s}" for s in NGIAM_SETTINGS] + ["unimodal:<modality>"])
+
+
+def method_problems(compare: Any) -> list[str]:
+    """One line per bad ``compare.methods`` / ``compare.grid`` entry (a raw or validated compare section)."""
+    c = compare.model_dump() if hasattr(compare, "model_dump") else dict(compare or {})
+    names, out = c.get("methods"), []
+    for key, values in (c.get("grid") or {}).items():
+        if isinstance(values, list) and not values:
+            out.append(f"compare.grid.{key}: expected a non-empty list of values, got []")
+    if names is None:
+        return out
+    seen = set()
+    for i, name in enumerate(names if isinstance(names, list) else []):
+        if name in seen:
+            out.append(f"compare.methods[{i}]: {name!r} is listed twice")
+        seen.add(name)
+        try:
+            resolve_method(name, c)
+        except ConfigError as exc:
+            out.append(f"compare.methods[{i}]: {exc}")
+    if isinstance(names, list) and not names:
+        out.append("compare.methods: empty; list methods such as fusion:concat, fusion:late, intermediate:mmtm, "
+                   "unimodal:<modality>, or remove the key to use compare.fusions / late / unimodal")
     return out
 
 
-def _variant(cfg: ExperimentConfig, method: Method, seed: int) -> ExperimentConfig:
-    model = cfg.model.model_dump()
-    model.update(method.model_update)
-    return ExperimentConfig.model_validate({**cfg.model_dump(), "seed": seed, "model": model})
+def resolve_method(name: str, compare: dict) -> Method:
+    """The overlay of one method name; an unknown name raises ConfigError with the closest names."""
+    reg = _registries()
+    overlays = compare.get("overlays") or {}
+    fusion_options = compare.get("fusion_options") or {}
+    if not isinstance(name, str):
+        raise ConfigError(f"a method name must be a string, got {name!r}")
+    if name in overlays:
+        ov = overlays[name]
+        if not isinstance(ov, dict):
+            raise ConfigError(f"compare.overlays.{name}: expected a mapping of config keys, got {ov!r}")
+        return Method(name, "overlay", nest(ov))
+    fam, _, arg = name.partition(":")
+    bad = None
+    if fam == "fusion" and arg in ("late", "early"):
+        return Method(name, arg, {"model": {"family": "fusion", "strategy": arg}})
+    if fam == "fusion" and arg:
+        if arg in reg.FUSIONS:
+            return Method(name, "feature", {"model": {"family": "fusion", "strategy": "feature",
+                                                      "fusion": {"name": arg, "options": fusion_options.get(arg, {})}}})
+        bad = f"unknown fusion operator {arg!r}"
+    elif fam == "late" and arg:
+        if arg in reg.LATE_COMBINERS:
+            return Method(name, "late", {"model": {"family": "fusion", "strategy": "late", "late": {"name": arg, "options": {}}}})
+        bad = f"unknown late combiner {arg!r}"
+    elif fam == "intermediate":
+        block = arg or "mmtm"
+        if block in reg.INTERACTIONS:
+            return Method(name, "intermediate", {"model": {"family": "intermediate", "block": block}})
+        bad = f"unknown interaction block {block!r}"
+    elif fam == "mea" and not arg:  # MEA has its own per-modality front end: no encoders
+        return Method(name, fam, {"model": {"family": fam, "encoders": {}}})
+    elif fam == "smil" and not arg:
+        return Method(name, fam, {"model": {"family": fam}})
+    elif fam == "ngiam":
+        setting = arg or "fusion"
+        if setting in NGIAM_SETTINGS:
+            return Method(name, "ngiam", {"model": {"family": "ngiam", "setting": setting}})
+        bad = f"unknown Ngiam setting {setting!r} (one of {list(NGIAM_SETTINGS)})"
+    elif fam == "unimodal" and arg:
+        return Method(name, "unimodal", {"model": {"family": "fusion", "strategy": "feature", "modalities": [arg],
+                                                   "fusion": {"name": "concat", "options": {}}}}, modality=arg)
+    from .registry import suggestion
+
+    hint = suggestion(name, known_method_names(compare))
+    raise ConfigError(f"unknown method {name!r}" + (f" ({bad})" if bad else "") + f"; {hint} "
+                      f"(method forms: {', '.join(METHOD_FORMS)})")
+
+
+def methods_of(cfg: ExperimentConfig, modalities: list[str]) -> list[Method]:
+    """The methods of ``cfg.compare``: ``methods`` when set, else the older switches."""
+    c = cfg.compare
+    raw = c.model_dump()
+    if c.methods is not None:
+        problems = method_problems(raw)
+        if problems:
+            raise ConfigError("invalid compare section:\n  " + "\n  ".join(problems))
+        return [resolve_method(n, raw) for n in c.methods]
+    out = []
+    for f in c.fusions:
+        m = resolve_method(f"fusion:{f}", raw)
+        out.append(Method(f, m.kind, m.overlay))
+    out += [resolve_method(f"late:{name}", raw) for name in c.late]
+    if c.early:
+        out.append(Method("early", "early", {"model": {"family": "fusion", "strategy": "early"}}))
+    if c.intermediate:
+        out.append(Method("mmtm", "intermediate", {"model": {"family": "intermediate", "block": "mmtm"}}))
+    if c.unimodal:
+        out += [resolve_method(f"unimodal:{m}", raw) for m in modalities]
+    return out
+
+
+# --------------------------------------------------------------------------- overlays and run configs
+def nest(overlay: dict) -> dict:
+    """Dotted keys (``model.missing.imputer``) -> nested sections; nested sections are kept."""
+    out: dict = {}
+    for key, value in overlay.items():
+        parts = str(key).split(".")
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+            if not isinstance(cur, dict):
+                raise ConfigError(f"overlay key {key!r}: {p!r} is set both as a value and as a section")
+        leaf = parts[-1]
+        if isinstance(value, dict) and isinstance(cur.get(leaf), dict):
+            cur[leaf] = merge(cur[leaf], nest(value))
+        else:
+            cur[leaf] = nest(value) if isinstance(value, dict) else copy.deepcopy(value)
+    return out
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """A deep merge: sections merge key by key, any other value replaces; an empty mapping clears a section
+    (``model.encoders: {}`` for a family without encoders, such as mea), and a component naming another
+    registry entry (``head: {name: linear}``) replaces the base's component with its options."""
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        old = out.get(k)
+        deep = isinstance(v, dict) and v and isinstance(old, dict) and not ("name" in v and v["name"] != old.get("name"))
+        out[k] = merge(old, v) if deep else copy.deepcopy(v)
+    return out
+
+
+def grid_points(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """Every combination of ``compare.grid`` values ([{}] without a grid)."""
+    keys = list(cfg.compare.grid)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(cfg.compare.grid[k] for k in keys))]
+
+
+def run_config(cfg: ExperimentConfig, method: Method, seed: int, point: dict[str, Any] | None = None) -> ExperimentConfig:
+    """The resolved config of one run: base config, grid point, method overlay, seed; validated."""
+    raw = cfg.model_dump()
+    raw["compare"] = {}
+    raw["seed"] = seed
+    if raw["data"].get("seed") is None:
+        raw["data"]["seed"] = cfg.seed
+    base_family = raw["model"]["family"]
+    raw = merge(raw, nest(dict(point or {})))
+    ov = method.overlay
+    family = (ov.get("model") or {}).get("family", raw["model"].get("family"))
+    if family != raw["model"].get("family") or family != base_family:
+        raw["model"] = {k: v for k, v in raw["model"].items() if k in SHARED_MODEL_KEYS}
+        training = ov.get("training") or {}
+        raw["training"]["scheme"] = training.get("scheme", "auto")
+        raw["training"]["scheme_options"] = training.get("scheme_options", {})
+    raw = merge(raw, ov)
+    try:
+        return parse_config(raw)
+    except ConfigError as exc:
+        where = f"method {method.label!r}" + (f" at grid point {point}" if point else "")
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def run_key(cfg: ExperimentConfig) -> str:
+    """A hash of everything in a run's resolved config that can change its result."""
+    d = cfg.model_dump()
+    for k in ("output_dir", "compare"):
+        d.pop(k, None)
+    d["training"].pop("progress", None)
+    text = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def kind_of(cfg: ExperimentConfig, modalities: list[str]) -> str:
+    m = cfg.model
+    if len(m.modalities or modalities) == 1:
+        return "unimodal"
+    return m.strategy if m.family == "fusion" else m.family
+
+
+def _data_key(cfg: ExperimentConfig, raw_only: bool = False) -> str:
+    d = cfg.data.model_dump(exclude={"batch_size", "eval_batch_size", "num_workers"} | ({"missing"} if raw_only else set()))
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _grid_value(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v, sort_keys=True)
 
 
 def _fmt(mean: float, std: float) -> str:
     return "—" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
 
 
+# --------------------------------------------------------------------------- the study
+@dataclass
+class _Job:
+    method: Method
+    seed: int
+    point: dict[str, Any]
+    cfg: ExperimentConfig
+    key: str
+    data_key: str
+    kind: str = ""
+    keep: bool = False  # save a checkpoint (t-SNE, compare.save_checkpoints)
+
+
+@dataclass
+class _Plan:
+    jobs: list[_Job]
+    datasets: dict[str, dict]
+    reports: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def plan(cfg: ExperimentConfig, datasets: dict | None = None) -> _Plan:
+    """Validate every method, grid point and model and load every distinct data config; nothing trains."""
+    from .datasets.pairing import apply_missing, missing_reports
+    from .models import build_model
+    from .training.fit import data_seed, load_data
+
+    problems = method_problems(cfg.compare)
+    if problems:
+        raise ConfigError("invalid compare section:\n  " + "\n  ".join(problems))
+    points = grid_points(cfg)
+    base_cfgs = {}
+    for point in points:  # the data of every grid point, loaded once per distinct data config
+        pc = run_config(cfg, Method("base", "base", {}), cfg.seed, point)
+        base_cfgs[_data_key(pc)] = pc
+    raw_cache: dict[str, dict] = {}
+    loaded: dict[str, dict] = {}
+    for key, pc in base_cfgs.items():
+        rk = _data_key(pc, raw_only=True)
+        if rk not in raw_cache:
+            if datasets is not None:
+                if raw_cache:
+                    raise ConfigError("compare: the grid changes data.name / options / seed, but the datasets were "
+                                      "given in memory; only data.missing can vary over given datasets")
+                raw_cache[rk] = dict(datasets)
+            else:
+                raw_cache[rk] = load_data(pc.model_copy(update={"data": pc.data.model_copy(update={"missing": None})}))
+        loaded[key] = apply_missing(raw_cache[rk], pc.data.missing, data_seed(pc))
+    first = next(iter(loaded.values()))["train"]
+    methods = methods_of(cfg, sorted(cfg.model.modalities or first.modalities))
+    if not methods:
+        raise ConfigError("compare: nothing to compare; list methods in compare.methods (or compare.fusions / "
+                          "compare.late), or switch on compare.unimodal / early / intermediate")
+    for m in methods:
+        if m.modality is not None and m.modality not in first.modalities:
+            from .registry import suggestion
+
+            raise ConfigError(f"compare.methods: {m.label!r}: the data has no modality {m.modality!r}; "
+                              f"{suggestion(m.modality, list(first.modalities))}")
+    jobs: list[_Job] = []
+    built: set[str] = set()
+    for pi, point in enumerate(points):
+        for m in methods:
+            for si, seed in enumerate(cfg.compare.seeds):
+                rc = run_config(cfg, m, seed, point)
+                dk = _data_key(rc)
+                if dk not in loaded:  # the overlay changed the data (e.g. an upper bound without data.missing)
+                    rk = _data_key(rc, raw_only=True)
+                    if rk not in raw_cache:
+                        if datasets is not None:
+                            raise ConfigError(f"method {m.label!r} changes data.name / options / seed, but the "
+                                              "datasets were given in memory")
+                        raw_cache[rk] = load_data(rc.model_copy(update={"data": rc.data.model_copy(update={"missing": None})}))
+                    loaded[dk] = apply_missing(raw_cache[rk], rc.data.missing, data_seed(rc))
+                train = loaded[dk]["train"]
+                mkey = json.dumps(rc.model.model_dump(), sort_keys=True, default=str) + dk
+                if mkey not in built:  # build each distinct model once: bad options fail before any training
+                    task = getattr(train, "task", "multiclass")
+                    build_model(rc.model, train.shapes, int(train.num_classes), task)
+                    built.add(mkey)
+                kind = kind_of(rc, sorted(train.modalities))
+                keep = cfg.compare.save_checkpoints or (
+                    si == 0 and pi == 0 and cfg.compare.tsne and kind in ("feature", "unimodal"))
+                jobs.append(_Job(m, seed, point, rc, run_key(rc), dk, kind, keep))
+    reports = {k: missing_reports(v) for k, v in loaded.items()}
+    return _Plan(jobs, loaded, reports)
+
+
 def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
                 datasets: dict | None = None) -> pd.DataFrame:
-    """Train every method for every seed; returns the leaderboard (one row per method)."""
-    from .training.fit import load_data
-
+    """Train every (grid point, method, seed) not stored yet; returns the leaderboard (one row per grid
+    point and method; ``runs.csv`` in the folder holds the runs)."""
     out = Path(out_dir or cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    datasets = datasets if datasets is not None else load_data(cfg)
-    train = datasets["train"]
-    mods = sorted(cfg.model.modalities or train.modalities)
-    methods = methods_of(cfg, mods)
-    if not methods:
-        from .errors import ConfigError
-
-        raise ConfigError("compare: nothing to compare; list operators in compare.fusions or compare.late, "
-                          "or switch on compare.unimodal / early / intermediate")
-    task = train.task
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    pl = plan(cfg, datasets)
+    train0 = next(iter(pl.datasets.values()))["train"]
+    task = train0.task
     metric, direction = primary_metric(task)
-    jobs = [(method, seed) for method in methods for seed in cfg.compare.seeds]
-    results: dict[tuple[str, int], dict] = {}
-    bar = tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress)
+    results: dict[str, dict] = {}
+    for job in pl.jobs:  # resume: runs already stored in this folder
+        path = out / "runs" / f"{job.key}.json"
+        if job.key not in results and path.is_file():
+            results[job.key] = json.loads(path.read_text())
+    todo, seen = [], set()
+    for job in pl.jobs:
+        if job.key not in results and job.key not in seen:
+            todo.append(job)
+            seen.add(job.key)
+    bar = tqdm(total=len(todo), desc="compare", unit="run", disable=not progress or not todo)
 
-    def done(key, res):
-        results[key] = res
+    def done(job: _Job, res: dict) -> None:
+        res["config"] = job.cfg.model_dump()
+        (out / "runs" / f"{job.key}.json").write_text(json.dumps(res, indent=1, default=float))
+        results[job.key] = res
         bar.update(1)
-        bar.set_postfix_str(f"{key[0]} seed {key[1]}: {metric} {res['row'].get('test_' + metric, float('nan')):.3f}")
+        bar.set_postfix_str(f"{job.method.label} seed {job.seed}: {metric} "
+                            f"{res['metrics'].get('test_' + metric, float('nan')):.3f}")
 
-    if cfg.compare.workers > 1 and len(jobs) > 1:
+    args = [(j.cfg, j.kind, metric, j.data_key, cfg.compare.missing_patterns, str(out / "runs" / j.key), j.keep) for j in todo]
+    if cfg.compare.workers > 1 and len(todo) > 1:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(cfg.compare.workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(datasets,)) as pool:
-            futures = {pool.submit(_run_one, cfg, m, seed, metric, None): (m.label, seed) for m, seed in jobs}
+                                 initargs=(pl.datasets,)) as pool:
+            futures = {pool.submit(_run_one, *a): j for j, a in zip(todo, args)}
             for fut in as_completed(futures):
                 done(futures[fut], fut.result())
     else:
-        for m, seed in jobs:
-            done((m.label, seed), _run_one(cfg, m, seed, metric, datasets))
-    rows, curves, tsne_src = [], {}, {}
-    for m, seed in jobs:  # fixed order, whatever order the runs finished in
-        r = results[(m.label, seed)]
-        rows.append(r["row"])
-        curves.setdefault(m.label, []).append(r["curve"])
-        if r["state"] is not None:
-            model = build_model(_variant(cfg, m, seed).model, train.shapes, int(train.num_classes), task)
-            model.load_state_dict(r["state"])
-            tsne_src[m.label] = model.eval()
+        for j, a in zip(todo, args):
+            done(j, _run_one(*a, datasets=pl.datasets))
     bar.close()
+    rows, curves = [], {}
+    for job in pl.jobs:  # fixed order, whatever order the runs finished in
+        r = results[job.key]
+        label = _display(job.method.label, job.point)
+        row = {"method": job.method.label, "kind": job.kind, "seed": job.seed,
+               **{k: _grid_value(v) for k, v in job.point.items()}, "run": job.key, **r["metrics"]}
+        rows.append(row)
+        curves.setdefault(label, []).append(r["curve"])
     runs = pd.DataFrame(rows)
     runs.to_csv(out / "runs.csv", index=False)
-    board = leaderboard(runs, metric, direction)
+    grid_cols = list(cfg.compare.grid)
+    board = leaderboard(runs, metric, direction, grid_cols)
     board.to_csv(out / "leaderboard.csv", index=False)
-    (out / "leaderboard.md").write_text(leaderboard_markdown(board, metric, cfg))
+    (out / "leaderboard.md").write_text(leaderboard_markdown(board, metric, cfg, pl.reports))
     plots.learning_curves(curves, out / "learning_curves.png", f"val_{metric}")
-    plots.bar_chart(list(board["method"]), list(board[f"{metric}_mean"]), list(board[f"{metric}_std"].fillna(0)),
-                    out / "leaderboard.png", metric, highlight={m for m in board["method"] if m.startswith("unimodal:")})
+    names = [_display(r["method"], {k: r[k] for k in grid_cols}) for _, r in board.iterrows()]
+    plots.bar_chart(names, list(board[f"{metric}_mean"]), list(board[f"{metric}_std"].fillna(0)),
+                    out / "leaderboard.png", metric, highlight={n for n, k in zip(names, board["kind"]) if k == "unimodal"})
     if cfg.compare.tsne and task == "multiclass":
-        _tsne(board, tsne_src, datasets, cfg, out)
-    (out / "summary.json").write_text(json.dumps(summary(board, metric, direction), indent=2))
+        _tsne(board, pl, cfg, out)
+    (out / "summary.json").write_text(json.dumps(summary(board, metric, direction, grid_cols), indent=2, default=str))
     return board
+
+
+def _display(label: str, point: dict) -> str:
+    return label if not point else f"{label} @ " + ", ".join(f"{k.split('.')[-1]}={_grid_value(v)}" for k, v in point.items())
 
 
 _WORKER_DATA: dict | None = None
@@ -141,44 +450,59 @@ def _init_worker(datasets) -> None:
     _WORKER_DATA = datasets
 
 
-def _run_one(cfg: ExperimentConfig, method: Method, seed: int, metric: str, datasets) -> dict:
-    """Train one (method, seed) run; returns its leaderboard row, learning curve and (for t-SNE) weights."""
+def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patterns: bool, run_dir: str, save: bool,
+             datasets: dict | None = None) -> dict:
+    """Train one run through :func:`mmfuse.fit`; returns its metrics and learning curve."""
+    from .datasets.pairing import missing_reports
     from .training.fit import fit
 
-    datasets = datasets if datasets is not None else _WORKER_DATA
-    vcfg = _variant(cfg, method, seed)
+    data = (datasets if datasets is not None else _WORKER_DATA)[data_key]
     t0 = time.perf_counter()
-    res = fit(vcfg, datasets, save=False, progress=False,
-              evaluate_patterns=cfg.compare.missing_patterns and method.kind != "unimodal")
-    row = {"method": method.label, "kind": method.kind, "seed": seed, "params": res.params,
-           "train_seconds": res.train_seconds, "best_epoch": res.best_epoch, "wall_seconds": time.perf_counter() - t0}
-    row.update({f"test_{k}": v for k, v in res.test.get("metrics", {}).items()})
-    for pat, mets in res.test.get("patterns", {}).items():
-        row[f"pattern[{pat}]_{metric}"] = mets.get(metric, float("nan"))
-    keep = seed == cfg.compare.seeds[0] and cfg.compare.tsne and method.kind in ("feature", "unimodal")
-    return {"row": row, "curve": [h.get(f"val_{metric}", float("nan")) for h in res.history],
-            "state": {k: v.detach().clone() for k, v in res.model.state_dict().items()} if keep else None}
+    res = fit(rc, data, out_dir=run_dir, save=save, progress=False, evaluate_patterns=patterns and kind != "unimodal")
+    mets = {"params": res.params, "train_seconds": res.train_seconds, "best_epoch": res.best_epoch,
+            "wall_seconds": time.perf_counter() - t0, "n_train": len(data["train"])}
+    for rep in missing_reports(data):
+        mets[f"{rep['split']}_{rep['modality']}_present"] = rep["present_after"]
+        mets[f"{rep['split']}_{rep['modality']}_masked"] = rep["masked"]
+    mets.update({f"test_{k}": v for k, v in res.test.get("metrics", {}).items()})
+    for pat, m in res.test.get("patterns", {}).items():
+        mets[f"pattern[{pat}]_{metric}"] = m.get(metric, float("nan"))
+    return {"metrics": mets, "curve": [h.get(f"val_{metric}", float("nan")) for h in res.history],
+            "checkpoint": str(res.checkpoint) if res.checkpoint else None}
 
 
-def leaderboard(runs: pd.DataFrame, metric: str, direction: str) -> pd.DataFrame:
+def leaderboard(runs: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None) -> pd.DataFrame:
+    """Mean ± std over seeds per (grid point, method), best first within each grid point."""
+    grid = list(grid or [])
     cols = [c for c in runs.columns if c.startswith("test_") or c.startswith("pattern[")]
     agg = []
-    for method, g in runs.groupby("method", sort=False):
-        r = {"method": method, "kind": g["kind"].iloc[0], "seeds": len(g), "params": int(g["params"].iloc[0]),
-             "train_seconds": float(g["train_seconds"].mean())}
+    for keys, g in runs.groupby(grid + ["method"], sort=False, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        r = dict(zip(grid + ["method"], keys))
+        r.update({"kind": g["kind"].iloc[0], "seeds": len(g), "params": int(g["params"].iloc[0]),
+                  "train_seconds": float(g["train_seconds"].mean())})
         for c in cols:
             name = c[5:] if c.startswith("test_") else c
             v = g[c].astype(float)
             r[f"{name}_mean"], r[f"{name}_std"] = float(v.mean()), float(v.std(ddof=0))
         agg.append(r)
     board = pd.DataFrame(agg)
-    return board.sort_values(f"{metric}_mean", ascending=(direction == "min")).reset_index(drop=True)
+    order = {c: {v: i for i, v in enumerate(dict.fromkeys(runs[c]))} for c in grid}
+    for c in grid:
+        board[f"_{c}"] = board[c].map(order[c])
+    board = board.sort_values([f"_{c}" for c in grid] + [f"{metric}_mean"],
+                              ascending=[True] * len(grid) + [direction == "min"], kind="stable")
+    return board.drop(columns=[f"_{c}" for c in grid]).reset_index(drop=True)
 
 
-def summary(board: pd.DataFrame, metric: str, direction: str) -> dict:
-    fused = board[~board["kind"].isin(["unimodal"])]
-    uni = board[board["kind"] == "unimodal"]
-    out = {"metric": metric, "best_method": board["method"].iloc[0]}
+def summary(board: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None) -> dict:
+    grid = list(grid or [])
+    first = board
+    for c in grid:  # the headline numbers are those of the first grid point
+        first = first[first[c] == board[c].iloc[0]]
+    fused = first[~first["kind"].isin(["unimodal"])]
+    uni = first[first["kind"] == "unimodal"]
+    out = {"metric": metric, "best_method": first["method"].iloc[0], "grid_point": {c: board[c].iloc[0] for c in grid}}
     if len(fused) and len(uni):
         bf, bu = fused.iloc[0], uni.iloc[0]
         sign = 1 if direction == "max" else -1
@@ -188,36 +512,56 @@ def summary(board: pd.DataFrame, metric: str, direction: str) -> dict:
     return out
 
 
-def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig) -> str:
+def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig,
+                         reports: dict[str, list[dict]] | None = None) -> str:
+    grid = list(cfg.compare.grid)
     pats = [c[:-5] for c in board.columns if c.startswith("pattern[") and c.endswith("_mean")]
     extra = [m for m in ("macro_f1", "auroc", "f1_macro", "pearson_r") if f"{m}_mean" in board.columns and m != metric]
-    head = ["#", "method", metric] + extra[:2] + ["params", "train s"] + [p.replace(f"_{metric}", "") for p in pats]
+    head = ["#"] + grid + ["method", "family", metric] + extra[:2] + ["params", "train s"] + [p.replace(f"_{metric}", "") for p in pats]
     lines = [f"Dataset `{cfg.data.name}` {cfg.data.options or ''}; seeds {cfg.compare.seeds}; "
              f"test {metric} mean ± std over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in board.iterrows():
-        cells = [str(i + 1), r["method"], _fmt(r[f"{metric}_mean"], r[f"{metric}_std"])]
+        cells = [str(i + 1)] + [str(r[c]) for c in grid] + [r["method"], r["kind"], _fmt(r[f"{metric}_mean"], r[f"{metric}_std"])]
         cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in extra[:2]]
         cells += [f"{int(r['params']):,}", f"{r['train_seconds']:.1f}"]
         cells += [_fmt(r.get(f"{p}_mean", float("nan")), r.get(f"{p}_std", float("nan"))) for p in pats]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("`pattern[x]`: test accuracy with only modalities x present (the others masked absent at test time).")
+    lines.append(f"`pattern[x]`: test {metric} with only modalities x present (the others masked absent at test time).")
+    seen = set()
+    for reps in (reports or {}).values():
+        for rep in reps:
+            key = json.dumps(rep, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"data.missing: {rep['split']} split, {rep['modality']!r} kept on {rep['present_after']} of "
+                             f"{rep['present_before']} rows (fraction {rep['present_fraction']:g}), masked absent on "
+                             f"{rep['masked']}; no row removed ({rep['rows']} rows).")
     return "\n".join(lines) + "\n"
 
 
-def _tsne(board, models: dict, datasets, cfg: ExperimentConfig, out: Path) -> None:
-    feature = [m for m in board["method"] if m in models and not m.startswith("unimodal:")]
-    if not feature:
+def _tsne(board: pd.DataFrame, pl: _Plan, cfg: ExperimentConfig, out: Path) -> None:
+    from .training import load_checkpoint
+
+    first = pl.jobs[0].point
+    ckpts = {}
+    for j in pl.jobs:
+        path = out / "runs" / j.key / "checkpoint"
+        if j.point == first and j.kind == "feature" and j.method.label not in ckpts and (path / "config.json").is_file():
+            ckpts[j.method.label] = (path, j.data_key)
+    ranked = [m for m in board["method"] if m in ckpts]
+    if not ranked:
         return
-    best = models[feature[0]]
-    test = datasets.get("test") or datasets["val"]
+    model, _, _ = load_checkpoint(ckpts[ranked[0]][0])
+    data = pl.datasets[ckpts[ranked[0]][1]]
+    test = data.get("test") or data["val"]
     n = min(cfg.compare.tsne_samples, len(test))
     rng = np.random.default_rng(cfg.seed)
     idx = np.sort(rng.choice(len(test), n, replace=False))
     sub = test.subset(idx) if hasattr(test, "subset") else _Subset(test, idx)
-    res = collect(best, make_loader(sub, cfg.data.eval_batch_size), embeddings=True)
-    panels = {f"fused ({feature[0]})": res["fused"]}
+    res = collect(model, make_loader(sub, cfg.data.eval_batch_size), embeddings=True)
+    panels = {f"fused ({ranked[0]})": res["fused"]}
     for k, v in res.items():
         if k.startswith("emb_"):
             panels[f"{k[4:]} embedding (same model)"] = v

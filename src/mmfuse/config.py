@@ -21,7 +21,7 @@ Example (YAML)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -41,9 +41,27 @@ class Component(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class MissingDataConfig(_Strict):
+    """``data.missing``: simulate a modality missing from a fraction of the samples of some splits.
+
+    In each split of ``splits``, among the rows where ``modality`` is present, ``round(present_fraction
+    * n)`` keep it (per class for a multiclass task when ``stratify``, like SMIL's η), chosen with the data
+    seed; the others get it masked absent (mask False). No sample is removed; the counts are reported on
+    the dataset (``dataset.missing_report``) and in ``mmfuse compare``'s runs.csv / leaderboard.md.
+    """
+
+    modality: str
+    present_fraction: float = Field(ge=0, le=1)
+    splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train"], min_length=1)
+    stratify: bool = True
+
+
 class DataConfig(_Strict):
     name: str = "avmnist"
     options: dict[str, Any] = Field(default_factory=dict)
+    # the seed of the data (split, noise, data.missing); None = the experiment's seed
+    seed: int | None = None
+    missing: MissingDataConfig | None = None
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -114,6 +132,21 @@ class MEAModelConfig(_ModelBase):
     grl_lambda: float = Field(1.0, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     hsic_kernel: Literal["rbf", "linear"] = "rbf"
+    #: shared keys this family does not use: dropped when a shared base config switches family (--set model.family)
+    unused_shared_keys: ClassVar[tuple[str, ...]] = ("encoders",)
+
+    @model_validator(mode="after")
+    def _dim_divisible_by_heads(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads}) for multi-head attention; "
+                             "e.g. dim: 32, heads: 4")
+        if self.encoders:
+            raise ValueError(f"encoders: MEA has its own per-modality front end (Conv1d over time + positions) and "
+                             f"takes no encoders; remove model.encoders (got {sorted(self.encoders)})")
+        if self.missing.imputer:
+            raise ValueError("missing.imputer: MEA has no per-modality embedding to impute (absent modalities are "
+                             "masked out of attention, the graph and the constraints); remove it")
+        return self
 
 
 class SMILModelConfig(_ModelBase):
@@ -136,19 +169,42 @@ class SMILModelConfig(_ModelBase):
 
 
 class NgiamModelConfig(_ModelBase):
-    """``family: ngiam``: Ngiam et al. 2011 representations (bimodal DBN, video-only / bimodal deep AE)."""
+    """``family: ngiam``: Ngiam et al. 2011 representations (bimodal DBN, video-only / bimodal deep AE).
+
+    Exactly two modalities, each sample flattened to a vector; ``encoders`` are not used (the
+    representation reads the flattened inputs). See :mod:`mmfuse.families.ngiam`.
+    """
+
+    unused_shared_keys: ClassVar[tuple[str, ...]] = ("encoders",)
 
     family: Literal["ngiam"] = "ngiam"
     model: Literal["dbn", "bimodal_ae", "video_only_ae"] = "bimodal_ae"
-    # which modalities the supervised head sees in training and at test time (Ngiam Table 1)
+    # which modalities the supervised head sees in training and at test time (Ngiam Table 1):
+    # fusion = both / both; cross_modality = source / source; shared = source / whatever is present
     setting: Literal["fusion", "cross_modality", "shared"] = "fusion"
-    source: str | None = None  # the modality trained on (video-only AE; cross-modality / shared settings)
-    hidden_dims: int | dict[str, int] = 64
-    shared_dim: int = Field(32, ge=1)
+    # the modality trained on (video-only AE's input; cross_modality / shared); None = the first in sorted order
+    source: str | None = None
+    hidden_dims: int | dict[str, int] = 64  # first-layer size, one for both modalities or {modality: size}
+    shared_dim: int = Field(32, ge=1)  # the joint (shared) layer
+    # weight of the squared reconstruction error added to the task loss in fine-tuning (0 = none)
     reconstruction_weight: float = Field(1.0, ge=0)
-    denoising: bool = True
-    sparsity_target: float = Field(0.1, gt=0, lt=1)
-    sparsity_cost: float = Field(0.0, ge=0)
+    denoising: bool = True  # bimodal_ae: the paper's augmentation (1/3 first zeroed, 1/3 second, 1/3 both)
+    sparsity_target: float = Field(0.1, gt=0, lt=1)  # RBM sparsity ρ (every RBM of the stack)
+    sparsity_cost: float = Field(0.0, ge=0)  # RBM sparsity λ (0 = no regulariser)
+    sigma: float = Field(1.0, gt=0)  # σ of the first-layer Gaussian RBMs
+    output: Literal["linear", "sigmoid"] = "linear"  # autoencoders' reconstruction units
+    infer_steps: int = Field(10, ge=1)  # dbn: mean-field steps that infer an absent modality
+    # z-score each input feature with training statistics (set by the greedy_pretrain scheme; stored in the checkpoint)
+    standardize: bool = True
+    # train only the head on the (pre-trained) representation, as the paper's linear classifier on features
+    freeze_representation: bool = False
+
+    @model_validator(mode="after")
+    def _no_encoders(self):
+        if self.encoders:
+            raise ValueError(f"encoders: the Ngiam representations read the flattened inputs and take no encoders; "
+                             f"remove model.encoders (got {sorted(self.encoders)})")
+        return self
 
 
 #: every model family's sub-config, keyed by ``model.family``
@@ -189,8 +245,8 @@ def _drop_foreign_keys(model_raw: dict) -> dict:
     if fam is None:
         return model_raw
     others = set().union(*(set(c.model_fields) for n, c in FAMILY_CONFIGS.items())) - set(fam.model_fields)
-    if model_raw.get("strategy") == "intermediate":
-        others.add("intermediate")
+    others.add("intermediate")  # the old spelling's subsection (strategy: intermediate), no family has it now
+    others |= set(getattr(fam, "unused_shared_keys", ()))
     return {k: v for k, v in model_raw.items() if k not in others}
 
 
@@ -244,6 +300,7 @@ class CompareConfig(_Strict):
     tsne: bool = True
     tsne_samples: int = Field(600, ge=10)
     workers: int = Field(1, ge=1)  # parallel training processes (one torch thread each)
+    save_checkpoints: bool = False  # a checkpoint per run in output_dir/runs/<key>/ (else only for t-SNE)
 
 
 class ExperimentConfig(_Strict):
@@ -316,6 +373,12 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel] | None =
         elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             got = (err.get("ctx") or {}).get("tag")
             lines.append(f"{path}.family: unknown model family {got!r}; {suggestion(str(got), list(FAMILY_CONFIGS))}")
+        elif err["type"] == "value_error":  # our own validators: "key: what is wrong and how to fix it"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            key, sep, rest = msg.partition(": ")
+            if sep and " " not in key:
+                path, msg = f"{path}.{key}" if path != "<root>" else key, rest
+            lines.append(f"{path}: {msg}")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return lines
@@ -452,6 +515,9 @@ def check_names(cfg: ExperimentConfig | dict) -> list[str]:
         from .schemes import check_scheme_options
 
         out.extend(check_scheme_options(cfg))
+    from .compare import method_problems
+
+    out.extend(method_problems(get(raw, "compare", default={}) or {}))
     for key, reg in (("fusions", registry.FUSIONS), ("late", registry.LATE_COMBINERS)):
         names = get(raw, "compare", key, default=[])
         for i, f in enumerate(names if isinstance(names, list) else []):

@@ -17,7 +17,27 @@ Modalities (one sample):
   ``mlp`` read it. ``audio_frames=None`` keeps the variable-length sequences (shape
   ``(None, 13)``; the collate function pads them and records ``lengths``).
 
-Targets: the digit, ``task="multiclass"``, 10 classes, ``class_names`` "0".."9".
+Targets (option ``target`` of ``avmnist``; ``avmnist-smil`` always uses ``"digit"``):
+
+* ``"digit"`` (default): image and audio show the same digit; the target is that digit,
+  ``task="multiclass"``, 10 classes, ``class_names`` "0".."9".
+* ``"set"`` and ``"sum"``: image and audio show **different** digits, so neither modality alone
+  determines the target. The recordings are split exactly as for ``"digit"``; then, within each
+  split and for each audio digit ``a``, the recordings are shuffled (with ``seed``) and the j-th
+  one is paired with an image of digit ``b = (a + 1 + (j + r) mod 9) mod 10`` (``r`` a random
+  start in 0..8 drawn per split and digit), so every one of the 9 other digits is used for ``a``
+  equally often (to within one). Images are distinct MNIST images of digit ``b``, never reused
+  across splits.
+
+  - ``"set"``: ``task="multilabel"``, 10 labels "0".."9", exactly two labels on (``a`` and
+    ``b``); the 45 unordered pairs are near-uniform, each label is on in about 20 % of rows.
+  - ``"sum"``: ``task="regression"``, one output, the raw sum ``a + b`` in 0..18 as float32
+    (``class_names`` ["sum"]). It is **not** standardised: scale it yourself if your head or
+    loss needs it (mean 9, std about 3.8).
+
+``dataset.ids`` holds, for every pair, the index of its recording in the packaged FSDD arrays
+(``mmfuse.datasets._packaged.fsdd_mfcc``), so ``fsdd_mfcc()[1][ids]`` is the audio digit of each
+row.
 
 ``avmnist`` splits: the recordings are split per digit in ``fractions`` (default 0.7/0.1/0.2:
 2100 / 300 / 600 pairs, 210 / 30 / 60 per digit), shuffled with ``seed``.
@@ -78,6 +98,7 @@ from .loading import register_dataset
 
 CLASS_NAMES = [str(d) for d in range(10)]
 N_MFCC = 13
+TARGETS = ("digit", "set", "sum")
 
 #: Parameters of the "hard" variant; override any of them with ``hard_params={...}``.
 HARD_DEFAULTS: dict[str, float] = {
@@ -89,7 +110,8 @@ HARD_DEFAULTS: dict[str, float] = {
 
 
 # the cache key must change whenever the hard defaults do
-_VERSION = "1:" + ",".join(f"{k}={v}" for k, v in sorted(HARD_DEFAULTS.items()))
+# 2: ``ids`` are the FSDD recording indices (were 0..N-1); ``avmnist`` got the ``target`` option
+_VERSION = "2:" + ",".join(f"{k}={v}" for k, v in sorted(HARD_DEFAULTS.items()))
 
 
 def _check_hard(hard_params: dict[str, Any] | None, where: str) -> dict[str, float]:
@@ -171,6 +193,7 @@ def _build(
     hard: dict[str, float],
     name: str,
     audio_present: dict[str, np.ndarray] | None = None,
+    target: str = "digit",
 ) -> dict[str, ArrayDataset]:
     seqs, y_audio = fsdd_mfcc()
     images, y_img = mnist_5k()
@@ -184,7 +207,9 @@ def _build(
     out = {}
     for split in ("train", "val", "test"):
         a_idx, i_idx = audio_idx[split], image_idx[split]
-        if not np.array_equal(y_audio[a_idx], y_img[i_idx]):  # internal invariant of the pairing
+        y_a, y_i = y_audio[a_idx], y_img[i_idx]
+        # internal invariants of the pairing: same digit for "digit", different digits otherwise
+        if (target == "digit") != bool(np.array_equal(y_a, y_i)) or (target != "digit" and (y_a == y_i).any()):
             raise RuntimeError("avmnist: image/audio pairing mismatch (bug)")
         img = images[i_idx].astype(np.float32)[:, None] / 255.0
         audio = [(seqs[i] - mean) / std for i in a_idx]
@@ -213,15 +238,25 @@ def _build(
                 audio_arr[~audio_present[split]] = 0.0
             else:
                 audio_arr = [s if p else None for s, p in zip(audio_arr, audio_present[split])]
+        if target == "set":
+            y: np.ndarray = np.zeros((len(y_a), 10), dtype=np.float32)
+            y[np.arange(len(y_a)), y_a] = 1.0
+            y[np.arange(len(y_a)), y_i] = 1.0
+            task, k, names = "multilabel", 10, CLASS_NAMES
+        elif target == "sum":
+            y, task, k, names = (y_a + y_i).astype(np.float32), "regression", 1, ["sum"]
+        else:
+            y, task, k, names = y_a, "multiclass", 10, CLASS_NAMES
         out[split] = ArrayDataset(
             {"image": img.astype(np.float32), "audio": audio_arr},
-            y_audio[a_idx],
+            y,
             present,
-            task="multiclass",
-            num_classes=10,
-            class_names=CLASS_NAMES,
+            task=task,
+            num_classes=k,
+            class_names=names,
             name=f"{name}/{split}",
-            attrs={"variant": variant, "audio_frames": audio_frames},
+            attrs={"variant": variant, "audio_frames": audio_frames, "target_kind": target},
+            ids=a_idx,
         )
     return out
 
@@ -242,6 +277,25 @@ def _pair_images(y_audio_split: dict[str, np.ndarray], y_img: np.ndarray, rng: n
     return out
 
 
+def _other_digits(y_audio_split: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per split, an image digit for each recording, different from its audio digit.
+
+    For audio digit ``a`` the shuffled recordings get ``b = (a + 1 + (j + r) mod 9) mod 10``, so the
+    9 other digits are used equally often (to within one); ``r`` is a random start per split and digit.
+    """
+    out = {}
+    for split in ("train", "val", "test"):
+        ya = y_audio_split[split]
+        yb = np.empty_like(ya)
+        for c in range(10):
+            rows = np.flatnonzero(ya == c)
+            rows = rows[rng.permutation(len(rows))]
+            offsets = 1 + (np.arange(len(rows)) + int(rng.integers(9))) % 9
+            yb[rows] = (c + offsets) % 10
+        out[split] = yb
+    return out
+
+
 @register_dataset("avmnist", version=_VERSION)
 def avmnist(
     *,
@@ -250,14 +304,18 @@ def avmnist(
     audio_frames: int | None = 40,
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     hard_params: dict[str, float] | None = None,
+    target: str = "digit",
 ) -> dict[str, ArrayDataset]:
-    """AV-MNIST: 3000 FSDD MFCC sequences paired with distinct MNIST images of the same digit.
+    """AV-MNIST: 3000 FSDD MFCC sequences paired with distinct MNIST images.
 
-    Split per digit in ``fractions`` (default 70/10/20 -> 2100/300/600). See the module docstring
-    for modalities, the "hard" variant and its measured difficulty.
+    Split per digit in ``fractions`` (default 70/10/20 -> 2100/300/600). ``target``: ``"digit"``
+    (image and audio of the same digit, multiclass), ``"set"`` (different digits, multilabel: the
+    two digits) or ``"sum"`` (different digits, regression: their raw sum 0..18). See the module
+    docstring for modalities, targets, the "hard" variant and its measured difficulty.
     """
     where = "dataset 'avmnist'"
     variant = choice("variant", variant, ("clean", "hard"), where)
+    target = choice("target", target, TARGETS, where)
     audio_frames = _check_frames(audio_frames, where)
     f = check_fractions(fractions, where)
     hard = _check_hard(hard_params, where)
@@ -266,9 +324,13 @@ def avmnist(
     rng = np.random.default_rng([seed, 1])
     parts = stratified_split(y_audio, len(y_audio), f, rng)
     audio_idx = dict(zip(("train", "val", "test"), parts))
-    image_idx = _pair_images({k: y_audio[v] for k, v in audio_idx.items()}, y_img, rng)
+    if target == "digit":
+        image_digits = {k: y_audio[v] for k, v in audio_idx.items()}
+    else:
+        image_digits = _other_digits({k: y_audio[v] for k, v in audio_idx.items()}, np.random.default_rng([seed, 3]))
+    image_idx = _pair_images(image_digits, y_img, rng)
     return _build(audio_idx, image_idx, seed=seed, variant=variant, audio_frames=audio_frames, hard=hard,
-                  name="avmnist")
+                  name="avmnist", target=target)
 
 
 SMIL_TRAIN, SMIL_TEST = 105, 45
@@ -331,4 +393,4 @@ def avmnist_smil(
     return out
 
 
-__all__ = ["avmnist", "avmnist_smil", "HARD_DEFAULTS"]
+__all__ = ["avmnist", "avmnist_smil", "HARD_DEFAULTS", "TARGETS"]

@@ -69,7 +69,7 @@ class ConvEncoder(StagedEncoder):
         return super().forward(x)
 
 
-@ENCODERS.register("cnn1d")
+@ENCODERS.register("cnn1d", test_options={"input_shape": (20, 5), "channels": [4, 8], "output_dim": 8})
 def cnn1d(input_shape, channels=(32, 64), output_dim: int = 64, kernel_size: int = 3, stride: int = 2, dropout: float = 0.0,
           grid: int = 4):
     """1-D CNN over a channels-last sequence of one sample shape (T, C)."""
@@ -79,7 +79,7 @@ def cnn1d(input_shape, channels=(32, 64), output_dim: int = 64, kernel_size: int
     return ConvEncoder(1, shape[1], channels, output_dim, kernel_size, stride, dropout, prepare="channels_first", name="cnn1d", grid=grid)
 
 
-@ENCODERS.register("cnn2d")
+@ENCODERS.register("cnn2d", test_options={"input_shape": (1, 16, 16), "channels": [4, 8], "output_dim": 8})
 def cnn2d(input_shape, channels=(16, 32), output_dim: int = 64, kernel_size: int = 3, stride: int = 2, dropout: float = 0.0,
           grid: int = 4):
     """2-D CNN over images of one sample shape (C, H, W) or (H, W)."""
@@ -91,7 +91,7 @@ def cnn2d(input_shape, channels=(16, 32), output_dim: int = 64, kernel_size: int
                        prepare="add_channel" if len(shape) == 2 else None, name="cnn2d", grid=grid)
 
 
-@ENCODERS.register("cnn3d")
+@ENCODERS.register("cnn3d", test_options={"input_shape": (1, 4, 8, 8), "channels": [4, 8], "output_dim": 8})
 def cnn3d(input_shape, channels=(16, 32), output_dim: int = 64, kernel_size: int = 3, stride: int = 2, dropout: float = 0.0,
           grid: int = 2):
     """3-D CNN over clips of one sample shape (C, T, H, W) or (T, H, W)."""

@@ -7,7 +7,10 @@
   ids made by ``tokenize`` and reproduces ``SentenceTransformer.encode``; ``encode_texts`` embeds
   raw strings (for caching embeddings once per dataset, then training fusion on the cache).
 
-Both are frozen by default (``freeze=True``): their parameters do not train.
+Both are frozen by default (``freeze=True``): their parameters do not train, and the wrapped model
+stays in eval mode even when the surrounding model is put in training mode (``train()`` is
+overridden), so a frozen encoder applies no dropout and is deterministic. With ``freeze=False``
+the wrapped model follows ``train()`` / ``eval()`` as usual (dropout while fine-tuning).
 """
 
 from __future__ import annotations
@@ -56,9 +59,23 @@ def _freeze(module: nn.Module, freeze: bool) -> None:
             p.requires_grad_(False)
 
 
-class HFAutoEncoder(Encoder):
+class _FrozenEval(Encoder):
+    """Keeps the wrapped pretrained model (attribute ``_wrapped``) in eval mode when frozen."""
+
+    _wrapped = ""
+    frozen = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            getattr(self, self._wrapped).eval()
+        return self
+
+
+class HFAutoEncoder(_FrozenEval):
     accepts_lengths = True
     output_kind = "vector"
+    _wrapped = "model"
 
     def __init__(self, path, pooling: str = "cls", freeze: bool = True, pad_id: int = 0):
         super().__init__()
@@ -69,6 +86,8 @@ class HFAutoEncoder(Encoder):
 
         self.model = AutoModel.from_pretrained(str(_check_dir(path, "hf_auto")), local_files_only=True)
         _freeze(self.model, freeze)
+        self.frozen = bool(freeze)
+        self.train(self.training)
         self.pooling, self.pad_id = pooling, pad_id
         self.output_dim = int(self.model.config.hidden_size)
 
@@ -80,9 +99,10 @@ class HFAutoEncoder(Encoder):
         return h[:, 0] if self.pooling == "cls" else masked_mean(h, valid)
 
 
-class SentenceTransformerEncoder(Encoder):
+class SentenceTransformerEncoder(_FrozenEval):
     accepts_lengths = True
     output_kind = "vector"
+    _wrapped = "st"
 
     def __init__(self, path=None, freeze: bool = True, normalize: bool | None = None):
         super().__init__()
@@ -92,6 +112,8 @@ class SentenceTransformerEncoder(Encoder):
         folder = _check_dir(path, "sentence_transformer") if path is not None else default_minilm_path()
         self.st = SentenceTransformer(str(folder), device="cpu")
         _freeze(self.st, freeze)
+        self.frozen = bool(freeze)
+        self.train(self.training)
         self.output_dim = int(self.st.get_embedding_dimension() if hasattr(self.st, "get_embedding_dimension")
                               else self.st.get_sentence_embedding_dimension())
         has_norm = any(type(m).__name__ == "Normalize" for m in self.st)
@@ -116,13 +138,13 @@ class SentenceTransformerEncoder(Encoder):
                                               normalize_embeddings=self.normalize, show_progress_bar=False))
 
 
-@ENCODERS.register("hf_auto")
+@ENCODERS.register("hf_auto", test_skip="needs pretrained weights in a local folder; checked in tests/test_hf.py")
 def hf_auto(input_shape=None, path=None, pooling: str = "cls", freeze: bool = True, pad_id: int = 0):
     if path is None:
         raise ConfigError("encoder 'hf_auto': path is required (a local folder holding config.json and weights)")
     return HFAutoEncoder(path, pooling, freeze, pad_id)
 
 
-@ENCODERS.register("sentence_transformer")
+@ENCODERS.register("sentence_transformer", test_skip="needs pretrained weights in a local folder; checked in tests/test_hf.py")
 def sentence_transformer(input_shape=None, path=None, freeze: bool = True, normalize: bool | None = None):
     return SentenceTransformerEncoder(path, freeze, normalize)

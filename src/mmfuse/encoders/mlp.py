@@ -62,11 +62,11 @@ class IdentityEncoder(Encoder):
         return x
 
 
-@ENCODERS.register("mlp")
+@ENCODERS.register("mlp", test_options={"input_shape": (6,), "hidden": (8,), "output_dim": 8})
 def mlp(input_shape, hidden=(64,), output_dim: int = 64, dropout: float = 0.0):
     return MLPEncoder(_flat_size(as_shape(input_shape, "mlp"), "mlp"), hidden, output_dim, dropout)
 
 
-@ENCODERS.register("identity")
+@ENCODERS.register("identity", test_options={"input_shape": (2, 3)})
 def identity(input_shape):
     return IdentityEncoder(_flat_size(as_shape(input_shape, "identity"), "identity"))

@@ -133,11 +133,11 @@ def _rnn_factory(cell):
     return factory
 
 
-ENCODERS.register("gru", _rnn_factory("gru"))
-ENCODERS.register("lstm", _rnn_factory("lstm"))
+ENCODERS.register("gru", _rnn_factory("gru"), test_options={"input_shape": (None, 5), "hidden": 8, "output_dim": 8})
+ENCODERS.register("lstm", _rnn_factory("lstm"), test_options={"input_shape": (None,), "vocab_size": 30, "hidden": 8, "bidirectional": True, "output_dim": 8})
 
 
-@ENCODERS.register("transformer")
+@ENCODERS.register("transformer", test_options={"input_shape": (None,), "vocab_size": 30, "dim": 16, "heads": 2, "dropout": 0.0, "layers": 1})
 def transformer(input_shape, vocab_size: int | None = None, dim: int = 64, layers: int = 2, heads: int = 4,
                 max_len: int = 512, dropout: float = 0.1, output_dim: int | None = None, pad_id: int = 0,
                 return_sequence: bool = False):

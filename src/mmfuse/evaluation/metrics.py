@@ -1,8 +1,11 @@
 """Metrics per task, computed from collected scores and targets (numpy / scikit-learn).
 
 - multiclass: accuracy, macro_f1, top{k}_accuracy, auroc (one-vs-rest, macro)
-- multilabel: f1_samples, f1_micro, f1_macro (threshold 0 on logits)
-- regression: mae, pearson_r
+- multilabel: f1_micro, f1_macro, f1_samples, subset_accuracy (every label of a sample right),
+  label_accuracy; a label is predicted on when its probability sigmoid(logit) > 0.5, i.e. logit > 0
+- regression: r2 (coefficient of determination per output, averaged over outputs whose target
+  varies), mse, mae (averaged over samples and outputs), pearson_r (mean over outputs where
+  both the prediction and the target vary)
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import warnings
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -48,27 +51,42 @@ def compute_metrics(task: str, scores: np.ndarray, target: np.ndarray, top_k: in
                     pass
         return out
     if task == "multilabel":
-        pred = (scores > 0).astype(int)
-        t = target.astype(int)
+        pred = (scores > 0).astype(int)  # sigmoid(logit) > 0.5
+        t = target.reshape(scores.shape)
+        if not np.isin(t, (0, 1)).all():
+            raise DataError("multilabel metrics: targets must be 0/1 per label; check the target columns or the task")
+        t = t.astype(int)
         return {
-            "f1_samples": float(f1_score(t, pred, average="samples", zero_division=0)),
             "f1_micro": float(f1_score(t, pred, average="micro", zero_division=0)),
             "f1_macro": float(f1_score(t, pred, average="macro", zero_division=0)),
+            "f1_samples": float(f1_score(t, pred, average="samples", zero_division=0)),
+            "subset_accuracy": float((pred == t).all(1).mean()),
+            "label_accuracy": float((pred == t).mean()),
         }
     if task == "regression":
         s = scores.reshape(len(scores), -1)
         t = target.reshape(len(target), -1).astype(np.float64)
-        out = {"mae": float(np.abs(s - t).mean())}
-        if len(s) > 1 and s.std() > 0 and t.std() > 0:
-            out["pearson_r"] = float(np.mean([np.corrcoef(s[:, j], t[:, j])[0, 1] for j in range(s.shape[1])]))
+        if t.shape != s.shape:
+            raise DataError(f"regression metrics: {s.shape[1]} predicted output(s) but targets have {t.shape[1]}")
+        err = s - t
+        out = {}
+        sst = ((t - t.mean(0)) ** 2).sum(0)
+        ok = sst > 0
+        if ok.any():
+            out["r2"] = float(np.mean(1.0 - (err ** 2).sum(0)[ok] / sst[ok]))
+        out["mse"] = float((err ** 2).mean())
+        out["mae"] = float(np.abs(err).mean())
+        cols = [j for j in range(s.shape[1]) if s[:, j].std() > 0 and t[:, j].std() > 0]
+        if len(s) > 1 and cols:
+            out["pearson_r"] = float(np.mean([np.corrcoef(s[:, j], t[:, j])[0, 1] for j in cols]))
         return out
     raise ConfigError(f"task must be multiclass, multilabel or regression, got {task!r}")
 
 
 METRIC_NAMES = {
     "multiclass": ("accuracy", "macro_f1", "top3_accuracy", "auroc"),
-    "multilabel": ("f1_samples", "f1_micro", "f1_macro"),
-    "regression": ("mae", "pearson_r"),
+    "multilabel": ("f1_micro", "f1_macro", "f1_samples", "subset_accuracy", "label_accuracy"),
+    "regression": ("r2", "mse", "mae", "pearson_r"),
 }
 
 

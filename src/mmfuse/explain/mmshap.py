@@ -20,7 +20,11 @@ copies of several samples are packed together up to ``rows_per_call`` rows.
 Modality contributions ``Φ_m = Σ_{j∈m} |φ_j|`` and shares ``Φ_m / Σ_k Φ_k`` (T-SHAP/V-SHAP for
 text/image); see :mod:`mmfuse.explain.shares` for zero totals and absent modalities.
 
-Shape legend: B samples, M player modalities, n features of one sample, K coalitions.
+Multi-output scores (multilabel without ``class_index``: each label's sigmoid; regression: each
+output) are explained for every output at once: φ is Tensor[n, O], Φ Tensor[B, M, O], and the
+shares are per output then averaged over outputs (see :mod:`mmfuse.explain.shares`).
+
+Shape legend: B samples, M player modalities, n features of one sample, K coalitions, O outputs.
 """
 
 from __future__ import annotations
@@ -47,21 +51,24 @@ from .maskers import FeatureLayout, FeatureMasker, resolve_masker
 from .rows import cat_batches, rows_per_call
 from .scoring import as_score_fn, call_score, explained_classes
 from .shapley import resolve_players
-from .shares import abs_shares
+from .shares import abs_shares, output_shares
 
 METHODS = ("permutation", "exact")
 
 
 @dataclass
 class FeatureExplanation:
-    """One sample: ``values`` Tensor[n] (float64), ``owner`` LongTensor[n] (index into ``modalities``)."""
+    """One sample: ``values`` Tensor[n] (float64), ``owner`` LongTensor[n] (index into ``modalities``).
+
+    For an O-output score ``values`` is Tensor[n, O] and ``base`` / ``full`` are Tensor[O].
+    """
 
     values: Tensor
     owner: Tensor
     modalities: list[str]
     layouts: dict[str, FeatureLayout]
-    base: float
-    full: float
+    base: float | Tensor
+    full: float | Tensor
     explained_class: int | None = None
     n_evaluations: int = 0
 
@@ -70,23 +77,29 @@ class FeatureExplanation:
         return self.values[self.owner == self.modalities.index(modality)]
 
     def contributions(self) -> Tensor:
-        """Φ_m = Σ_{j∈m} |φ_j|, Tensor[M]."""
-        out = torch.zeros(len(self.modalities), dtype=torch.float64)
+        """Φ_m = Σ_{j∈m} |φ_j|, Tensor[M] (Tensor[M, O] for an O-output score)."""
+        out = torch.zeros((len(self.modalities),) + tuple(self.values.shape[1:]), dtype=torch.float64)
         return out.index_add_(0, self.owner, self.values.abs())
 
     def efficiency_gap(self) -> float:
-        return float(self.values.sum()) - (self.full - self.base)
+        """Σ_j φ_j − (f(all) − f(none)) (the largest over outputs for a multi-output score)."""
+        gap = self.values.sum(0) - (torch.as_tensor(self.full, dtype=torch.float64) - torch.as_tensor(self.base, dtype=torch.float64))
+        return float(gap.abs().max()) if gap.dim() else float(gap)
 
     def value_map(self, modality: str) -> Tensor:
-        """φ spread over the sample's elements (Tensor with the modality's sample shape; NaN = never masked)."""
+        """φ spread over the sample's elements (Tensor with the modality's sample shape; NaN = never masked);
+        for a multi-output score, the mean of φ over outputs."""
         lay = self.layouts[modality]
-        vals = torch.cat([self.values_of(modality), torch.tensor([float("nan")], dtype=torch.float64)])
+        own = self.values_of(modality)
+        own = own.mean(1) if own.dim() == 2 else own
+        vals = torch.cat([own, torch.tensor([float("nan")], dtype=torch.float64)])
         return vals[torch.where(lay.fmap < 0, lay.n, lay.fmap)]
 
 
 @dataclass
 class MMShapResult:
-    """Per-sample explanations plus ``contributions`` Φ Tensor[B, M] and ``absent`` BoolTensor[B, M]."""
+    """Per-sample explanations plus ``contributions`` Φ Tensor[B, M] (Tensor[B, M, O] for an O-output
+    score) and ``absent`` BoolTensor[B, M]."""
 
     samples: list[FeatureExplanation]
     modalities: list[str]
@@ -100,8 +113,15 @@ class MMShapResult:
     extra: dict = field(default_factory=dict)
 
     def shares(self, zero_total: str = "nan") -> Tensor:
-        """share_m = Φ_m / Σ_k Φ_k per sample, Tensor[B, M] (NaN for modalities absent in a sample)."""
+        """share_m = Φ_m / Σ_k Φ_k per sample, Tensor[B, M] (NaN for modalities absent in a sample);
+        for a multi-output score the mean over outputs of the per-output shares."""
         return abs_shares(self.contributions, zero_total, self.absent)
+
+    def output_shares(self, zero_total: str = "nan") -> Tensor:
+        """Per-output shares Tensor[B, M, O] of a multi-output score."""
+        if self.contributions.dim() != 3:
+            raise ConfigError("output_shares: this explanation has a single output; use shares()")
+        return output_shares(self.contributions, zero_total, self.absent)
 
     def mean_shares(self, zero_total: str = "nan") -> dict[str, float]:
         return {m: float(v) for m, v in zip(self.modalities, self.shares(zero_total).nanmean(0))}
@@ -241,6 +261,9 @@ def mmshap(
     B = batch.batch_size
     if permutations is not None and not isinstance(permutations, Tensor) and len(permutations) != B:
         raise ConfigError(f"permutations: give one tensor for all samples or a list of {B}, got {len(permutations)}")
+    tail: tuple[int, ...] = ()
+    if getattr(score_fn, "multi_output", False):  # one output per label / regression output: (O,)
+        tail = tuple(call_score(score_fn, batch.select(slice(0, 1)), None).shape[1:])
     packer = _Packer(score_fn, limit)
     plans = []
     for i in range(B):
@@ -259,7 +282,7 @@ def mmshap(
             else:
                 perms = random_permutations(n_permutations, n, gen)
             coalitions = permutation_coalitions(perms, antithetic)
-        out = torch.empty(coalitions.shape[0], dtype=torch.float64)
+        out = torch.empty((coalitions.shape[0],) + tail, dtype=torch.float64)
         cls_i = None if classes is None else classes[i:i + 1]
         for s in range(0, coalitions.shape[0], limit):
             keep = coalitions[s:s + limit]
@@ -269,9 +292,9 @@ def mmshap(
     packer.flush()
 
     samples, M = [], len(names)
-    contributions = torch.zeros(B, M, dtype=torch.float64)
+    contributions = torch.zeros((B, M) + tail, dtype=torch.float64)
     absent = torch.zeros(B, M, dtype=torch.bool)
-    base, full = torch.empty(B, dtype=torch.float64), torch.empty(B, dtype=torch.float64)
+    base, full = torch.empty((B,) + tail, dtype=torch.float64), torch.empty((B,) + tail, dtype=torch.float64)
     for i, (layouts, offsets, n, perms, v) in enumerate(plans):
         if perms is None:
             phi, b, f = exact_from_values(v, n), v[0], v[-1]
@@ -279,7 +302,8 @@ def mmshap(
             phi, b, f = permutation_from_values(v, perms, antithetic), v[0], v[1]
         owner = torch.cat([torch.full((layouts[m].n,), j, dtype=torch.long)
                            for j, m in enumerate(names) if m in layouts] or [torch.zeros(0, dtype=torch.long)])
-        ex = FeatureExplanation(phi, owner, names, layouts, float(b), float(f),
+        b_, f_ = (float(b), float(f)) if not tail else (b.clone(), f.clone())
+        ex = FeatureExplanation(phi, owner, names, layouts, b_, f_,
                                 None if classes is None else int(classes[i]), int(v.shape[0]))
         samples.append(ex)
         contributions[i] = ex.contributions()

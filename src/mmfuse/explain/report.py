@@ -10,7 +10,9 @@ The entry point used by ``mmfuse explain``::
         out_dir="explain",          # created if needed
         *,
         target="predicted",         # "predicted" | "class" | "logit" (see mmfuse.explain.scoring)
-        class_index=None,           # int, or "target" to explain each sample's true class
+        class_index=None,           # int, or "target" to explain each sample's true class (multiclass)
+        task=None,                  # "multiclass" | "multilabel" | "regression"; default data.task
+                                    # (else model.task, else "multiclass")
         modalities=None,            # players (default all; two names = MM-SHAP pair mode)
         maskers=None,               # mmshap: {modality: FeatureMasker | name | {"kind": ..., **kw}}
         n_permutations=10,          # permutation estimators
@@ -33,8 +35,20 @@ f(none), share/contribution per modality), ``breakdown.csv`` (mean ± std share 
 all samples, per true class, for correct vs incorrect predictions), ``shares_by_class.png``,
 ``shares_by_correctness.png`` and, for MM-SHAP, ``examples/sample<k>_<modality>.png`` (patch
 heatmaps over the image, coloured bars over tokens / windows). It returns a summary dict with
-``method``, ``n_samples``, ``modalities``, ``mean_share``, ``std_share``, ``by_class``,
-``by_correctness``, ``accuracy``, ``n_evaluations``, ``seconds``, ``out_dir`` and ``files``.
+``method``, ``task``, ``explained``, ``n_samples``, ``modalities``, ``mean_share``, ``std_share``,
+``by_class``, ``by_correctness``, ``accuracy``, ``n_evaluations``, ``seconds``, ``out_dir`` and ``files``.
+
+Per task (the score is task-aware, see :mod:`mmfuse.explain.scoring`):
+
+* multiclass: as above;
+* multilabel: every label's sigmoid is explained separately; ``per_sample.csv`` has
+  ``target[<label>]``, ``predicted[<label>]`` (0/1), ``f_full[<label>]``, ``share_<m>[<label>]``,
+  ``value_<m>[<label>]`` and ``share_<m>`` = the mean over labels of the per-label shares;
+  ``breakdown.csv`` has one ``label`` row per label (no per-class or correctness rows);
+  ``shares_by_label.png``; the summary has ``by_label`` and ``accuracy`` None;
+* regression: the prediction itself is explained (each output); ``target`` / ``prediction``
+  columns (``[<k>]`` per output when there are several), no class or correctness breakdown, no
+  accuracy; the summary reports ``mean_prediction`` instead.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..batch import MultimodalBatch, collate
 from ..errors import ConfigError, DataError
+from ..registry import TASKS
 from .estimators import check_count
 from .mmshap import FeatureExplanation, MMShapResult, mmshap
 from .plots import plot_feature_bars, plot_patch_heatmap, plot_share_bars
@@ -62,11 +77,18 @@ EXPLAIN_METHODS = ("shapley", "mmshap")
 
 def shares_frame(result: ModalityShapley | MMShapResult, targets: Tensor | None = None,
                  predicted: Tensor | None = None, class_names: Sequence[str] | None = None,
-                 index: Tensor | None = None, zero_total: str = "nan") -> pd.DataFrame:
+                 index: Tensor | None = None, zero_total: str = "nan", task: str = "multiclass") -> pd.DataFrame:
     """One row per sample: ``sample``, ``target``, ``predicted``, ``correct``, ``f_full``, ``f_base``,
-    ``share_<m>``, ``contrib_<m>`` (|φ_m| or Φ_m) and, for modality-level results, ``value_<m>`` (signed φ_m)."""
+    ``share_<m>``, ``contrib_<m>`` (|φ_m| or Φ_m) and, for modality-level results, ``value_<m>`` (signed φ_m).
+
+    ``task`` multilabel / regression: targets, predictions and scores get one column per output
+    (``target[<name>]`` ...; a single regression output keeps the plain names, ``predicted`` is the
+    prediction), no ``correct`` column, and per-output ``share_<m>[<name>]`` / ``value_<m>[<name>]``
+    next to the means over outputs ``share_<m>`` / ``value_<m>`` / ``contrib_<m>``."""
     B = result.base.shape[0]
     df = pd.DataFrame({"sample": (index if index is not None else torch.arange(B)).cpu().numpy()})
+    if task != "multiclass":
+        return _outputs_frame(df, result, targets, predicted, class_names, zero_total, task)
     if targets is not None and targets.dim() == 1:
         df["target"] = targets.cpu().numpy()
         if class_names is not None:
@@ -90,6 +112,56 @@ def shares_frame(result: ModalityShapley | MMShapResult, targets: Tensor | None 
     return df
 
 
+def output_names(n: int, class_names: Sequence[str] | None) -> list[str]:
+    """Names of the n outputs (labels / regression outputs): ``class_names`` when it fits, else 0..n-1."""
+    if class_names is not None and len(class_names) == n:
+        return [str(c) for c in class_names]
+    return [str(k) for k in range(n)]
+
+
+def _columns(df: pd.DataFrame, prefix: str, values: Tensor, names: list[str]) -> None:
+    v = values.detach().cpu().double().reshape(len(df), -1).numpy()
+    if v.shape[1] == 1 and len(names) <= 1:
+        df[prefix] = v[:, 0]
+    else:
+        for k, n in enumerate(names):
+            df[f"{prefix}[{n}]"] = v[:, k]
+
+
+def _outputs_frame(df: pd.DataFrame, result, targets, predicted, class_names, zero_total: str,
+                   task: str) -> pd.DataFrame:
+    full = result.full
+    multi = full.dim() == 2
+    n_out = full.shape[1] if multi else (predicted.reshape(len(df), -1).shape[1] if predicted is not None else 1)
+    names = output_names(n_out, class_names)
+    if targets is not None:
+        _columns(df, "target", targets.float(), names)
+    if predicted is not None:
+        _columns(df, "predicted" if task == "multilabel" else "prediction", predicted, names)
+    if result.classes is not None:
+        df["explained_output"] = result.classes.cpu().numpy()
+    if multi:
+        _columns(df, "f_full", full, names)
+        _columns(df, "f_base", result.base, names)
+    else:
+        df["f_full"] = full.numpy()
+        df["f_base"] = result.base.numpy()
+    shares = result.shares(zero_total).numpy()
+    contrib = result.values.abs() if isinstance(result, ModalityShapley) else result.contributions
+    per_out = result.output_shares(zero_total).numpy() if multi else None
+    for j, m in enumerate(result.modalities):
+        df[f"share_{m}"] = shares[:, j]
+        df[f"contrib_{m}"] = (contrib[:, j].mean(-1) if multi else contrib[:, j]).numpy()
+        if isinstance(result, ModalityShapley):
+            df[f"value_{m}"] = (result.values[:, j].mean(-1) if multi else result.values[:, j]).numpy()
+        if multi:
+            for k, n in enumerate(names):
+                df[f"share_{m}[{n}]"] = per_out[:, j, k]
+                if isinstance(result, ModalityShapley):
+                    df[f"value_{m}[{n}]"] = result.values[:, j, k].numpy()
+    return df
+
+
 def _stats(df: pd.DataFrame, modalities: Sequence[str], group: str, level: Any) -> dict:
     row: dict[str, Any] = {"group": group, "level": level, "n": len(df)}
     for m in modalities:
@@ -99,14 +171,27 @@ def _stats(df: pd.DataFrame, modalities: Sequence[str], group: str, level: Any) 
     return row
 
 
-def breakdown(df: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFrame:
+def breakdown(df: pd.DataFrame, modalities: Sequence[str], task: str = "multiclass",
+              labels: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean ± std share per modality (NaN shares skipped) over all samples, per true class
     (``target_name`` or ``target``), and for correct vs incorrect predictions.
 
-    Columns: ``group`` ("all" | "class" | "correctness"), ``level``, ``n``,
+    Only multiclass has classes and correctness; for ``task="multilabel"`` the rows after "all"
+    are one ``label`` row per label (its per-label shares ``share_<m>[<label>]``), for regression
+    there is only the "all" row (and one ``output`` row per output when there are several).
+
+    Columns: ``group`` ("all" | "class" | "correctness" | "label" | "output"), ``level``, ``n``,
     ``share_<m>_mean``, ``share_<m>_std``.
     """
     rows = [_stats(df, modalities, "all", "all")]
+    if task != "multiclass":
+        group = "label" if task == "multilabel" else "output"
+        for lab in labels or []:
+            if all(f"share_{m}[{lab}]" in df for m in modalities):
+                sub = df[[f"share_{m}[{lab}]" for m in modalities]]
+                sub.columns = [f"share_{m}" for m in modalities]
+                rows.append(_stats(sub, modalities, group, lab))
+        return pd.DataFrame(rows)
     cls_col = "target_name" if "target_name" in df else ("target" if "target" in df else None)
     if cls_col is not None:
         order = df.sort_values("target")[cls_col].unique() if "target" in df else sorted(df[cls_col].unique())
@@ -162,6 +247,7 @@ def _example_figures(ex: FeatureExplanation, batch: MultimodalBatch, row: int, s
             files.append(plot_patch_heatmap(img, vm, path, title))
         else:
             vals = ex.values_of(m)
+            vals = vals.mean(1) if vals.dim() == 2 else vals  # multi-output: mean φ over outputs
             if lay.kind == "tokens":
                 ids = [int(x[p]) for p in lay.info["positions"]]
                 labels = [vocab(i) if callable(vocab) else (vocab[i] if vocab is not None and i < len(vocab) else str(i))
@@ -179,10 +265,16 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
                     batch_size: int = 16, seed: int = 0, n_examples: int = 3,
                     class_names: Sequence[str] | None = None, vocab: Any = None, zero_total: str = "nan",
                     device: str | torch.device | None = None, plots: bool = True,
-                    max_rows: int | None = None) -> dict[str, Any]:
+                    max_rows: int | None = None, task: str | None = None) -> dict[str, Any]:
     """Explain every sample of ``data`` and write CSV + PNG breakdowns; see the module docstring."""
     if method not in EXPLAIN_METHODS:
         raise ConfigError(f"method must be one of {EXPLAIN_METHODS}, got {method!r}")
+    task = task or getattr(data, "task", None) or getattr(model, "task", None) or "multiclass"
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
+    if class_index == "target" and task != "multiclass":
+        raise ConfigError(f"class_index='target' explains each sample's true class, which a {task} task does "
+                          "not have; give a label / output index, or None to explain every output")
     check_count("batch_size", batch_size)
     check_count("n_permutations", n_permutations)
     check_count("n_examples", n_examples, minimum=0)
@@ -208,8 +300,14 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
             if batch.target is None or batch.target.dim() != 1:
                 raise DataError("explain_dataset: class_index='target' needs integer class targets Tensor[B]")
             ci = batch.target.long()
-        score_fn = make_score_fn(model, target, ci)
-        predicted = score_fn.logits(batch).argmax(1).cpu()
+        score_fn = make_score_fn(model, target, ci, task)
+        logits = score_fn.logits(batch).cpu()
+        if task == "multiclass":
+            predicted = logits.argmax(1)
+        elif task == "multilabel":
+            predicted = (logits > 0).long()
+        else:
+            predicted = logits
         if method == "shapley":
             res = modality_shapley(score_fn, batch, modalities, shapley_method, n_permutations,
                                    generator=gen, max_rows=max_rows)
@@ -223,19 +321,24 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
                     files += _example_figures(ex, batch, r, done + r, out / "examples", vocab)
         index = torch.arange(done, done + batch.batch_size)  # position in the data's iteration order
         tgt = batch.target.cpu() if batch.target is not None else None
-        frames.append(shares_frame(res, tgt, predicted, class_names, index, zero_total))
+        frames.append(shares_frame(res, tgt, predicted, class_names, index, zero_total, task))
         results.append(res)
         done += batch.batch_size
     if not frames:
         raise DataError("explain_dataset: the data produced no samples")
     df = pd.concat(frames, ignore_index=True)
     mods = list(results[0].modalities)
-    table = breakdown(df, mods)
+    n_out = int(predicted.reshape(predicted.shape[0], -1).shape[1]) if task != "multiclass" else 0
+    labels = output_names(n_out, class_names) if n_out > 1 else []
+    table = breakdown(df, mods, task, labels)
     df.to_csv(out / "per_sample.csv", index=False)
     table.to_csv(out / "breakdown.csv", index=False)
     files = [out / "per_sample.csv", out / "breakdown.csv"] + files
     if plots:
-        for group, name in (("class", "shares_by_class.png"), ("correctness", "shares_by_correctness.png")):
+        groups = {"multiclass": (("class", "shares_by_class.png"), ("correctness", "shares_by_correctness.png")),
+                  "multilabel": (("label", "shares_by_label.png"),),
+                  "regression": (("output", "shares_by_output.png"),) if labels else ()}[task]
+        for group, name in groups:
             sub = table[table["group"].isin(["all", group])]
             files.append(plot_share_bars(sub, mods, out / name, f"{method}: share per modality by {group}"))
     allrow = table.iloc[0]
@@ -244,20 +347,34 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
         sub = table[table["group"] == group]
         return {str(r["level"]): {m: float(r[f"share_{m}_mean"]) for m in mods} for _, r in sub.iterrows()}
 
+    explained = {"multiclass": f"{'logit' if target == 'logit' else 'softmax probability'} of the "
+                               f"{'given' if class_index is not None else 'predicted'} class",
+                 "multilabel": f"{'logit' if target == 'logit' else 'sigmoid probability'} of "
+                               f"{'the given label' if class_index is not None else 'each label separately'}",
+                 "regression": "the prediction" + (" (the given output)" if class_index is not None else "")}[task]
     summary = {
         "method": method,
+        "task": task,
+        "explained": explained,
         "n_samples": int(len(df)),
         "modalities": mods,
         "mean_share": {m: float(allrow[f"share_{m}_mean"]) for m in mods},
         "std_share": {m: float(allrow[f"share_{m}_std"]) for m in mods},
         "by_class": level_dict("class"),
         "by_correctness": level_dict("correctness"),
-        "accuracy": float(df["correct"].mean()) if "correct" in df else None,
+        "accuracy": float(df["correct"].mean()) if task == "multiclass" and "correct" in df else None,
         "n_evaluations": int(sum(r.n_evaluations for r in results)),
         "seconds": round(time.perf_counter() - t0, 3),
         "out_dir": str(out),
         "files": [str(f) for f in files],
     }
+    if task == "multilabel":
+        summary["by_label"] = level_dict("label")
+    if task == "regression":
+        summary["by_output"] = level_dict("output")
+        pred_cols = [c for c in df.columns if c == "prediction" or c.startswith("prediction[")]
+        summary["mean_prediction"] = {c: float(df[c].mean()) for c in pred_cols}
+        del summary["accuracy"]
     if method == "shapley":
         summary["mean_value"] = {m: float(np.mean(df[f"value_{m}"])) for m in mods}
     return summary

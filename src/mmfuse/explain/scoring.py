@@ -11,6 +11,18 @@ callable with that signature works. :func:`make_score_fn` builds one from a mode
 * ``target="logit"``: the raw logit of ``class_index`` or, when it is None, of the predicted class.
 
 With a single output column (C = 1, binary), probabilities are ``sigmoid(logit)``.
+
+The score depends on the model's ``task`` (default ``"multiclass"``, the behaviour above):
+
+* ``"multilabel"``: each label is an independent yes/no, so a label's score is its own
+  ``sigmoid(logit)`` (``target="logit"``: the logit), never a softmax across labels (which would
+  let a modality that drives label A move the score of label B). Without ``class_index`` every
+  label is explained: the score is Tensor[B, L] and the explainers return per-label values.
+* ``"regression"``: the prediction itself (Tensor[B, K]; Tensor[B] for one output); ``target``
+  "predicted" and "logit" are the same thing, ``class_index`` picks one output.
+
+A score function does not change the model's mode for good: each call runs the model in eval
+mode (no dropout, frozen batch-norm statistics) and restores the training flag afterwards.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from torch import Tensor, nn
 
 from ..batch import MultimodalBatch
 from ..errors import ConfigError, ShapeError
+from ..registry import TASKS
 
 TARGETS = ("predicted", "class", "logit")
 
@@ -49,26 +62,45 @@ class ScoreFunction:
     """
 
     def __init__(self, model: Callable[[MultimodalBatch], Any], target: str = "predicted",
-                 class_index: int | Tensor | None = None):
+                 class_index: int | Tensor | None = None, task: str = "multiclass"):
+        if task not in TASKS:
+            raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
         if target == "class" and class_index is None:
             raise ConfigError("target='class' needs class_index (an int, or one class per sample)")
         if class_index is not None and not isinstance(class_index, (int, Tensor)):
             raise ConfigError(f"class_index must be an int or a LongTensor[B], got {type(class_index).__name__}")
-        if isinstance(model, nn.Module):
-            model.eval()  # explanations are about the deterministic predictor (no dropout)
         self.model = model
         self.target = target
         self.class_index = class_index
+        self.task = task
+
+    @property
+    def multi_output(self) -> bool:
+        """True when one call scores every output of a row (Tensor[B, K]): multilabel / regression
+        without ``class_index``."""
+        return self.task != "multiclass" and self.class_index is None
 
     def logits(self, batch: MultimodalBatch) -> Tensor:
-        with torch.no_grad():
-            return output_logits(self.model(batch))
+        """The model's logits Tensor[B, C], computed in eval mode; the model's training flag is restored."""
+        module = self.model if isinstance(self.model, nn.Module) else None
+        was = module.training if module is not None else False
+        if module is not None:
+            module.eval()  # explanations are about the deterministic predictor (no dropout)
+        try:
+            with torch.no_grad():
+                return output_logits(self.model(batch))
+        finally:
+            if module is not None:
+                module.train(was)
 
-    def classes(self, batch: MultimodalBatch, logits: Tensor | None = None) -> Tensor:
-        """LongTensor[B]: the class explained for each row of the full ``batch``."""
+    def classes(self, batch: MultimodalBatch, logits: Tensor | None = None) -> Tensor | None:
+        """LongTensor[B]: the class (label, output) explained for each row of the full ``batch``;
+        None when every output is explained (:attr:`multi_output`)."""
         B = batch.batch_size
+        if self.multi_output:
+            return None
         if self.class_index is not None:
             if isinstance(self.class_index, int):
                 return torch.full((B,), self.class_index, dtype=torch.long)
@@ -82,11 +114,18 @@ class ScoreFunction:
     def __call__(self, batch: MultimodalBatch, classes: Tensor | None = None) -> Tensor:
         logits = self.logits(batch)
         C = logits.shape[1]
+        if self.task != "multiclass":
+            wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+            vals = torch.sigmoid(wide) if self.task == "multilabel" and self.target != "logit" else wide
+            if classes is None and self.multi_output:
+                return vals[:, 0] if C == 1 else vals
         if classes is None:
             classes = self.classes(batch, logits)
         cls = classes.to(logits.device).view(-1, 1)
         if int(cls.max()) >= C or int(cls.min()) < 0:
             raise ConfigError(f"class_index out of range: the model has {C} output(s), got {int(cls.max())}")
+        if self.task != "multiclass":
+            return vals.gather(1, cls).squeeze(1)
         if self.target == "logit":
             return logits.gather(1, cls).squeeze(1)
         if C == 1:
@@ -96,12 +135,13 @@ class ScoreFunction:
 
 
 def make_score_fn(model: Callable[[MultimodalBatch], Any], target: str = "predicted",
-                  class_index: int | Tensor | None = None) -> ScoreFunction:
-    """The score to explain; see the module docstring for ``target`` and ``class_index``.
+                  class_index: int | Tensor | None = None, task: str = "multiclass") -> ScoreFunction:
+    """The score to explain; see the module docstring for ``target``, ``class_index`` and ``task``.
 
-    An ``nn.Module`` model is put in eval mode (explanations are about the deterministic predictor).
+    An ``nn.Module`` model is run in eval mode during each call (explanations are about the
+    deterministic predictor); its training flag is restored afterwards.
     """
-    return ScoreFunction(model, target, class_index)
+    return ScoreFunction(model, target, class_index, task)
 
 
 def as_score_fn(score_fn_or_model: Any) -> Callable[..., Tensor]:
@@ -117,13 +157,16 @@ def explained_classes(score_fn: Callable[..., Tensor], batch: MultimodalBatch) -
 
 
 def call_score(score_fn: Callable[..., Tensor], batch: MultimodalBatch, classes: Tensor | None) -> Tensor:
-    """Evaluate ``score_fn`` on ``batch`` and check the result is Tensor[B]; returns float64 on CPU."""
+    """Evaluate ``score_fn`` on ``batch`` and check the result is Tensor[B] (Tensor[B, K] for a
+    multi-output :class:`ScoreFunction`); returns float64 on CPU."""
     with torch.no_grad():
         out = score_fn(batch, classes) if isinstance(score_fn, ScoreFunction) else score_fn(batch)
     out = output_logits(out) if not isinstance(out, Tensor) else out
     B = batch.batch_size
     if out.dim() == 2 and out.shape[1] == 1:
         out = out[:, 0]
+    if isinstance(score_fn, ScoreFunction) and score_fn.multi_output and out.dim() == 2 and out.shape[0] == B:
+        return out.detach().to("cpu", torch.float64)
     if out.shape != (B,):
         raise ShapeError(
             f"score_fn must return Tensor[B] (one score per row); got shape {tuple(out.shape)} for B={B}. "

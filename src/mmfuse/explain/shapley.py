@@ -37,14 +37,19 @@ from .estimators import (
 )
 from .rows import repeat_batch, rows_per_call
 from .scoring import as_score_fn, call_score, explained_classes
-from .shares import abs_shares
+from .shares import abs_shares, output_shares
 
 METHODS = ("auto", "exact", "permutation")
 
 
 @dataclass
 class ModalityShapley:
-    """``values`` Tensor[B, M] (float64), ``base`` f(empty) Tensor[B], ``full`` f(full) Tensor[B]."""
+    """``values`` Tensor[B, M] (float64), ``base`` f(empty) Tensor[B], ``full`` f(full) Tensor[B].
+
+    For a multi-output score (multilabel labels, regression outputs) ``values`` is Tensor[B, M, K]
+    and ``base`` / ``full`` Tensor[B, K]; :meth:`shares` is then the mean over outputs of the
+    per-output shares (:meth:`output_shares`).
+    """
 
     values: Tensor
     base: Tensor
@@ -56,9 +61,20 @@ class ModalityShapley:
     absent: Tensor | None = None  # BoolTensor[B, M]: the modality was already absent in the sample
     extra: dict = field(default_factory=dict)
 
+    @property
+    def n_outputs(self) -> int | None:
+        """K for a multi-output score, None for a scalar one."""
+        return self.values.shape[2] if self.values.dim() == 3 else None
+
     def efficiency_gap(self) -> Tensor:
-        """Σ_m φ_m − (f(full) − f(empty)) per sample (≈ 1e-16)."""
+        """Σ_m φ_m − (f(full) − f(empty)) per sample (and output) (≈ 1e-16)."""
         return self.values.sum(1) - (self.full - self.base)
+
+    def output_shares(self, zero_total: str = "nan") -> Tensor:
+        """Per-output shares Tensor[B, M, K] of a multi-output score."""
+        if self.values.dim() != 3:
+            raise ConfigError("output_shares: this explanation has a single output; use shares()")
+        return output_shares(self.values.abs(), zero_total, self.absent)
 
     def shares(self, zero_total: str = "nan") -> Tensor:
         """|φ_m| / Σ|φ| per sample, Tensor[B, M] (NaN where the modality was absent in the sample);
@@ -66,7 +82,10 @@ class ModalityShapley:
         return abs_shares(self.values.abs(), zero_total, self.absent)
 
     def mean_values(self) -> dict[str, float]:
-        return {m: float(v) for m, v in zip(self.modalities, self.values.mean(0))}
+        """Mean signed φ_m over samples (and outputs)."""
+        v = self.values.mean(0)
+        v = v.mean(1) if v.dim() == 2 else v
+        return {m: float(x) for m, x in zip(self.modalities, v)}
 
     def mean_abs_shares(self, zero_total: str = "nan") -> dict[str, float]:
         return {m: float(v) for m, v in zip(self.modalities, self.shares(zero_total).nanmean(0))}
@@ -109,10 +128,10 @@ def resolve_players(batch: MultimodalBatch, players: Sequence[str] | None, what:
 
 def coalition_values(score_fn: Callable, batch: MultimodalBatch, players: list[str], coalitions: Tensor,
                      classes: Tensor | None, max_rows: int) -> Tensor:
-    """Values Tensor[K, B] of the K coalitions (BoolTensor[K, M]) for every sample."""
+    """Values Tensor[K, B] (Tensor[K, B, O] for an O-output score) of the K coalitions (BoolTensor[K, M])."""
     B, K = batch.batch_size, coalitions.shape[0]
     device = next(iter(batch.mask.values())).device
-    out = torch.empty(K, B, dtype=torch.float64)
+    out = None
     step_b = min(B, max_rows)
     for s0 in range(0, B, step_b):
         sub = batch.select(slice(s0, s0 + step_b))
@@ -125,7 +144,9 @@ def coalition_values(score_fn: Callable, batch: MultimodalBatch, players: list[s
             rep = repeat_batch(sub, k)
             mask = {m: cm[:, i].repeat_interleave(b) for i, m in enumerate(players)}
             vals = call_score(score_fn, rep.with_mask(mask), None if cls is None else cls.repeat(k))
-            out[k0:k0 + k, s0:s0 + b] = vals.view(k, b)
+            if out is None:
+                out = torch.empty((K, B) + tuple(vals.shape[1:]), dtype=torch.float64)
+            out[k0:k0 + k, s0:s0 + b] = vals.view((k, b) + tuple(vals.shape[1:]))
     return out
 
 
@@ -148,7 +169,8 @@ def modality_shapley(
     ``score_fn``: a :func:`~mmfuse.explain.scoring.make_score_fn` result or any ``f(batch) -> Tensor[B]``.
     ``modalities``: the players (default every modality of the batch; others stay as they are).
     ``permutations``: explicit LongTensor[P, M] orders (override ``n_permutations`` and the seed).
-    Returns :class:`ModalityShapley` with values Tensor[B, M] in sorted modality order.
+    Returns :class:`ModalityShapley` with values Tensor[B, M] in sorted modality order
+    (Tensor[B, M, K] for a multi-output score: multilabel / regression without ``class_index``).
     """
     score_fn = as_score_fn(score_fn)
     if method not in METHODS:
@@ -177,6 +199,6 @@ def modality_shapley(
         values = permutation_from_values(v, perms, antithetic)
         base, full = v[0], v[1]
         used = "permutation"
-    return ModalityShapley(values.T.contiguous(), base.clone(), full.clone(), players, used,
+    return ModalityShapley(values.transpose(0, 1).contiguous(), base.clone(), full.clone(), players, used,
                            n_evaluations=int(coalitions.shape[0]) * batch.batch_size, classes=classes,
                            absent=torch.stack([~batch.mask[m].cpu() for m in players], 1))

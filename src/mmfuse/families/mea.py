@@ -7,7 +7,8 @@ One sample's shape (``dataset.shapes[m]``) is mapped by a parameter-free
 :class:`~mmfuse.sequence.mea.SequenceView` built with the model (so the checkpoint rebuilds it):
 
 * (T, F), T fixed or None (variable length): used as is;
-* (F,) (a vector): one step, T = 1;
+* (F,) (a vector): one step, T = 1 (its self-attention then has one key, so the query / key
+  weights of its PSA layers get no gradient; a vector carries no temporal context);
 * (d_1, ..., d_k, F) with k ≥ 2 (an image (1, 28, 28), a spectrogram (1, 112, 112), a video):
   every leading dim is flattened into time, T = d_1·…·d_k, and the last dim stays the features
   (an image becomes a sequence of its rows). Only d_1 may be None; its lengths are scaled.
@@ -20,7 +21,7 @@ Config (``MEAModelConfig``): ``dim``, ``heads``, ``psa_layers``, ``hca_layers``,
 ``dropout``, ``hsic_kernel``; the shared ``modalities`` (≥ 2 of them), ``head`` (a registered head
 from the fused width ``dim`` to K outputs), ``missing.modality_dropout`` (applied to the mask in
 training). MEA has its own per-modality front end (Conv1d + positions), so ``encoders`` must be
-empty, and no embedding to impute, so ``missing.imputer`` is rejected.
+empty, and no embedding to impute, so ``missing.imputer`` is rejected (both by ``MEAModelConfig``).
 
 Loss: the model puts ``{"mea.disparity": α·disparity, "mea.adversarial": β·adversarial}`` into
 ``ModelOutput.losses`` while training; the one training loop (``FusionSystem.compute_loss``) adds
@@ -42,7 +43,7 @@ from ..registry import MODELS
 @MODELS.register("mea", default_scheme="joint", schemes=("joint",),
                  tasks=("multiclass", "multilabel", "regression"),
                  test_options={"dim": 8, "heads": 2, "psa_layers": 1, "hca_layers": 1, "graph_rounds": 1},
-                 test_shapes={"audio": (8, 3), "image": (1, 6, 6)})
+                 test_shapes={"audio": (None, 3), "image": (1, 6, 6)})
 def build_mea(cfg: MEAModelConfig, input_shapes: Mapping[str, tuple], num_outputs: int, task: str):
     from ..sequence.mea import MEAModel, SequenceView
 
@@ -50,18 +51,14 @@ def build_mea(cfg: MEAModelConfig, input_shapes: Mapping[str, tuple], num_output
     if len(mods) < 2:
         raise ConfigError(f"model.modalities: MEA fuses at least 2 modalities (its cross-modal attention needs a "
                           f"source), got {mods}; list two or more, or use family fusion for a unimodal model")
-    if cfg.encoders:
-        raise ConfigError(f"model.encoders: MEA has its own per-modality front end (Conv1d over time + positions) "
-                          f"and takes no encoders; remove model.encoders (got {sorted(cfg.encoders)})")
-    if cfg.missing.imputer:
-        raise ConfigError("model.missing.imputer: MEA has no per-modality embedding to impute (absent modalities "
-                          "are masked out of attention, the graph and the constraints); remove it")
+    # model.encoders and model.missing.imputer are rejected by MEAModelConfig (pydantic) before this
     views = {}
     for m in mods:
         try:
             views[m] = SequenceView(tuple(input_shapes[m]), m)
         except ConfigError as exc:
-            raise ConfigError(f"model.modalities: {exc}; drop {m!r} with model.modalities") from None
+            raise ConfigError(f"model.modalities: {str(exc).removeprefix('MEAModel: ')}; "
+                              f"leave {m!r} out with model.modalities") from None
     try:
         head = create_head(cfg.head.name, cfg.dim, num_outputs, **cfg.head.options)
     except ConfigError as exc:

@@ -60,7 +60,7 @@ class CrossAttentionBlock(nn.Module):
         return self.norm2(x + self.drop(self.ffn(x)))
 
 
-@FUSIONS.register("cross_attention")
+@FUSIONS.register("cross_attention", test_options={"dim": 8, "heads": 2, "ffn_dim": 8})
 class CrossAttentionFusion(FusionOp):
     """Cross-modal attention over modality tokens, pooled per modality and concatenated::
 

@@ -19,7 +19,7 @@ from .base import FusionOp, zero_absent_inputs, masked_softmax, module_key, stac
 from .options import positive_int
 
 
-@FUSIONS.register("gated")
+@FUSIONS.register("gated", test_options={"dim": 4})
 class GatedFusion(FusionOp):
     """N-modal Gated Multimodal Unit::
 

@@ -52,7 +52,7 @@ class TensorFusion(FusionOp):
         return out
 
 
-@FUSIONS.register("low_rank")
+@FUSIONS.register("low_rank", test_options={"rank": 2, "output_dim": 3})
 class LowRankFusion(FusionOp):
     """LMF: a rank-R factorisation of a linear map applied to the TFN tensor::
 

@@ -43,6 +43,11 @@ concatenates all k squeezes, uses one shared joint FC and k independent excitati
 ``nn.ModuleDict`` keyed by stream name). This is the natural generalisation of the paper's
 description.
 
+Stream names may contain ``.`` (which ``nn.ModuleDict`` keys cannot): the parameter key of a
+stream is :func:`stream_key` of its name (``.`` -> ``%2E``, ``%`` -> ``%25``; other names are
+their own key, so state dicts of dot-free names are unchanged). Features, masks and gates are
+always keyed by the stream's real name.
+
 Absent streams (``mask[m][b]`` False). An absent stream's placeholder features (whatever its
 encoder made of the zero input) must not steer the other streams. Its squeeze is replaced by a
 substitute before the joint FC:
@@ -80,6 +85,14 @@ PRESETS: dict[str, dict[str, float | bool]] = {
 }
 INITS = ("default", "identity")
 ABSENT_MODES = ("zero", "learned")
+
+
+def stream_key(name: str) -> str:
+    """``name`` as an ``nn.ModuleDict`` / ``nn.ParameterDict`` key: ``%`` -> ``%25``, ``.`` -> ``%2E``.
+
+    Injective (distinct names get distinct keys) and the identity on names without ``.`` or ``%``.
+    """
+    return name.replace("%", "%25").replace(".", "%2E")
 
 
 class _Squeeze(torch.autograd.Function):
@@ -215,9 +228,9 @@ class MMTM(nn.Module):
         self.absent = absent
 
         self.joint = nn.Linear(total, self.joint_dim)
-        self.excitation = nn.ModuleDict({m: nn.Linear(self.joint_dim, c) for m, c in chans.items()})
+        self.excitation = nn.ModuleDict({stream_key(m): nn.Linear(self.joint_dim, c) for m, c in chans.items()})
         if absent == "learned":
-            self.absent_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(c)) for m, c in chans.items()})
+            self.absent_token = nn.ParameterDict({stream_key(m): nn.Parameter(torch.zeros(c)) for m, c in chans.items()})
         else:
             self.absent_token = None
         if init == "identity":
@@ -300,7 +313,7 @@ class MMTM(nn.Module):
             if mask is not None and m in mask:
                 present = mask[m].unsqueeze(1)
                 if self.absent_token is not None:
-                    fill = self.absent_token[m].to(s.dtype).expand_as(s)
+                    fill = self.absent_token[stream_key(m)].to(s.dtype).expand_as(s)
                 else:
                     fill = torch.zeros((), dtype=s.dtype, device=s.device)
                 s = torch.where(present, s, fill)
@@ -310,7 +323,7 @@ class MMTM(nn.Module):
             z = torch.relu(z)
         out = {}
         for m in self.streams:
-            g = torch.sigmoid(self.excitation[m](z))
+            g = torch.sigmoid(self.excitation[stream_key(m)](z))
             if self.gate_scale != 1.0:
                 g = g * self.gate_scale
             if mask is not None and m in mask:

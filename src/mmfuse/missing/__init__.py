@@ -6,9 +6,9 @@
   "treated as present" by default, ``mark_present=False`` keeps the original mask).
 * SMIL (Ma et al., AAAI 2021): :func:`kmeans_priors`, :func:`pca_priors`,
   :class:`ReconstructionNet`, :class:`FeatureRegularizer`, :class:`SMILModel`,
-  :func:`smil_train` and the staged pipeline :func:`fit_smil` (presets "code" and "paper").
-* The study of SMIL's av-MNIST figure: :func:`run_missing_study` and the CLI entry
-  :func:`missing_study_main` (``mmfuse missing-study CONFIG``) in :mod:`mmfuse.missing.study`.
+  :func:`smil_meta_step` (trained by ``model.family: smil`` with the ``smil_meta`` scheme).
+* The study of SMIL's av-MNIST figure (``mmfuse missing-study CONFIG``): a grid of ``mmfuse compare``
+  over η; its table, verdicts and plot are in :mod:`mmfuse.missing.report` (:func:`run_missing_study`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..registry import IMPUTERS
-from .baselines import ImputedFusionModel, UnimodalClassifier
 from .dropout import ModalityDropout
 from .imputation import CrossModalImputer, Imputer, LearnedTokenImputer, MeanImputer, ZeroImputer
-from .meta import SMIL_PRESETS, fit_smil, resolve_param_subset, smil_meta_step, smil_train
+from .meta import SMIL_PRESETS, resolve_param_subset, smil_meta_step
 from .smil import (FeatureRegularizer, LeNetEncoder, ReconstructionNet, SMILModel, SNetEncoder, kmeans_priors,
                    pca_priors, smil_encoders)
 
 IMPUTERS.register("zero", ZeroImputer)
-IMPUTERS.register("learned_token", LearnedTokenImputer)
+IMPUTERS.register("learned_token", LearnedTokenImputer, test_options={"init_std": 0.5})
 IMPUTERS.register("mean", MeanImputer)
-IMPUTERS.register("cross_modal", CrossModalImputer)
+IMPUTERS.register("cross_modal", CrossModalImputer, test_options={"hidden": 8})
 
 
 def create_imputer(name_or_module: Any, input_dims: Any = None, /, **kwargs: Any) -> Imputer:
@@ -61,24 +60,16 @@ def list_imputers() -> list[str]:
 
 
 def run_missing_study(config: Any, **kwargs: Any):
-    """See :func:`mmfuse.missing.study.run_missing_study` (imported lazily: matplotlib, yaml)."""
-    from .study import run_missing_study as _run
+    """See :func:`mmfuse.missing.report.run_missing_study` (imported lazily: matplotlib)."""
+    from .report import run_missing_study as _run
 
     return _run(config, **kwargs)
-
-
-def missing_study_main(argv: list[str] | None = None) -> int:
-    """CLI entry for ``mmfuse missing-study CONFIG [--out DIR] [--set key=value ...]``."""
-    from .study import missing_study_main as _main
-
-    return _main(argv)
 
 
 __all__ = [
     "IMPUTERS", "create_imputer", "list_imputers",
     "ModalityDropout", "Imputer", "ZeroImputer", "LearnedTokenImputer", "MeanImputer", "CrossModalImputer",
-    "ImputedFusionModel", "UnimodalClassifier",
     "kmeans_priors", "pca_priors", "ReconstructionNet", "FeatureRegularizer", "SMILModel", "LeNetEncoder",
-    "SNetEncoder", "smil_encoders", "smil_train", "smil_meta_step", "fit_smil", "resolve_param_subset", "SMIL_PRESETS",
-    "run_missing_study", "missing_study_main",
+    "SNetEncoder", "smil_encoders", "smil_meta_step", "resolve_param_subset", "SMIL_PRESETS",
+    "run_missing_study",
 ]

@@ -7,11 +7,19 @@ Building blocks (the meta-learning loop is in :mod:`mmfuse.missing.meta`):
 * :class:`ReconstructionNet` (φ_c): weights ω over the priors from the present modality's
   feature, and the reconstruction ``x̂ = Σ_k ω_k M_k / Σ_k ω_k``.
 * :class:`FeatureRegularizer` (φ_r): ``h ← h ∘ softplus(r)``, ``r ~ N(μ, σ)``, ``μ = f(h_prev)``.
-* :class:`SMILModel`: a two-modality classifier (a "full" modality always present and a
-  "missing" modality present in some samples) that uses the real feature of the missing
-  modality where it is present and the reconstruction where it is absent, sample by sample.
-* :class:`LeNetEncoder` / :class:`SNetEncoder`: the av-MNIST encoders of the official code
-  (the ``smil`` preset); any encoder with ``output_dim`` works instead.
+* :class:`SMILModel`: a two-modality classifier (a "full" modality present in (almost) every
+  sample and a "missing" modality present in some samples) that uses the real feature of the
+  missing modality where it is present and the reconstruction where it is absent, sample by sample.
+* :class:`LeNetEncoder` / :class:`SNetEncoder`: the av-MNIST encoders of the official code,
+  registered as the encoders ``lenet`` and ``snet``; any encoder with ``output_dim`` works instead.
+
+Training goes through the one LightningModule with the ``smil_meta`` scheme
+(:mod:`mmfuse.schemes.smil_meta`; family ``smil`` in :mod:`mmfuse.families.smil`).
+
+A row that lacks the *full* modality (explanations mask modalities; ``evaluate`` scores every
+pattern of present modalities) is not an error: its full-modality feature is the full encoder
+applied to zeros (the input of an absent modality is zeros, as in every other family), and the
+missing modality's real feature or its reconstruction from that feature is used as usual.
 
 Paper vs official code (both available; defaults follow the code)
 ------------------------------------------------------------------
@@ -26,7 +34,7 @@ x̂                    Σ ω_k M_k / Σ ω_k (convex)              same (the pap
 regulariser op ∘     addition                                addition or multiplication (``op``)
 regulariser σ        fixed to 1 (σ head unused)              learned (``learn_sigma=True``)
 noise                meta-train only; μ at meta-test / eval  same
-KL term              absent                                  optional ``kl_weight`` in smil_train
+KL term              absent                                  optional ``kl_weight`` (scheme option)
 ===================  =====================================  =========================================
 
 Regularisers are applied only on rows that use the reconstruction (the code's real-audio path
@@ -42,11 +50,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..batch import MultimodalBatch
+from ..batch import MultimodalBatch, zero_absent
 from ..errors import ConfigError, DataError, MissingModalityError, ShapeError
 from ..models.output import ModelOutput
+from ..registry import ENCODERS
 
 RECON_MODES = ("code", "paper")
+PRIOR_KINDS = ("kmeans", "pca")
 REG_OPS = ("add", "mul")
 REG_SITES = ("fc1", "fc2")
 
@@ -321,6 +331,10 @@ def smil_encoders(image_shape: Sequence[int] = (1, 28, 28), audio_shape: Sequenc
     return LeNetEncoder(image_shape), SNetEncoder(audio_shape)
 
 
+ENCODERS.register("lenet", LeNetEncoder, test_options={"input_shape": (1, 16, 16), "channels": (2, 3)})
+ENCODERS.register("snet", SNetEncoder, test_options={"input_shape": (8, 6), "channels": (4, 4, 2), "pool_size": 2})
+
+
 def _encoder_dim(enc: nn.Module, who: str) -> int:
     d = getattr(enc, "output_dim", None)
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
@@ -358,7 +372,9 @@ class SMILModel(nn.Module):
 
     ``forward(batch, reconstruct="auto", noisy=None) -> ModelOutput``:
 
-    * the full modality (``full``, e.g. "image", must be present in every row) is encoded to h;
+    * the full modality (``full``, e.g. "image") is encoded to h; a row where it is absent is
+      encoded from zeros (the absent-input convention of every family), so masking it (Shapley
+      coalitions, per-pattern evaluation) never raises;
     * the missing modality's real feature a is computed on its present rows only;
     * ``x̂ = ReconstructionNet(h)`` for every row (unless ``reconstruct="never"``);
     * ``reconstruct="auto"``: rows with the modality present use a, others x̂ (SMIL's switch);
@@ -370,6 +386,9 @@ class SMILModel(nn.Module):
     Submodules: ``full_encoder``, ``missing_encoder``, ``head`` (θ), ``reconstruction`` and
     ``regularizers`` (ψ). ``extras``: ``recon`` x̂, ``real`` a (zeros where absent), ``concat`` z,
     ``hidden`` (64-d, before dropout), ``weights`` ω, ``used_recon`` (BoolTensor[B]).
+
+    The priors are a buffer (``reconstruction.priors``, in the state dict, so a checkpoint restores
+    them); ``prior`` ("kmeans" or "pca") says how the ``smil_meta`` scheme computes them.
     """
 
     def __init__(
@@ -387,8 +406,11 @@ class SMILModel(nn.Module):
         learn_sigma: bool = False,
         regularize: Sequence[str] = REG_SITES,
         regularize_real: bool = False,
+        prior: str = "kmeans",
     ):
         super().__init__()
+        if prior not in PRIOR_KINDS:
+            raise ConfigError(f"SMILModel: prior must be one of {PRIOR_KINDS}, got {prior!r}")
         if not isinstance(full_encoder, nn.Module) or not isinstance(missing_encoder, nn.Module):
             raise ConfigError("SMILModel: full_encoder and missing_encoder must be nn.Module instances")
         if full == missing:
@@ -417,6 +439,7 @@ class SMILModel(nn.Module):
             regs["fc2"] = FeatureRegularizer(cat, hidden, op=reg_op, learn_sigma=learn_sigma)
         self.regularizers = nn.ModuleDict(regs)
         self.regularize_real = regularize_real
+        self.prior = prior
         self.num_classes = num_classes
         self.hidden = hidden
 
@@ -440,21 +463,17 @@ class SMILModel(nn.Module):
                     "every modality must be in inputs, zeros with mask False when absent"
                 )
         fm = batch.mask[self.full]
-        if not bool(fm.all()):
-            bad = int((~fm).nonzero()[0, 0])
-            where = f"sample {int(batch.index[bad])}" if batch.index is not None else f"row {bad}"
-            raise MissingModalityError(
-                f"SMILModel: {where} lacks the full modality {self.full!r}; SMIL reconstructs only {self.missing!r}. "
-                "Drop such samples or use another model"
-            )
-        return batch.inputs[self.full], batch.inputs[self.missing], fm, batch.mask[self.missing]
+        # an absent full modality: the encoder of zeros (never an error; see the class docstring)
+        x_full = batch.inputs[self.full] if bool(fm.all()) else zero_absent(batch.inputs[self.full], fm)
+        return x_full, batch.inputs[self.missing], fm, batch.mask[self.missing]
 
     def forward(self, batch: MultimodalBatch, reconstruct: str = "auto", noisy: bool | None = None) -> ModelOutput:
         if reconstruct not in ("auto", "always", "never"):
             raise ConfigError(f"SMILModel: reconstruct must be 'auto', 'always' or 'never', got {reconstruct!r}")
         x_full, x_miss, _, present = self._inputs(batch)
         noisy = self.training if noisy is None else noisy
-        h = self.full_encoder(x_full)
+        full_len = batch.lengths.get(self.full)
+        h = self.full_encoder(x_full) if full_len is None else self.full_encoder(x_full, full_len)
         if reconstruct == "always":
             use_recon = torch.ones_like(present)
         elif reconstruct == "never":

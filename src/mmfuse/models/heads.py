@@ -13,7 +13,11 @@ from ..registry import HEADS
 
 
 class MLPHead(nn.Module):
-    """(B, D) -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear -> (B, K)."""
+    """(B, D) -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear -> (B, K).
+
+    Without hidden layers (the ``linear`` head) the dropout applies to the input of the one
+    Linear layer: (B, D) -> Dropout -> Linear -> (B, K). Dropout is active in training mode only.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, hidden=(), dropout: float = 0.0):
         super().__init__()
@@ -25,11 +29,13 @@ class MLPHead(nn.Module):
             layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
             d = h
         layers.append(nn.Linear(d, out_dim))
+        # a module of its own (no parameters), so ``net``'s state-dict keys do not depend on dropout
+        self.input_dropout = nn.Dropout(dropout) if not hidden and dropout > 0 else nn.Identity()
         self.net = nn.Sequential(*layers)
         self.in_dim, self.out_dim = in_dim, out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(self.input_dropout(x))
 
 
 @HEADS.register("linear")
@@ -37,7 +43,7 @@ def linear(in_dim: int, out_dim: int, dropout: float = 0.0):
     return MLPHead(in_dim, out_dim, (), dropout)
 
 
-@HEADS.register("mlp")
+@HEADS.register("mlp", test_options={"hidden": (6,), "dropout": 0.5})
 def mlp(in_dim: int, out_dim: int, hidden=(64,), dropout: float = 0.0):
     return MLPHead(in_dim, out_dim, hidden, dropout)
 

@@ -17,6 +17,10 @@ stream the stage numbers must strictly increase from point to point. Under that 
 the points in list order (advance each named stream to the stage the point needs, apply the
 block, go on) is always possible.
 
+Stream names may contain ``.``: the encoders and heads are stored under
+:func:`~mmfuse.interaction.mmtm.stream_key` of the name (``.`` -> ``%2E``); use :meth:`encoder` and
+:meth:`head` to get a stream's modules by its real name.
+
 Absent streams (``batch.mask[m]`` False): the stream still runs on its zero placeholder (shapes
 stay static). The block keeps its placeholder out of the other streams (see ``interaction/mmtm.py``).
 Its logits are left out of the sum, and its embedding is zero in ``embeddings`` and ``fused``.
@@ -49,6 +53,7 @@ from torch import Tensor, nn
 from .. import interaction as _interaction  # noqa: F401  (registers the built-in blocks, e.g. "mmtm")
 from ..batch import MultimodalBatch, require_modalities, zero_absent
 from ..errors import ConfigError, MMFuseError, ShapeError
+from ..interaction.mmtm import stream_key
 from ..registry import INTERACTIONS
 from .output import ModelOutput
 
@@ -220,7 +225,7 @@ class IntermediateFusionModel(nn.Module):
         if not 0.0 <= head_dropout < 1.0:
             raise ConfigError(f"intermediate fusion: head_dropout must be in [0, 1), got {head_dropout!r}")
         self.streams = sorted(encoders)
-        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.streams})
+        self.encoders = nn.ModuleDict({stream_key(m): encoders[m] for m in self.streams})
         self.fusion_points = normalize_fusion_points(fusion_points, num_stages)
         self.num_stages = num_stages
         self.num_outputs = num_outputs
@@ -234,15 +239,16 @@ class IntermediateFusionModel(nn.Module):
                     f"intermediate fusion: heads must have one module per stream {self.streams}, got "
                     f"{sorted(heads) if isinstance(heads, Mapping) else type(heads).__name__}"
                 )
-            self.heads = nn.ModuleDict({m: heads[m] for m in self.streams})
+            self.heads = nn.ModuleDict({stream_key(m): heads[m] for m in self.streams})
         else:
             hidden = (head_hidden,) if isinstance(head_hidden, int) else tuple(head_hidden or ())
             if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
                 raise ConfigError(f"intermediate fusion: head_hidden must be positive ints, got {head_hidden!r}")
             self.heads = nn.ModuleDict(
-                {m: _StreamHead(int(self.encoders[m].output_dim), num_outputs, hidden, head_dropout) for m in self.streams}
+                {stream_key(m): _StreamHead(int(self.encoder(m).output_dim), num_outputs, hidden, head_dropout)
+                 for m in self.streams}
             )
-        self.output_dim = sum(int(self.encoders[m].output_dim) for m in self.streams)
+        self.output_dim = sum(int(self.encoder(m).output_dim) for m in self.streams)
 
     def _build_blocks(self, block: Any, options: dict[str, Any]) -> list[nn.Module]:
         points = self.fusion_points
@@ -262,7 +268,7 @@ class IntermediateFusionModel(nn.Module):
             return list(block)
         out = []
         for p, point in enumerate(points):
-            channels = {m: int(self.encoders[m].stage_channels[i]) for m, i in point.items()}
+            channels = {m: int(self.encoder(m).stage_channels[i]) for m, i in point.items()}
             try:
                 if isinstance(block, str):
                     b = INTERACTIONS.create(block, channels=channels, **options)
@@ -285,9 +291,17 @@ class IntermediateFusionModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.streams)
 
+    def encoder(self, m: str) -> nn.Module:
+        """The staged encoder of stream ``m`` (by its real name, which may contain '.')."""
+        return self.encoders[stream_key(m)]
+
+    def head(self, m: str) -> nn.Module:
+        """The head of stream ``m`` (by its real name)."""
+        return self.heads[stream_key(m)]
+
     # ------------------------------------------------------------------ forward
     def _run_to(self, m: str, h: Tensor, done: int, stop: int) -> Tensor:
-        stages = self.encoders[m].stages
+        stages = self.encoder(m).stages
         for i in range(done, stop):
             h = stages[i](h)
         return h
@@ -324,8 +338,8 @@ class IntermediateFusionModel(nn.Module):
         logits: dict[str, Tensor] = {}
         for m in self.streams:
             hm = self._run_to(m, h[m], done[m], self.num_stages[m])
-            e = self.encoders[m].finish(hm)
-            logits[m] = self.heads[m](e)
+            e = self.encoder(m).finish(hm)
+            logits[m] = self.head(m)(e)
             embeddings[m] = e if all_present else zero_absent(e, present[m])
         total = None
         for m in self.streams:
@@ -356,7 +370,7 @@ def per_stream_param_groups(model: IntermediateFusionModel) -> dict[str, list[nn
     for m in model.streams:
         seen: set[int] = set()
         params = []
-        for p in [*model.encoders[m].parameters(), *model.heads[m].parameters(), *shared]:
+        for p in [*model.encoder(m).parameters(), *model.head(m).parameters(), *shared]:
             if id(p) not in seen and p.requires_grad:
                 seen.add(id(p))
                 params.append(p)

@@ -35,6 +35,30 @@ def _pool(x: Tensor, lengths: Tensor | None) -> Tensor:
     return (x * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)
 
 
+def _imputed_lengths(emb: Mapping[str, Tensor], before: Mapping[str, Tensor], after: Mapping[str, Tensor] | None,
+                     lengths: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Sequence lengths after imputation: rows the imputer filled and marked present get length 1.
+
+    An absent row of a variable-length modality has length 0, so its imputed tokens (the imputer
+    repeats one vector over all T positions of Tensor[B, T, D]) would all count as padding: a
+    sequence fusion operator would ignore them and a learned token would never get a gradient.
+    The imputed modality is one token (position 0), not T copies: with T copies the result would
+    depend on the padded length of the batch (cross_attention's null key weighs against the
+    number of keys). Rows still absent (imputer with ``mark_present=False``) keep their length.
+    """
+    out = dict(lengths)
+    if after is None:
+        return out
+    for m, e in emb.items():
+        if e.dim() != 3 or m not in out or m not in before or m not in after:
+            continue
+        filled = after[m].to(torch.bool) & ~before[m].to(torch.bool)
+        if bool(filled.any()):
+            ln = out[m]
+            out[m] = torch.where(filled.to(ln.device), torch.ones_like(ln), ln)
+    return out
+
+
 class MultimodalModel(nn.Module):
     """A plain ``nn.Module``: ``forward(batch) -> ModelOutput``; usable without any trainer."""
 
@@ -102,21 +126,26 @@ class MultimodalModel(nn.Module):
         seq = self.strategy == "feature" and getattr(self.fusion, "accepts_sequences", False)
         emb = self.encode(batch, pool=not seq)
         mask = batch.mask
+        lengths = dict(batch.lengths)
+        losses = {}
         if self.imputer is not None:
+            if self.training and hasattr(self.imputer, "reconstruction_loss"):  # e.g. the cross_modal regressor
+                losses["imputer_reconstruction"] = self.imputer.reconstruction_loss(emb, mask)
             emb, mask = self.imputer.impute(emb, mask)
+            lengths = _imputed_lengths(emb, batch.mask, mask, lengths)
         if self.strategy == "late":
             logits = {m: self.heads[m](emb[m]) for m in self.encoders}
             fused = self.late_combiner(logits, mask)
-            return ModelOutput(fused, None, emb, logits, present)
+            return ModelOutput(fused, None, emb, logits, present, losses)
         kwargs = {}
         if seq:
             kwargs["token_mask"] = {
-                m: torch.arange(e.shape[1], device=e.device)[None] < batch.lengths[m][:, None]
-                for m, e in emb.items() if e.dim() == 3 and m in batch.lengths
+                m: torch.arange(e.shape[1], device=e.device)[None] < lengths[m][:, None]
+                for m, e in emb.items() if e.dim() == 3 and m in lengths
             }
         fused = self.fusion(emb, mask, **kwargs)
-        pooled = {m: (_pool(e, batch.lengths.get(m)) if e.dim() == 3 else e) for m, e in emb.items()}
-        return ModelOutput(self.head(fused), fused, pooled, None, present)
+        pooled = {m: (_pool(e, lengths.get(m)) if e.dim() == 3 else e) for m, e in emb.items()}
+        return ModelOutput(self.head(fused), fused, pooled, None, present, losses)
 
     def _forward_early(self, batch: MultimodalBatch) -> ModelOutput:
         xs = [batch.inputs[m] for m in self.early_modalities]

@@ -11,7 +11,9 @@ with ReLU/adadelta/BCE is a modern stand-in, see spec 08 item 10). Reconstructio
 default (``output="linear"``, for standardised / PCA-whitened inputs, the mean of a Gaussian RBM's
 visible units) or sigmoid (``output="sigmoid"``, inputs in [0, 1]); the loss is the squared error.
 Both can start from a trained :class:`~mmfuse.representation.dbn.BimodalDBN` (:meth:`init_from_dbn`):
-encoders take the RBM weights, decoders their transposes (untied afterwards), then fine-tune by backprop.
+encoders take the RBM weights, decoders their transposes (untied afterwards), then fine-tune by backprop:
+the ``ngiam`` model family puts :meth:`reconstruction_objective` (× ``reconstruction_weight``) into
+``ModelOutput.losses`` and the one training loop (``mmfuse.training``) minimises it with the task loss.
 
 Shapes: ``x: {modality: [B, D_m]}``, ``mask: {modality: bool[B]}`` (absent inputs are zeroed);
 ``encode -> [B, shared_dim]``; ``forward -> {modality: [B, D_m]}``.
@@ -53,19 +55,31 @@ def denoising_augment(x: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Te
         v = xs[m]
         blocks = [torch.zeros_like(v) if i < len(mods) and mods[i] == m else v for i in range(copies)]
         inputs[m] = torch.cat(blocks, 0)
-        mask[m] = torch.cat([torch.full((n,), not (i < len(mods) and mods[i] == m), dtype=torch.bool)
+        mask[m] = torch.cat([torch.full((n,), not (i < len(mods) and mods[i] == m), dtype=torch.bool, device=v.device)
                              for i in range(copies)])
         targets[m] = v.repeat(copies, 1)
     return inputs, mask, targets
 
 
-def reconstruction_loss(recon: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """``Σ_m mean((recon_m − target_m)²)``."""
-    return sum(((recon[m] - target[m]) ** 2).mean() for m in sorted(target))
+def reconstruction_loss(recon: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                        mask: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """``Σ_m mean((recon_m − target_m)²)``; with ``mask: {m: bool[B]}`` the mean runs over the rows
+    whose target is present only (an absent target is unknown, never a zero to reproduce; a modality
+    absent from every row adds 0)."""
+    total = None
+    for m in sorted(target):
+        err = ((recon[m] - target[m]) ** 2).flatten(1).mean(1)          # [B]
+        if mask is not None and m in mask:
+            keep = mask[m].to(err.dtype)
+            term = (err * keep).sum() / keep.sum().clamp_min(1.0)
+        else:
+            term = err.mean()
+        total = term if total is None else total + term
+    return total
 
 
 class _DeepAE(nn.Module):
-    """Shared parts: per-modality two-layer sigmoid decoders, fitting and DBN initialisation."""
+    """Shared parts: per-modality two-layer sigmoid decoders, the reconstruction objective, DBN initialisation."""
 
     def _init_decoders(self, where: str, input_dims: Any, hidden_dims: Any, shared_dim: int, output: str) -> None:
         self.input_dims = check_dims("input_dims", input_dims, where, min_len=2)
@@ -97,39 +111,20 @@ class _DeepAE(nn.Module):
                               mask: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         return self.encode(x, mask)
 
-    def _training_set(self, data: Mapping[str, torch.Tensor]) -> tuple[dict, dict, dict]:
-        raise NotImplementedError
+    def reconstruction_set(self, x: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]
+                           ) -> tuple[dict, dict, dict, dict]:
+        """``(inputs, input_mask, targets, target_mask)`` of the reconstruction objective for a batch.
 
-    def fit(self, data: Mapping[str, torch.Tensor], epochs: int, batch_size: int = 64, lr: float = 1e-3,
-            weight_decay: float = 0.0, generator: torch.Generator | None = None) -> list[float]:
-        """Fine-tune by backprop (Adam) on the squared reconstruction error of every modality.
-
-        ``data: {m: [N, D_m]}`` paired training data, all modalities present. Returns per-epoch losses.
+        ``x: {m: [B, D_m]}`` (every modality, absent rows zeroed), ``present: {m: bool[B]}``. The plain
+        set is the batch itself; :class:`BimodalDeepAE` with ``denoising`` overrides it.
         """
-        where = f"{type(self).__name__}.fit"
-        epochs = positive_int("epochs", epochs, where)
-        batch_size = positive_int("batch_size", batch_size, where)
-        lr = positive_float("lr", lr, where)
-        check_inputs(data, self.input_dims, where, required=True)
-        inputs, mask, targets = self._training_set(data)
-        n = next(iter(targets.values())).shape[0]
-        opt = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
-        history = []
-        self.train()
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator)
-            total = 0.0
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                recon = self({m: v[idx] for m, v in inputs.items()}, {m: v[idx] for m, v in mask.items()})
-                loss = reconstruction_loss(recon, {m: v[idx] for m, v in targets.items()})
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            history.append(total / n)
-        self.eval()
-        return history
+        return dict(x), dict(present), dict(x), dict(present)
+
+    def reconstruction_objective(self, x: Mapping[str, torch.Tensor],
+                                 present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The (unweighted) squared reconstruction error of a batch, targets only where present."""
+        inputs, in_mask, targets, t_mask = self.reconstruction_set(x, present)
+        return reconstruction_loss(self(inputs, in_mask), targets, t_mask)
 
     def _check_dbn(self, dbn: BimodalDBN) -> None:
         if not isinstance(dbn, BimodalDBN):
@@ -172,11 +167,17 @@ class BimodalDeepAE(_DeepAE):
         h = torch.cat([torch.sigmoid(self.enc_hidden[m](full[m])) for m in self.modalities], dim=1)  # [B, ΣH_m]
         return torch.sigmoid(self.enc_shared(h))
 
-    def _training_set(self, data):
-        if self.denoising:
-            return denoising_augment(data)
-        data = {m: data[m] for m in self.modalities}
-        return data, {m: torch.ones(v.shape[0], dtype=torch.bool) for m, v in data.items()}, data
+    def reconstruction_set(self, x, present):
+        """With ``denoising``: the augmented batch of :func:`denoising_augment` (3B rows for two
+        modalities: first modality zeroed, second zeroed, both intact); a row's input mask is the
+        augmentation's AND its own presence, its target mask its own presence (tiled)."""
+        if not self.denoising:
+            return super().reconstruction_set(x, present)
+        inputs, aug_mask, targets = denoising_augment({m: x[m] for m in self.modalities})
+        copies = len(self.modalities) + 1
+        t_mask = {m: present[m].repeat(copies) for m in self.modalities}
+        in_mask = {m: aug_mask[m].to(t_mask[m].device) & t_mask[m] for m in self.modalities}
+        return inputs, in_mask, targets, t_mask
 
     @torch.no_grad()
     def init_from_dbn(self, dbn: BimodalDBN) -> "BimodalDeepAE":
@@ -216,9 +217,10 @@ class VideoOnlyDeepAE(_DeepAE):
         v = zero_absent(xs, present, dims, batch)[self.source]
         return torch.sigmoid(self.enc_shared(torch.sigmoid(self.enc_hidden(v))))
 
-    def _training_set(self, data):
-        data = {m: data[m] for m in self.modalities}
-        return data, {m: torch.ones(v.shape[0], dtype=torch.bool) for m, v in data.items()}, data
+    def reconstruction_set(self, x, present):
+        """Targets: every modality, on the rows where the source (the only input) is present."""
+        src = present[self.source]
+        return dict(x), dict(present), dict(x), {m: present[m] & src for m in self.modalities}
 
     @torch.no_grad()
     def init_from_dbn(self, dbn: BimodalDBN) -> "VideoOnlyDeepAE":

@@ -3,7 +3,8 @@
 * :class:`ShallowBimodalRBM`: one Gaussian-visible :class:`SparseRBM` on ``[a; v]`` (the inputs
   concatenated in sorted modality order). The paper reports its hidden units end up mostly unimodal.
 * :class:`BimodalDBN`: a Gaussian-visible RBM per modality, then a joint binary RBM on the
-  concatenated first-layer activations ``[E[h_a | a]; E[h_v | v]]``; trained greedily layer by layer.
+  concatenated first-layer activations ``[E[h_a | a]; E[h_v | v]]``; trained greedily layer by layer
+  by the ``greedy_pretrain`` scheme (:mod:`mmfuse.schemes.greedy_pretrain`; CD-k in :meth:`SparseRBM.cd_step`).
 
 Absent modalities (mask False, or key missing): the shallow RBM reads zeros (the paper's convention).
 The DBN infers the missing first-layer activations by mean-field in the joint RBM: the present
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ._checks import check_dims, check_inputs, positive_int, zero_absent
-from .rbm import SparseRBM, train_rbm
+from .rbm import SparseRBM
 
 
 def _per_modality(name: str, value: Any, modalities: list[str], where: str) -> dict[str, int]:
@@ -49,10 +50,10 @@ class ShallowBimodalRBM(nn.Module):
         full = zero_absent(xs, present, self.input_dims, batch)
         return torch.cat([full[m] for m in self.input_dims], dim=1)  # [B, ΣD_m]
 
-    def fit(self, data: Mapping[str, torch.Tensor], epochs: int, batch_size: int = 64, lr: float = 0.005,
-            k: int = 1, generator: torch.Generator | None = None) -> list[float]:
-        """CD-k on the concatenated training data; returns the per-epoch reconstruction errors."""
-        return train_rbm(self.rbm, self._joined(data, None, True), epochs, batch_size, lr, k, generator)
+    def joined(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None = None,
+               required: bool = False) -> torch.Tensor:
+        """``[x_m1; x_m2; ...]`` with absent inputs zeroed: ``[B, ΣD_m]`` (the RBM's visible layer)."""
+        return self._joined(x, mask, required)
 
     @torch.no_grad()
     def shared_representation(self, x: Mapping[str, torch.Tensor],
@@ -101,26 +102,6 @@ class BimodalDBN(nn.Module):
             start += self.hidden_dims[m]
         return out
 
-    def fit(self, data: Mapping[str, torch.Tensor], epochs: int | tuple[int, int], batch_size: int = 64,
-            lr: float = 0.005, joint_lr: float = 0.05, k: int = 1,
-            generator: torch.Generator | None = None) -> dict[str, list[float]]:
-        """Greedy layer-wise CD-k: each first-layer RBM on its modality, then the joint RBM.
-
-        ``data: {modality: [N, D_m]}`` with every modality present (paired data).
-        ``epochs``: one int for every layer or ``(first_layer_epochs, joint_epochs)``.
-        Returns ``{layer name: per-epoch reconstruction errors}``.
-        """
-        xs, _, _ = check_inputs(data, self.input_dims, "BimodalDBN.fit", required=True)
-        e1, e2 = (epochs, epochs) if not isinstance(epochs, (tuple, list)) else tuple(epochs)
-        history: dict[str, list[float]] = {}
-        for m in self.modalities:
-            history[m] = train_rbm(self.first[m], xs[m], e1, batch_size, lr, k, generator)
-        with torch.no_grad():
-            hidden = torch.cat([self.first[m].transform(xs[m]) for m in self.modalities], dim=1)  # [N, ΣH_m]
-        history["joint"] = train_rbm(self.joint, hidden, e2, batch_size, joint_lr, k, generator)
-        return history
-
-    @torch.no_grad()
     def first_layer(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None = None,
                     infer_steps: int = 10) -> torch.Tensor:
         """First-layer activations ``[B, ΣH_m]``; absent modalities inferred through the joint RBM."""
@@ -137,10 +118,27 @@ class BimodalDBN(nn.Module):
             h = torch.where(keep, observed, self.joint.visible_mean(top))
         return h
 
+    def encode(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None = None,
+               infer_steps: int = 10) -> torch.Tensor:
+        """The joint layer ``E[top | first-layer activations]``: ``[B, joint_dim]`` (differentiable, so
+        the supervised fine-tuning of the ``ngiam`` family back-propagates through the mean-field pass)."""
+        return self.joint.transform(self.first_layer(x, mask, infer_steps))
+
     @torch.no_grad()
     def shared_representation(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None = None,
                               infer_steps: int = 10) -> torch.Tensor:
-        """The joint layer ``E[top | first-layer activations]``: ``[B, joint_dim]``."""
-        return self.joint.transform(self.first_layer(x, mask, infer_steps))
+        """:meth:`encode` without gradients."""
+        return self.encode(x, mask, infer_steps)
 
     forward = shared_representation
+
+    def reconstruct(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None = None,
+                    infer_steps: int = 10) -> dict[str, torch.Tensor]:
+        """The deterministic up-down pass ``x -> h -> top -> h' = E[h | top] -> x' = E[x | h']``.
+
+        The DBN unrolled into a tied-weight autoencoder (Hinton & Salakhutdinov 2006): ``{m: [B, D_m]}``
+        for every modality, differentiable (the ``ngiam`` family's reconstruction term for ``model: dbn``).
+        """
+        top = self.encode(x, mask, infer_steps)
+        h = self.joint.visible_mean(top)                                  # [B, ΣH_m]
+        return {m: self.first[m].visible_mean(h[:, sl]) for m, sl in self.joint_slices().items()}

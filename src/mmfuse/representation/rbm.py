@@ -12,12 +12,14 @@ Free energy ``F(v) = −log Σ_h exp(−E(v, h))``::
 
     F(v) = [(1 / 2σ²) vᵀv]_gaussian − (1 / σ²) cᵀv − Σ_j softplus((b_j + w_jᵀv) / σ²)
 
-so ``p(v) ∝ exp(−F(v))``. Training: contrastive divergence CD-k (:meth:`SparseRBM.cd_step`) plus the
-sparsity regulariser ``λ Σ_j (ρ − q_j)²``, ``q_j = (1/m) Σ_l E[h_j | v^(l)]``, whose gradient is applied
+so ``p(v) ∝ exp(−F(v))``. Training: contrastive divergence CD-k (:meth:`SparseRBM.cd_step`, one manual
+parameter update per batch, no autograd) plus the sparsity regulariser ``λ Σ_j (ρ − q_j)²``, ``q_j = (1/m) Σ_l E[h_j | v^(l)]``, whose gradient is applied
 to the hidden biases only (as in Lee et al.).
 
 Gaussian visible units assume roughly standardised data (σ = 1 fits PCA-whitened or z-scored inputs);
 use a small learning rate (1e-3 .. 1e-2) for them, larger (≈ 0.05 .. 0.1) for binary units.
+The epoch loop over a training set lives in the ``greedy_pretrain`` training scheme
+(:func:`mmfuse.schemes.greedy_pretrain.pretrain_rbm`), which reads the batches of the one training loop.
 """
 
 from __future__ import annotations
@@ -116,6 +118,12 @@ class SparseRBM(nn.Module):
 
     forward = transform
 
+    @torch.no_grad()
+    def reconstruction_error(self, v: torch.Tensor) -> float:
+        """Mean squared difference between ``v`` and its deterministic reconstruction ``E[v | E[h | v]]``."""
+        v = self._v(v)
+        return float(((v - self.visible_mean(self.hidden_prob(v))) ** 2).mean())
+
     def sparsity_penalty(self, v: torch.Tensor) -> torch.Tensor:
         """``λ Σ_j (ρ − q_j)²`` with ``q_j`` the batch mean of ``p(h_j | v)`` (a scalar)."""
         q = self.hidden_prob(v).mean(0)
@@ -165,26 +173,6 @@ class SparseRBM(nn.Module):
         return float(((v0 - recon) ** 2).mean())
 
 
-def train_rbm(rbm: SparseRBM, data: torch.Tensor, epochs: int, batch_size: int = 64, lr: float = 0.01,
-              k: int = 1, generator: torch.Generator | None = None, weight_decay: float = 0.0) -> list[float]:
-    """Mini-batch CD-k over ``data: [N, V]`` for ``epochs`` passes (shuffled with ``generator``).
-
-    Returns the mean reconstruction error of each epoch.
-    """
-    data = check_matrix(data, rbm.n_visible, "train_rbm data")
-    epochs = positive_int("epochs", epochs, "train_rbm")
-    batch_size = positive_int("batch_size", batch_size, "train_rbm")
-    history: list[float] = []
-    for _ in range(epochs):
-        order = torch.randperm(data.shape[0], generator=generator)
-        errs: list[float] = []
-        for start in range(0, data.shape[0], batch_size):
-            idx = order[start:start + batch_size]
-            errs.append(rbm.cd_step(data[idx], lr=lr, k=k, generator=generator, weight_decay=weight_decay))
-        history.append(sum(errs) / len(errs))
-    return history
-
-
 def enumerate_binary(n: int) -> torch.Tensor:
     """All ``2ⁿ`` binary vectors of length ``n`` as ``[2ⁿ, n]`` floats (for exact checks on tiny RBMs)."""
     n = positive_int("n", n, "enumerate_binary")
@@ -194,4 +182,4 @@ def enumerate_binary(n: int) -> torch.Tensor:
     return ((codes >> torch.arange(n - 1, -1, -1)) & 1).float()
 
 
-__all__: Sequence[str] = ("SparseRBM", "train_rbm", "enumerate_binary", "VISIBLE_TYPES")
+__all__: Sequence[str] = ("SparseRBM", "enumerate_binary", "VISIBLE_TYPES")

@@ -12,7 +12,7 @@ class BestWeights(L.Callback):
 
     def __init__(self, monitor: str = "val_loss", mode: str | None = None):
         self.monitor = monitor
-        self.mode = mode or ("min" if "loss" in monitor or monitor.endswith("mae") else "max")
+        self.mode = mode or ("min" if "loss" in monitor or monitor.endswith(("mae", "mse")) else "max")
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
         self.state: dict | None = None

@@ -53,10 +53,18 @@ def check_monitor(monitor: str, task: str) -> None:
         raise ConfigError(f"training.monitor: {monitor!r} is not logged for a {task} task; {suggestion(monitor, valid)}")
 
 
-def load_data(cfg: ExperimentConfig) -> dict:
-    from ..datasets import load_dataset
+def data_seed(cfg: ExperimentConfig) -> int:
+    """The seed of the data: ``data.seed``, or the experiment's seed when it is not set."""
+    return cfg.seed if cfg.data.seed is None else cfg.data.seed
 
-    return load_dataset(cfg.data.name, seed=cfg.seed, **cfg.data.options)
+
+def load_data(cfg: ExperimentConfig) -> dict:
+    """The splits of ``cfg.data`` (seeded by :func:`data_seed`), with ``data.missing`` applied."""
+    from ..datasets import load_dataset
+    from ..datasets.pairing import apply_missing
+
+    seed = data_seed(cfg)
+    return apply_missing(load_dataset(cfg.data.name, seed=seed, **cfg.data.options), cfg.data.missing, seed)
 
 
 def quiet_lightning() -> None:
