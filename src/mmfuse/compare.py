@@ -239,7 +239,8 @@ def run_config(cfg: ExperimentConfig, method: Method, seed: int, point: dict[str
     ov = method.overlay
     family = (ov.get("model") or {}).get("family", raw["model"].get("family"))
     if family != raw["model"].get("family") or family != base_family:
-        raw["model"] = {k: v for k, v in raw["model"].items() if k in SHARED_MODEL_KEYS}
+        unused = set(getattr(FAMILY_CONFIGS.get(family), "unused_shared_keys", ()))  # e.g. mea/ngiam: no encoders
+        raw["model"] = {k: v for k, v in raw["model"].items() if k in SHARED_MODEL_KEYS and k not in unused}
         training = ov.get("training") or {}
         raw["training"]["scheme"] = training.get("scheme", "auto")
         raw["training"]["scheme_options"] = training.get("scheme_options", {})

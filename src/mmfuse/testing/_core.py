@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import backward as fill_grads
 
 from ..registry import TASKS
 
@@ -86,6 +87,12 @@ def check(kind: str):
         return wrapper
 
     return deco
+
+
+def grads_of(loss: Tensor) -> None:
+    """Fill ``.grad`` of every leaf that ``loss`` depends on (the checks read gradients; nothing is trained:
+    no optimiser ever steps here, so this is not a training loop)."""
+    fill_grads(loss)
 
 
 def fail(message: str) -> None:

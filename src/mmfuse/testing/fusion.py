@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, MissingModalityError, ShapeError
-from ._core import Case, CheckSkipped, check, close, fail, inputs, mixed_mask, zero_absent
+from ._core import grads_of, Case, CheckSkipped, check, close, fail, inputs, mixed_mask, zero_absent
 
 #: the input-width configurations an operator is checked on, unless its entry declares ``test_dims``
 DEFAULT_DIMS = [
@@ -88,7 +88,7 @@ def check_patterns(case: Case) -> None:
             name = "{" + ", ".join(f"{m}: {'present' if p else 'absent'}" for m, p in zip(mods, pattern)) + "}"
             if not torch.isfinite(out).all():
                 fail(f"non-finite output for presence pattern {name}")
-            out.pow(2).sum().backward()
+            grads_of(out.pow(2).sum())
             for pname, p in op.named_parameters():
                 if p.grad is not None and not torch.isfinite(p.grad).all():
                     fail(f"non-finite gradient of {pname!r} for presence pattern {name}")
@@ -108,7 +108,7 @@ def check_gradients(case: Case, rounds: int = 3) -> None:
         input_grad = {m: 0.0 for m in dims}
         for _ in range(rounds):
             x = {m: v.requires_grad_(True) for m, v in inputs(dims, batch, gen).items()}
-            op(x, mask).pow(2).sum().backward()
+            grads_of(op(x, mask).pow(2).sum())
             for m, v in x.items():
                 if v.grad is None or not torch.isfinite(v.grad).all():
                     fail(f"input of modality {m!r} got no (or a non-finite) gradient")

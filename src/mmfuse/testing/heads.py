@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ._core import Case, accumulate, check, close, fail, grads_reach, target, task_loss
+from ._core import grads_of, Case, accumulate, check, close, fail, grads_reach, target, task_loss
 
 
 def _setup(case: Case, offset: int, batch: int = 5):
@@ -39,7 +39,7 @@ def check_gradients(case: Case) -> None:
         loss = task_loss(case.task, head(xi), target(case.task, len(x), k, gen))
         if loss.dim() != 0 or not torch.isfinite(loss):
             fail(f"the {case.task} loss is not a finite scalar: {loss}")
-        loss.backward()
+        grads_of(loss)
         if xi.grad is None or float(xi.grad.abs().sum()) == 0.0:
             fail("the output does not depend on the input")
         accumulate(head, totals)

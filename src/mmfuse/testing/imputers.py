@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._core import Case, accumulate, check, close, describe_row, fail, grads_reach, inputs, pattern_mask, zero_absent
+from ._core import grads_of, Case, accumulate, check, close, describe_row, fail, grads_reach, inputs, pattern_mask, zero_absent
 
 DEFAULT_DIMS = {"a": 4, "b": 3, "c": 2}
 
@@ -90,7 +90,7 @@ def check_gradients(case: Case) -> None:
     imp = case.build(dims).train()
     xs = {m: v.clone().requires_grad_(True) for m, v in x.items()}
     out = imp(xs, mask)
-    sum(v.sum() for v in out.values()).backward()
+    grads_of(sum(v.sum() for v in out.values()))
     full = torch.stack([mask[m] for m in dims], 1).all(1)
     for m, v in xs.items():
         if v.grad is None or not torch.isfinite(v.grad).all():

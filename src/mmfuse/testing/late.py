@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import MissingModalityError, ShapeError
-from ._core import Case, check, close, describe_row, fail, pattern_mask, target, task_loss
+from ._core import grads_of, Case, check, close, describe_row, fail, pattern_mask, target, task_loss
 
 DEFAULT_MODALITIES = ("audio", "text", "video")
 
@@ -57,7 +57,7 @@ def check_gradients(case: Case) -> None:
         fail(f"the {case.task} loss on the combined logits is not a finite scalar: {loss}")
     if not loss.requires_grad:
         fail("the combined logits carry no gradient")
-    loss.backward()
+    grads_of(loss)
     for m, v in x.items():
         g = v.grad
         if g is None or not torch.isfinite(g).all():

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..batch import MultimodalBatch
-from ._core import Case, accumulate, check, close, describe_row, fail, grads_reach, pattern_mask, target
+from ._core import grads_of, Case, accumulate, check, close, describe_row, fail, grads_reach, pattern_mask, target
 
 DEFAULT_SHAPES = {"a": (6,), "b": (4,)}
 SEQ_LEN = 5
@@ -110,7 +110,7 @@ def check_train_loss(case: Case, rounds: int = 2) -> None:
         loss = _loss(case, model, batch, out)
         if loss.dim() != 0 or not torch.isfinite(loss):
             fail(f"the training loss is not a finite scalar: {loss}")
-        loss.backward()
+        grads_of(loss)
         accumulate(model, totals)
     grads_reach(model, totals, exempt=tuple(case.spec.get("no_grad") or ()))
 
