@@ -128,3 +128,16 @@ def test_joint_scheme_trains_the_family():
     moved = [n for n, p in run.model.named_parameters() if not torch.allclose(p, dict(start.named_parameters())[n])]
     assert any(n.startswith("head.") for n in moved)
     assert torch.equal(run.model.reconstruction.priors, torch.zeros_like(run.model.reconstruction.priors))
+
+
+def test_training_rows_lacking_the_full_modality_are_an_error_not_dropped():
+    """With model.full naming the modality that is sometimes absent, those rows cannot be trained by SMIL:
+    a DataError naming model.full and the count, instead of silently leaving them out."""
+    from mmfuse.errors import DataError
+    from mmfuse.training.fit import fit
+
+    splits = {"train": _data(30, 0, 0.3), "val": _data(8, 1, 1.0), "test": _data(8, 2, 1.0)}
+    lacking = int((~splits["train"].batch(list(range(30))).mask["audio"]).sum())
+    cfg = parse_config({**_cfg().model_dump(), "model": {**_cfg().model.model_dump(), "full": "audio", "reconstructed": "image"}})
+    with pytest.raises(DataError, match=rf"model.full: {lacking} training sample\(s\) lack the full modality 'audio'"):
+        fit(cfg, splits, save=False)

@@ -39,10 +39,18 @@ class Registry:
     reads them, so a newly registered entry is tested without editing any test.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins: str | None = None):
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
         self._info: dict[str, dict[str, Any]] = {}
+        self._builtins = builtins  # the module whose import registers the built-in entries (imported on first use)
+
+    def _load_builtins(self) -> None:
+        if self._builtins is not None:
+            module, self._builtins = self._builtins, None
+            import importlib
+
+            importlib.import_module(module)
 
     def register(self, name: str, factory: Callable[..., Any] | None = None, *, overwrite: bool = False,
                  tasks: tuple[str, ...] | list[str] = TASKS, test_options: dict[str, Any] | None = None,
@@ -70,6 +78,7 @@ class Registry:
         return _add if factory is None else _add(factory)
 
     def get(self, name: str) -> Callable[..., Any]:
+        self._load_builtins()
         try:
             return self._entries[name]
         except KeyError:
@@ -109,29 +118,32 @@ class Registry:
             raise ConfigError(f"{self.kind} {name_or_module!r}: {exc}") from exc
 
     def list(self) -> list[str]:
+        self._load_builtins()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._load_builtins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.list())
 
     def __len__(self) -> int:
+        self._load_builtins()
         return len(self._entries)
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.list()})"
 
 
-ENCODERS = Registry("encoder")
-FUSIONS = Registry("fusion operator")
-HEADS = Registry("head")
-LATE_COMBINERS = Registry("late combiner")
-INTERACTIONS = Registry("interaction block")
-IMPUTERS = Registry("imputer")
-DATASETS = Registry("dataset")
+ENCODERS = Registry("encoder", "mmfuse.encoders")
+FUSIONS = Registry("fusion operator", "mmfuse.fusion")
+HEADS = Registry("head", "mmfuse.models.heads")
+LATE_COMBINERS = Registry("late combiner", "mmfuse.late")
+INTERACTIONS = Registry("interaction block", "mmfuse.interaction")
+IMPUTERS = Registry("imputer", "mmfuse.missing")
+DATASETS = Registry("dataset", "mmfuse.datasets")
 #: model families: ``builder(config, input_shapes, num_outputs, task) -> nn.Module`` (see ``mmfuse.families``)
-MODELS = Registry("model family")
+MODELS = Registry("model family", "mmfuse.families")
 #: training schemes: classes with the hooks of ``mmfuse.schemes.base.Scheme`` (see ``mmfuse.schemes``)
-SCHEMES = Registry("training scheme")
+SCHEMES = Registry("training scheme", "mmfuse.schemes")

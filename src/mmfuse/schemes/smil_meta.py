@@ -3,8 +3,8 @@
 Manual optimisation, one optimiser (``training.optimizer``, ``training.lr``,
 ``training.weight_decay``; the official code uses Adam, 1e-3, 1e-4) over every parameter, θ and ψ.
 Per training batch, the rows that have both modalities are D^f and the rows that have the full
-modality but lack the reconstructed one are D^m (rows without the full modality are not used for
-training; when a batch has no D^m rows, its D^f rows with the modality hidden stand in, as in the
+modality but lack the reconstructed one are D^m (a training row without the full modality is a
+DataError at the start of training, naming ``model.full``; when a batch has no D^m rows, its D^f rows with the modality hidden stand in, as in the
 code at η = 100 %):
 
 * warm-up (the first ``warmup_epochs`` epochs; the code's stage 2, "train the fused model on the
@@ -142,7 +142,12 @@ class SMILMetaScheme(Scheme):
                                                        gamma=self.options.outer_gamma)]
 
     def on_train_start(self, system) -> None:
-        _smil_model(system)
+        model = _smil_model(system)
+        lacking = sum(int((~batch.mask[model.full]).sum()) for batch in _train_loader(system))
+        if lacking:  # SMIL reconstructs only the other modality: such rows would be dropped without a word
+            raise DataError(f"model.full: {lacking} training sample(s) lack the full modality {model.full!r}; SMIL needs it "
+                            f"in every row and reconstructs only {model.missing!r}. Set model.full to the modality every "
+                            f"training row has (and model.reconstructed to the other), or drop those rows")
         max_epochs = system.trainer.max_epochs
         if max_epochs is not None and max_epochs >= 0 and self.options.warmup_epochs > max_epochs:
             raise ConfigError(f"training.scheme_options.warmup_epochs: {self.options.warmup_epochs} is more than "
