@@ -1,19 +1,22 @@
 """Tune / check the difficulty of ``load_dataset("avmnist", variant="hard")``.
 
-Trains three small models with plain PyTorch on CPU (no mmfuse model code, so the numbers do not
-depend on it) and reports test accuracy, mean +- std over seeds:
+Trains three small models on CPU and reports test accuracy, mean +- std over seeds. The encoders are
+plain PyTorch modules defined here (not mmfuse's built-in encoders, so the numbers do not depend on
+them), registered as encoders ``tuning_image`` / ``tuning_audio`` and trained through ``mmfuse.fit``
+(``family: fusion``, ``strategy: feature``, ``fusion: concat``, ``head: linear``, ``scheme: joint``):
 
 * image only: 2 conv layers (1->8->16, 3x3, ReLU, max-pool 2) -> 64-d embedding -> linear;
 * audio only: 2 1-D conv layers over time (13->32->64, kernel 5, ReLU) -> mean+max pool -> 64-d -> linear;
 * fused: both encoders, concat of the two 64-d embeddings -> linear head (trained jointly).
 
 Each model: Adam (lr 1e-3, wd 1e-4), batch 64, ``--epochs`` epochs (default 10) on the train
-split; the reported number is the test accuracy of the epoch with the best val accuracy.
-The dataset seed and the model seed are the same.
+split; the reported number is the test accuracy of the epoch with the best val accuracy
+(``training.monitor: val_accuracy``). The dataset seed and the model seed are the same.
 
     python benchmarks/avmnist_hard_tuning.py                      # the built-in defaults
     python benchmarks/avmnist_hard_tuning.py --variant clean
     python benchmarks/avmnist_hard_tuning.py --params '{"image_pca_drop": 30}'
+    python benchmarks/avmnist_hard_tuning.py --seeds 0 --epochs 1     # quickest run
 """
 
 from __future__ import annotations
@@ -26,83 +29,63 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmfuse import fit
+from mmfuse.config import parse_config
 from mmfuse.datasets import load_dataset
+from mmfuse.encoders import Encoder
+from mmfuse.registry import ENCODERS
 
 
-class ImageNet(nn.Module):
+class ImageNet(Encoder):
+    """(B, 1, 28, 28) -> 2 conv layers (1->8->16, 3x3, ReLU, max-pool 2) -> (B, 64)."""
+
     def __init__(self, dim: int = 64):
         super().__init__()
+        self.output_dim = dim
         self.body = nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(16 * 7 * 7, dim), nn.ReLU(),
         )
 
-    def forward(self, x):
+    def forward(self, x, lengths=None):
         return self.body(x)
 
 
-class AudioNet(nn.Module):
+class AudioNet(Encoder):
+    """(B, T, 13) -> 2 1-D conv layers over time (13->32->64, kernel 5, ReLU) -> mean+max pool -> (B, 64)."""
+
     def __init__(self, dim: int = 64):
         super().__init__()
+        self.output_dim = dim
         self.conv = nn.Sequential(nn.Conv1d(13, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(32, 64, 5, padding=2), nn.ReLU())
         self.out = nn.Sequential(nn.Linear(128, dim), nn.ReLU())
 
-    def forward(self, x):  # x: [B, T, 13]
+    def forward(self, x, lengths=None):  # x: [B, T, 13]
         h = self.conv(x.transpose(1, 2))
         return self.out(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
 
 
-class Model(nn.Module):
-    def __init__(self, which: str):
-        super().__init__()
-        self.which = which
-        self.image = ImageNet() if which in ("image", "fused") else None
-        self.audio = AudioNet() if which in ("audio", "fused") else None
-        self.head = nn.Linear(128 if which == "fused" else 64, 10)
-
-    def forward(self, img, aud):
-        parts = []
-        if self.image is not None:
-            parts.append(self.image(img))
-        if self.audio is not None:
-            parts.append(self.audio(aud))
-        return self.head(torch.cat(parts, dim=1))
+ENCODERS.register("tuning_image", lambda input_shape=None: ImageNet(), overwrite=True)
+ENCODERS.register("tuning_audio", lambda input_shape=None: AudioNet(), overwrite=True)
 
 
-def tensors(ds):
-    b = ds.batch()
-    return b.inputs["image"], b.inputs["audio"], b.target
-
-
-def accuracy(model, data) -> float:
-    model.eval()
-    with torch.no_grad():
-        img, aud, y = data
-        return float((model(img, aud).argmax(1) == y).float().mean())
+def config(which: str, seed: int, epochs: int):
+    mods = ["image", "audio"] if which == "fused" else [which]
+    return parse_config({
+        "seed": seed,
+        "data": {"name": "avmnist", "batch_size": 64},
+        "model": {"family": "fusion", "strategy": "feature", "modalities": mods, "fusion": {"name": "concat"},
+                  "head": {"name": "linear"},
+                  "encoders": {m: {"name": f"tuning_{m}"} for m in mods}},
+        "training": {"max_epochs": epochs, "lr": 1e-3, "weight_decay": 1e-4, "optimizer": "adam",
+                     "scheme": "joint", "monitor": "val_accuracy", "progress": False},
+    })
 
 
 def train(which: str, splits, seed: int, epochs: int) -> float:
-    torch.manual_seed(seed)
-    model = Model(which)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    img, aud, y = tensors(splits["train"])
-    val, test = tensors(splits["val"]), tensors(splits["test"])
-    g = torch.Generator().manual_seed(seed)
-    best_val, best_test = -1.0, 0.0
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(y), generator=g)
-        for k in range(0, len(y), 64):
-            idx = perm[k:k + 64]
-            loss = nn.functional.cross_entropy(model(img[idx], aud[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        v = accuracy(model, val)
-        if v > best_val:
-            best_val, best_test = v, accuracy(model, test)
-    return best_test
+    r = fit(config(which, seed, epochs), datasets=splits, save=False, progress=False, evaluate_patterns=False)
+    return float(r.test["metrics"]["accuracy"])
 
 
 def main() -> None:

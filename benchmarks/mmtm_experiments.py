@@ -9,11 +9,11 @@ Tasks:
   (1, 16, 16) -> ``cnn2d`` (stages of 16, 32 channels). MMTM joins a 3-D stream, (B, C, T, H, W),
   with a 2-D one, (B, C, H, W).
 
-Methods, all trained by the library's Lightning trainer (``mmfuse.training.fit``), the same loop
-for all (Adam, lr 3e-3, batch 64, 8 epochs on avmnist and 12 on video; the test accuracy at the best
+Methods, all trained by the library's one training path (``mmfuse.fit``: config -> the registered
+``training.scheme`` in the one LightningModule), the same for all (Adam, lr 3e-3, batch 64, 8 epochs on avmnist and 12 on video; the test accuracy at the best
 validation epoch):
 
-* ``late``: ``strategy: intermediate`` with no fusion point, trained with ``scheme: per_stream``,
+* ``late``: ``family: intermediate`` with no fusion point, trained with ``scheme: per_stream``,
   i.e. two independent unimodal networks whose logits are summed. This is the paper's late-fusion
   baseline.
 * ``mmtm``: the same networks with an MMTM (paper preset: 2*sigma gate, C_Z = sum C / 4, ReLU, default
@@ -23,13 +23,14 @@ validation epoch):
   starts as the identity). Other variants, via ``--methods``: ``mmtm-joint`` (joint scheme),
   ``mmtm-code`` (code preset), ``mmtm-last`` (one block, after the last stages), ``late-joint``.
   They can be combined with "-".
-* ``concat``: ``strategy: feature`` with ``fusion: concat`` and a linear head over the two
+* ``concat``: ``family: fusion``, ``strategy: feature`` with ``fusion: concat`` and a linear head over the two
   64-d embeddings, ``scheme: joint``.
 * ``late+ft`` / ``mmtm+ft`` (the paper's procedure, on by default, ``--finetune-epochs 3``): start
-  from the trained ``late`` model of the same seed. Fine-tune it for 3 more epochs (Adam, lr 1e-3,
-  per-stream scheme, plain PyTorch loop ``finetune``), either as it is (``late+ft``) or with
-  identity-init MMTMs inserted at the same points (``mmtm+ft``). The two start from the same function
-  and get the same extra training, so their difference isolates the blocks.
+  from the trained ``late`` model of the same seed (saved as a checkpoint). Fine-tune it for 3 more
+  epochs through ``mmfuse.fit`` (Adam, lr 1e-3, ``training.scheme: per_stream``, warm-started with
+  ``model.init_from``), either as it is (``late+ft``) or with identity-init MMTMs inserted at the same
+  points (``mmtm+ft``; the blocks are new parameters, everything else is copied). The two start from
+  the same function and get the same extra training, so their difference isolates the blocks.
 
 The ``late`` model's streams are trained independently, so their logits also give the unimodal
 accuracies (reported as ``<modality> only``). For the MMTM models, ``<method>: <modality> head`` is
@@ -37,14 +38,15 @@ the accuracy of that stream's own head. Its stream has received the other modali
 blocks.
 
     PYTHONPATH=src .venv/bin/python benchmarks/mmtm_experiments.py [--tasks avmnist video] [--seeds 0 1 2] [--epochs N] [--methods ...]
+    PYTHONPATH=src .venv/bin/python benchmarks/mmtm_experiments.py --quick   # smoke run: 1 seed, 1 epoch, few batches
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,14 +54,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mmfuse.config import ExperimentConfig  # noqa: E402
+from mmfuse import fit  # noqa: E402
+from mmfuse.config import ExperimentConfig, parse_config  # noqa: E402
 from mmfuse.evaluation import make_loader  # noqa: E402
-from mmfuse.models.intermediate import (  # noqa: E402
-    IntermediateFusionModel,
-    make_per_stream_optimizers,
-    per_stream_step,
-)
-from mmfuse.training.fit import fit  # noqa: E402
+from mmfuse.training.checkpoint import save_checkpoint  # noqa: E402
 
 TASKS = {
     "avmnist": {
@@ -88,12 +86,13 @@ def load(task: str, seed: int):
     return load_video_digits(seed=seed)
 
 
-def config(task: str, method: str, seed: int, epochs: int, lr: float = 3e-3) -> ExperimentConfig:
+def config(task: str, method: str, seed: int, epochs: int, lr: float = 3e-3, *,
+           init_from: str | None = None, limit_train_batches: float | int | None = None) -> ExperimentConfig:
     spec = TASKS[task]
     model: dict = {"encoders": spec["encoders"]}
     scheme = "per_stream"
     if method == "late":
-        model.update(strategy="intermediate", intermediate={"fusion_points": []})
+        model.update(family="intermediate", fusion_points=[])
     elif method.startswith("mmtm"):
         # variants: mmtm-joint (joint scheme), mmtm-identity (identity init), mmtm-code (code preset),
         # mmtm-last (one block, after the last stages only); combine them with "-", e.g. mmtm-joint-identity
@@ -109,21 +108,25 @@ def config(task: str, method: str, seed: int, epochs: int, lr: float = 3e-3) -> 
         unknown = set(parts) - {"last", "identity", "code", "joint"}
         if unknown:
             raise ValueError(f"unknown mmtm variant {sorted(unknown)}")
-        model.update(strategy="intermediate",
-                     intermediate={"fusion_points": points, "block": "mmtm", "block_options": opts})
+        model.update(family="intermediate", fusion_points=points, block="mmtm", block_options=opts)
     elif method == "late-joint":
-        model.update(strategy="intermediate", intermediate={"fusion_points": []})
+        model.update(family="intermediate", fusion_points=[])
         scheme = "joint"
     elif method == "concat":
-        model.update(strategy="feature", fusion={"name": "concat"}, head={"name": "linear"})
+        model.update(family="fusion", strategy="feature", fusion={"name": "concat"}, head={"name": "linear"})
         scheme = "joint"
     else:
         raise ValueError(method)
-    return ExperimentConfig.model_validate({
+    if init_from is not None:
+        model["init_from"] = init_from
+    # data.name is only a label here: the splits are passed to fit() in memory (the video task is not a
+    # registered dataset), so name the registered avmnist for both
+    return parse_config({
         "seed": seed,
-        "data": {"name": task, "batch_size": 64},
+        "data": {"name": "avmnist", "batch_size": 64},
         "model": model,
-        "training": {"max_epochs": epochs, "lr": lr, "optimizer": "adam", "scheme": scheme, "progress": False},
+        "training": {"max_epochs": epochs, "lr": lr, "optimizer": "adam", "scheme": scheme, "progress": False,
+                     "limit_train_batches": limit_train_batches},
     })
 
 
@@ -150,30 +153,21 @@ def accuracy(model, dataset) -> float:
     return hits / n
 
 
-def finetune(late_model, data, points, with_mmtm: bool, epochs: int, lr: float, seed: int):
-    """Fine-tune a copy of a trained late-fusion model, with identity-init MMTMs inserted or without.
+def finetune(late_ckpt: str, task: str, data, with_mmtm: bool, epochs: int, lr: float, seed: int,
+             limit_train_batches=None) -> float:
+    """Fine-tune the trained late-fusion model, with identity-init MMTMs inserted or without.
 
-    This is the paper's use (the official code starts from pretrained unimodal checkpoints). With
-    ``init="identity"`` the MMTM model starts out equal to the late model, so the two runs differ only by
-    the blocks. The loop is plain PyTorch and the same for both: ``per_stream_step`` (two Adam
-    optimisers, as in the official code), batch 64, and the test accuracy at the best validation epoch.
+    This is the paper's use (the official code starts from pretrained unimodal checkpoints). The model is
+    built from its config and warm-started from ``late_ckpt`` (``model.init_from``: every parameter whose
+    name and shape match, i.e. the encoders and heads; the MMTM blocks are new). With ``init: identity`` the
+    MMTM model starts out equal to the late model, so the two runs differ only by the blocks. Both are
+    trained by ``mmfuse.fit`` with ``training.scheme: per_stream`` (two Adam optimisers, as in the official
+    code), batch 64, and report the test accuracy at the best validation epoch.
     """
-    src = copy.deepcopy(late_model)
-    model = IntermediateFusionModel(
-        dict(src.encoders.items()), points if with_mmtm else [], num_outputs=src.num_outputs,
-        heads=dict(src.heads.items()), block_options={"init": "identity"},
-    )
-    torch.manual_seed(seed)
-    opts = make_per_stream_optimizers(model, lr=lr)
-    best_val, best_test = -1.0, 0.0
-    for epoch in range(epochs):
-        model.train()
-        for batch in make_loader(data["train"], 64, shuffle=True, seed=seed * 1000 + epoch):
-            per_stream_step(model, batch, opts)
-        val = accuracy(model, data["val"])
-        if val > best_val:
-            best_val, best_test = val, accuracy(model, data["test"])
-    return best_test
+    method = "mmtm-identity" if with_mmtm else "late"
+    cfg = config(task, method, seed, epochs, lr, init_from=late_ckpt, limit_train_batches=limit_train_batches)
+    r = fit(cfg, datasets=data, save=False, progress=False, evaluate_patterns=False)
+    return r.test["metrics"]["accuracy"]
 
 
 def fmt(xs: list[float]) -> str:
@@ -193,8 +187,14 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="default: 8 (avmnist), 12 (video)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: avmnist, seed 0, 1 epoch (and 1 fine-tuning epoch), 5 training batches per epoch")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    limit = None
+    if args.quick:
+        args.tasks, args.seeds, args.epochs, limit = ["avmnist"], [0], 1, 5
+        args.finetune_epochs = min(args.finetune_epochs, 1)
     t_all = time.perf_counter()
     report = []
     for task in args.tasks:
@@ -205,8 +205,8 @@ def main(argv=None):
             data = load(task, seed)
             for method in args.methods:
                 t = time.perf_counter()
-                r = fit(config(task, method, seed, epochs, args.lr), datasets=data, save=False, progress=False,
-                        evaluate_patterns=False)
+                cfg = config(task, method, seed, epochs, args.lr, limit_train_batches=limit)
+                r = fit(cfg, datasets=data, save=False, progress=False, evaluate_patterns=False)
                 secs[method] = secs.get(method, 0.0) + time.perf_counter() - t
                 a = r.test["metrics"]["accuracy"]
                 acc.setdefault(method, []).append(a)
@@ -217,13 +217,18 @@ def main(argv=None):
                     line += f"  {name} {100 * u:.1f}"
                 print(line, flush=True)
                 if method == "late" and args.finetune_epochs > 0:
-                    for with_mmtm, name in ((False, "late+ft"), (True, "mmtm+ft")):
-                        t = time.perf_counter()
-                        a = finetune(r.model, data, TASKS[task]["points"], with_mmtm, args.finetune_epochs,
-                                     args.finetune_lr, seed)
-                        secs[name] = secs.get(name, 0.0) + time.perf_counter() - t
-                        acc.setdefault(name, []).append(a)
-                        print(f"[{task}] seed {seed} {name:7s} test acc {100 * a:.1f}", flush=True)
+                    with tempfile.TemporaryDirectory() as tmp:
+                        train = data["train"]
+                        meta = {"family": cfg.model.family, "task": r.task, "num_outputs": int(train.num_classes),
+                                "input_shapes": {m: list(sh) for m, sh in train.shapes.items()}}
+                        ckpt = save_checkpoint(Path(tmp) / "late", r.model, cfg, meta)
+                        for with_mmtm, name in ((False, "late+ft"), (True, "mmtm+ft")):
+                            t = time.perf_counter()
+                            a = finetune(str(ckpt), task, data, with_mmtm, args.finetune_epochs, args.finetune_lr,
+                                         seed, limit)
+                            secs[name] = secs.get(name, 0.0) + time.perf_counter() - t
+                            acc.setdefault(name, []).append(a)
+                            print(f"[{task}] seed {seed} {name:7s} test acc {100 * a:.1f}", flush=True)
         diffs = [b - a for a, b in zip(acc.get("late", []), acc.get("mmtm", []))]
         ft_diffs = [b - a for a, b in zip(acc.get("late+ft", []), acc.get("mmtm+ft", []))]
         report.append(f"\n### {task} (test accuracy %, mean ± std over seeds {args.seeds}, {epochs} epochs, lr {args.lr:g})")

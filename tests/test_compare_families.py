@@ -7,13 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mmfuse.compare as compare_mod
 from mmfuse.compare import resolve_method, run_compare, run_config, run_key
 from mmfuse.config import parse_config
 from mmfuse.datasets import from_arrays
 from mmfuse.datasets.pairing import apply_missing
 from mmfuse.errors import ConfigError
-import mmfuse.families  # noqa: F401  (fill MODELS)
 from mmfuse.registry import MODELS
 
 fit_mod = importlib.import_module("mmfuse.training.fit")

@@ -12,7 +12,6 @@ from mmfuse.interaction import MMTM
 from mmfuse.models.intermediate import (
     IntermediateFusionModel,
     normalize_fusion_points,
-    per_stream_losses,
     per_stream_param_groups,
 )
 from mmfuse.models.output import ModelOutput
@@ -267,22 +266,6 @@ def test_per_stream_param_groups_share_all_blocks():
         assert len(ids) == len(ps)
     with pytest.raises(ConfigError):
         per_stream_param_groups(nn.Linear(2, 2))
-
-
-def test_per_stream_losses_and_step():
-    torch.manual_seed(4)
-    model = IntermediateFusionModel(encoders(), [{"image": 0, "audio": 1}], num_outputs=3)
-    mask = {"audio": torch.tensor([True, False, True, False])}
-    b = make_batch(mask=mask)
-    out = model(b)
-    losses = per_stream_losses(out, b.target)
-    ce = torch.nn.functional.cross_entropy
-    assert torch.allclose(losses["image"], ce(out.unimodal_logits["image"], b.target))
-    keep = mask["audio"]
-    assert torch.allclose(losses["audio"], ce(out.unimodal_logits["audio"][keep], b.target[keep]))
-    none = per_stream_losses(out, b.target, mask={"audio": torch.zeros(4, dtype=torch.bool)})
-    assert float(none["audio"].detach()) == 0.0
-    none["audio"].backward()  # a zero with a graph
 
 
 class _StubSystem:

@@ -9,7 +9,7 @@ import torch
 from mmfuse.batch import collate
 from mmfuse.errors import ConfigError
 from mmfuse.interaction import MMTM
-from mmfuse.models.intermediate import IntermediateFusionModel, per_stream_param_groups
+from mmfuse.models.intermediate import IntermediateFusionModel
 from mmfuse.registry import ENCODERS
 
 SHAPES = {"audio": (12, 5), "image": (1, 12, 12), "video": (1, 4, 8, 8)}

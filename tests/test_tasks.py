@@ -5,7 +5,6 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 from mmfuse.cli import prediction_frame
 from mmfuse.config import parse_config

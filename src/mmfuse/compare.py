@@ -518,7 +518,7 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
     grid = list(cfg.compare.grid)
     pats = [c[:-5] for c in board.columns if c.startswith("pattern[") and c.endswith("_mean")]
     extra = [m for m in ("macro_f1", "auroc", "f1_macro", "pearson_r") if f"{m}_mean" in board.columns and m != metric]
-    head = ["#"] + grid + ["method", "family", metric] + extra[:2] + ["params", "train s"] + [p.replace(f"_{metric}", "") for p in pats]
+    head = ["#"] + grid + ["method", "kind", metric] + extra[:2] + ["params", "train s"] + [p.replace(f"_{metric}", "") for p in pats]
     lines = [f"Dataset `{cfg.data.name}` {cfg.data.options or ''}; seeds {cfg.compare.seeds}; "
              f"test {metric} mean ± std over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -480,6 +480,10 @@ def check_names(cfg: ExperimentConfig | dict) -> list[str]:
     family = get(model, "family", default="fusion")
     strategy = get(model, "strategy", default="feature") if family == "fusion" else None
     task = get(raw, "task", default="auto")
+    if task == "auto":  # the dataset may say its task without loading (e.g. avmnist target: sum -> regression)
+        from .datasets.loading import dataset_task
+
+        task = dataset_task(get(raw, "data", "name", default="avmnist"), get(raw, "data", "options", default={})) or "auto"
     if family in FAMILY_CONFIGS:  # an unknown family is reported by pydantic's union tag
         chk(registry.MODELS, family, "model.family")
     encs = get(model, "encoders", default={})
@@ -511,10 +515,9 @@ def check_names(cfg: ExperimentConfig | dict) -> list[str]:
     scheme = get(raw, "training", "scheme", default="auto")
     if scheme != "auto":
         chk(registry.SCHEMES, scheme, "training.scheme")
-    if isinstance(cfg, BaseModel):
-        from .schemes import check_scheme_options
+    from .schemes import check_scheme_options
 
-        out.extend(check_scheme_options(cfg))
+    out.extend(check_scheme_options(cfg if isinstance(cfg, BaseModel) else raw))
     from .compare import method_problems
 
     out.extend(method_problems(get(raw, "compare", default={}) or {}))

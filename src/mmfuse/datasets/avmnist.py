@@ -296,7 +296,8 @@ def _other_digits(y_audio_split: dict[str, np.ndarray], rng: np.random.Generator
     return out
 
 
-@register_dataset("avmnist", version=_VERSION)
+@register_dataset("avmnist", version=_VERSION,
+                  task=lambda target="digit", **_: {"digit": "multiclass", "set": "multilabel", "sum": "regression"}.get(target))
 def avmnist(
     *,
     seed: int = 0,
@@ -336,7 +337,7 @@ def avmnist(
 SMIL_TRAIN, SMIL_TEST = 105, 45
 
 
-@register_dataset("avmnist-smil", version=_VERSION)
+@register_dataset("avmnist-smil", version=_VERSION, task="multiclass")
 def avmnist_smil(
     *,
     seed: int = 0,

@@ -80,7 +80,7 @@ def read_ts(path: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
     return np.asarray(cases, dtype=np.float32), labels, declared
 
 
-@register_dataset("basicmotions", version=1)
+@register_dataset("basicmotions", version=1, task="multiclass")
 def basicmotions(*, seed: int = 0, val_per_class: int = 2) -> dict[str, ArrayDataset]:
     """BasicMotions: accelerometer (100, 3) + gyroscope (100, 3), 4 activities; 32 / 8 / 40 cases."""
     where = "dataset 'basicmotions'"

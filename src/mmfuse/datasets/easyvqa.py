@@ -58,7 +58,7 @@ def _load_images(paths: dict[int, str], ids: np.ndarray, size: int) -> np.ndarra
     return out
 
 
-@register_dataset("easyvqa", version=1)
+@register_dataset("easyvqa", version=1, task="multiclass")
 def easyvqa(
     *,
     seed: int = 0,

@@ -33,21 +33,37 @@ from ..registry import DATASETS, suggestion
 from .base import SPLITS, ArrayDataset, MultimodalDataset
 
 
-def register_dataset(name: str, *, version: int | str = 1, cache: bool = True) -> Callable:
+def register_dataset(name: str, *, version: int | str = 1, cache: bool = True,
+                     task: str | Callable[..., str | None] | None = None) -> Callable:
     """Decorator registering a builder in :data:`DATASETS`.
 
     ``version`` is part of the cache key: bump it whenever the builder's output changes.
     ``cache=False`` for builders whose inputs live outside mmfuse (user tables).
+    ``task``: the task the builder's splits have, or ``f(**options) -> task`` (None when it depends on
+    the data), so that a config can be checked against it before any data loads.
     """
 
     def deco(fn: Callable) -> Callable:
         fn.dataset_name = name
         fn.cache_version = version
         fn.cacheable = cache
-        DATASETS.register(name, fn)
+        DATASETS.register(name, fn, task=task)
         return fn
 
     return deco
+
+
+def dataset_task(name: str, options: dict | None = None) -> str | None:
+    """The task of dataset ``name`` with ``options`` when its registration says so without loading, else None."""
+    if not isinstance(name, str) or name not in DATASETS:
+        return None
+    task = DATASETS.info(name).get("task")
+    if callable(task):
+        try:
+            return task(**dict(options or {}))
+        except (TypeError, ValueError):
+            return None
+    return task
 
 
 def list_datasets() -> list[str]:

@@ -21,7 +21,12 @@ the (zero, unless warm-started) priors elsewhere). The staged pre-training of th
 (unimodal encoders first) is a warm start: ``model.init_from: CHECKPOINT`` copies every parameter
 whose name and shape match (e.g. ``full_encoder.*`` from an earlier SMIL run).
 
-Tasks: multiclass only (the meta step's losses are cross-entropies, as in the paper and the code).
+Tasks: multiclass, multilabel and regression. The head has ``num_outputs`` raw scores and every
+task-loss term of training (``joint``'s loss, the ``smil_meta`` warm-up, inner meta-train and meta-test
+losses) is the run's task loss (:meth:`FusionSystem.task_loss
+<mmfuse.training.system.FusionSystem.task_loss>`): cross-entropy for multiclass (the paper and the
+code), BCE-with-logits for multilabel, MSE for regression. The feature-alignment MSEs of the meta-test
+loss and the K-means / PCA priors (clustered features, no labels) do not depend on the task.
 """
 
 from __future__ import annotations
@@ -90,7 +95,8 @@ def smil_roles(cfg: SMILModelConfig, input_shapes: Mapping[str, tuple]) -> tuple
 
 
 @MODELS.register(
-    "smil", default_scheme="smil_meta", schemes=("smil_meta", "joint"), tasks=("multiclass",),
+    "smil", default_scheme="smil_meta", schemes=("smil_meta", "joint"),
+    tasks=("multiclass", "multilabel", "regression"),
     test_options={"k": 2, "hidden": 8, "dropout": 0.0,
                   "encoders": {"image": {"name": "lenet", "options": {"channels": [2, 3], "dropout": 0.0}},
                                "audio": {"name": "snet", "options": {"channels": [4, 4, 2], "pool_size": 2,

@@ -5,13 +5,19 @@
 ``manual_backward`` on the total and steps the optimiser:
 
 1. *meta-train* on a D^m batch (full modality only; the missing modality is reconstructed and
-   the regularisers draw noise): K inner SGD steps ``θ_{k+1} = θ_k − α ∇ CE`` on a configurable
+   the regularisers draw noise): K inner SGD steps ``θ_{k+1} = θ_k − α ∇ L`` on a configurable
    subset of θ, done functionally with ``torch.func.functional_call`` (the module's parameters
    are not modified); ``create_graph=True`` gives second-order MAML (the code), False first order.
-2. *meta-test* on a D^f batch through θ*: ``CE(recon path, y) + w₁·MSE(z_real, z_recon) +
+2. *meta-test* on a D^f batch through θ*: ``L(recon path, y) + w₁·MSE(z_real, z_recon) +
    w₂·MSE(hidden_real, hidden_recon)`` where the recon path uses the reconstruction with
    deterministic regularisers and the real path the real feature (no regulariser);
    ``align_weights=(w₁, w₂)`` = (0.01, 0.01) as in the code.
+
+``L`` is the task loss ``loss_fn(scores, target) -> scalar``: cross-entropy by default (the paper and
+the code are multiclass); the ``smil_meta`` scheme passes the run's task loss
+(:meth:`FusionSystem.task_loss <mmfuse.training.system.FusionSystem.task_loss>`: cross-entropy for
+multiclass, BCE-with-logits for multilabel, MSE for regression). The alignment MSEs and the K-means /
+PCA priors do not depend on the task.
 3. *meta-update* (the scheme): ``L_meta_train + L_meta_test`` back-propagated to every parameter,
    θ and ψ = {φ_c, φ_r}, one step of the run's optimiser. ``L_meta_train`` is the mean of the K
    inner losses (for K = 1, the code's loss at θ).
@@ -23,8 +29,8 @@ Defaults and deviations (documented choices)
 * inner subset default ``"full_encoder+head"`` (the code's image encoder + fused head); group names are
   ``full_encoder`` (alias ``image_encoder``), ``missing_encoder`` (alias ``audio_encoder``),
   ``head``, ``reconstruction``, ``regularizers``, or any parameter-name prefix.
-* ``real_ce_weight`` (default 0, the code): a cross-entropy on the real-feature path of the meta-test
-  batch. The code computes it but leaves it out of the loss, so during meta-training the real path is
+* ``real_ce_weight`` (default 0, the code): the task loss (a cross-entropy for multiclass) on the
+  real-feature path of the meta-test batch. The code computes it but leaves it out of the loss, so during meta-training the real path is
   trained only through the 0.01-weighted alignment terms; a positive weight keeps it trained. The paper's
   Algorithm 1 writes the meta-test loss as −log p(y | x¹, x², z̃; θ*), conditioned on the real x², which
   reads as this term. On av-MNIST (benchmarks/README.md) weight 1 raised the image + audio accuracy at
@@ -39,7 +45,7 @@ Defaults and deviations (documented choices)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -110,14 +116,25 @@ class MetaStepResult:
     out_real: Any = None
 
 
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def cross_entropy_loss(scores: Tensor, target: Tensor) -> Tensor:
+    """The default task loss of the meta step: ``CE(scores, y)`` (SMIL's multiclass loss)."""
+    return F.cross_entropy(scores, target.long())
+
+
 def meta_test_loss(out_recon, out_real, target: Tensor, align_weights: Sequence[float] = (0.01, 0.01),
-                   real_ce_weight: float = 0.0) -> Tensor:
-    """``CE(recon, y) + w₁·MSE(z_real, z_recon) + w₂·MSE(hidden_real, hidden_recon)``
-    (+ ``real_ce_weight·CE(real, y)``: the code computes this term but leaves it out, weight 0)."""
+                   real_ce_weight: float = 0.0, loss_fn: LossFn | None = None) -> Tensor:
+    """``L(recon, y) + w₁·MSE(z_real, z_recon) + w₂·MSE(hidden_real, hidden_recon)``
+    (+ ``real_ce_weight·L(real, y)``: the code computes this term but leaves it out, weight 0).
+
+    ``L = loss_fn(scores, target)``, cross-entropy when None."""
+    loss_fn = cross_entropy_loss if loss_fn is None else loss_fn
     w1, w2 = align_weights
-    loss = F.cross_entropy(out_recon.logits, target.long())
+    loss = loss_fn(out_recon.logits, target)
     if real_ce_weight:
-        loss = loss + real_ce_weight * F.cross_entropy(out_real.logits, target.long())
+        loss = loss + real_ce_weight * loss_fn(out_real.logits, target)
     if w1:
         loss = loss + w1 * F.mse_loss(out_recon.extras["concat"], out_real.extras["concat"])
     if w2:
@@ -136,8 +153,13 @@ def smil_meta_step(
     align_weights: Sequence[float] = (0.01, 0.01),
     kl_weight: float = 0.0,
     real_ce_weight: float = 0.0,
+    loss_fn: LossFn | None = None,
 ) -> MetaStepResult:
-    """Losses of one meta step (no optimiser step; the module's parameters are untouched)."""
+    """Losses of one meta step (no optimiser step; the module's parameters are untouched).
+
+    ``loss_fn(scores, target) -> scalar`` is the task loss of the inner (meta-train) steps and of the
+    meta-test prediction terms; None is cross-entropy (multiclass)."""
+    loss_fn = cross_entropy_loss if loss_fn is None else loss_fn
     if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
         raise ConfigError(f"smil: inner_steps must be an int >= 0, got {inner_steps!r}")
     if inner_lr < 0:
@@ -153,7 +175,7 @@ def smil_meta_step(
     train_losses = []
     for _ in range(max(inner_steps, 1)):
         out = functional_call(model, {**params, **fast}, (bm,), {"reconstruct": "always", "noisy": True})
-        loss = F.cross_entropy(out.logits, bm.target.long())
+        loss = loss_fn(out.logits, bm.target)
         if kl_weight:
             kl = model.kl()
             if kl is not None:
@@ -167,6 +189,6 @@ def smil_meta_step(
     full_params = {**params, **fast}
     out_rec = functional_call(model, full_params, (batch_full,), {"reconstruct": "always", "noisy": False})
     out_real = functional_call(model, full_params, (batch_full,), {"reconstruct": "never", "noisy": False})
-    lt = meta_test_loss(out_rec, out_real, batch_full.target, align_weights, real_ce_weight)
+    lt = meta_test_loss(out_rec, out_real, batch_full.target, align_weights, real_ce_weight, loss_fn)
     ltr = torch.stack(train_losses).mean()
     return MetaStepResult(ltr + lt, ltr, lt, fast, out_rec, out_real)

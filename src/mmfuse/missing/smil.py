@@ -7,7 +7,7 @@ Building blocks (the meta-learning loop is in :mod:`mmfuse.missing.meta`):
 * :class:`ReconstructionNet` (φ_c): weights ω over the priors from the present modality's
   feature, and the reconstruction ``x̂ = Σ_k ω_k M_k / Σ_k ω_k``.
 * :class:`FeatureRegularizer` (φ_r): ``h ← h ∘ softplus(r)``, ``r ~ N(μ, σ)``, ``μ = f(h_prev)``.
-* :class:`SMILModel`: a two-modality classifier (a "full" modality present in (almost) every
+* :class:`SMILModel`: a two-modality model (a "full" modality present in (almost) every
   sample and a "missing" modality present in some samples) that uses the real feature of the
   missing modality where it is present and the reconstruction where it is absent, sample by sample.
 * :class:`LeNetEncoder` / :class:`SNetEncoder`: the av-MNIST encoders of the official code,
@@ -358,7 +358,8 @@ def encode_rows(encoder: nn.Module, x: Tensor, present: Tensor, out_dim: int, le
 
 
 class SMILHead(nn.Module):
-    """The fused classifier of the code: Linear(in→hidden) → ReLU → [fc2 regulariser] → dropout → Linear(hidden→C)."""
+    """The fused head of the code: Linear(in→hidden) → ReLU → [fc2 regulariser] → dropout → Linear(hidden→C)
+    (C outputs: classes, labels or regression targets)."""
 
     def __init__(self, in_dim: int, hidden: int, num_classes: int, dropout: float = 0.5):
         super().__init__()
@@ -368,7 +369,11 @@ class SMILHead(nn.Module):
 
 
 class SMILModel(nn.Module):
-    """Two-modality SMIL classifier.
+    """Two-modality SMIL model.
+
+    ``num_classes`` is the number of outputs of the head (raw scores): classes (multiclass), labels
+    (multilabel) or regression targets; the task loss is chosen by the trainer (see
+    :mod:`mmfuse.missing.meta`), not by the model.
 
     ``forward(batch, reconstruct="auto", noisy=None) -> ModelOutput``:
 
@@ -415,8 +420,8 @@ class SMILModel(nn.Module):
             raise ConfigError("SMILModel: full_encoder and missing_encoder must be nn.Module instances")
         if full == missing:
             raise ConfigError(f"SMILModel: full and missing modalities must differ, both are {full!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"SMILModel: num_classes must be an int >= 2, got {num_classes!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"SMILModel: num_classes (the number of outputs) must be an int >= 1, got {num_classes!r}")
         bad = [s for s in regularize if s not in REG_SITES]
         if bad:
             raise ConfigError(f"SMILModel: unknown regulariser site {bad[0]!r}; choose from {REG_SITES}")

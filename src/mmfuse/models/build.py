@@ -74,8 +74,6 @@ def build_model(
     variable first axis), as ``MultimodalDataset.shapes`` gives it; ``num_outputs``: classes, labels or
     regression targets; ``task``: multiclass | multilabel | regression.
     """
-    from .. import families  # noqa: F401  (fill MODELS)
-
     cfg = parse_model_config(config if isinstance(config, BaseModel) else dict(config or {}))
     MODELS.check_task(cfg.family, task, "model.family")
     check_modalities(cfg, input_shapes)

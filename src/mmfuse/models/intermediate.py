@@ -34,10 +34,9 @@ Training schemes:
 * ``joint``: one optimiser over all parameters, with the loss on ``output.logits``.
 * ``per_stream`` (the official MMTM code): one optimiser per stream over {that stream's
   encoder + head + *all* blocks} (:func:`per_stream_param_groups`). For each batch, and for each
-  stream in turn: zero the grads, run the forward pass, compute the loss on that stream's logits
-  (:func:`per_stream_losses`), backpropagate, and step that stream's optimiser.
-  :func:`per_stream_step` does one such step, for plain PyTorch or for Lightning manual optimisation
-  (pass ``backward=self.manual_backward``).
+  stream in turn: zero the grads, run the forward pass, compute the task loss on that stream's logits
+  over the rows where the stream is present, backpropagate, and step that stream's optimiser: the
+  registered scheme ``training.scheme: per_stream`` (:mod:`mmfuse.schemes.per_stream`).
 
 Shape legend: B batch, C channels, K outputs, D_m embedding width of stream m.
 """
@@ -47,7 +46,6 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import interaction as _interaction  # noqa: F401  (registers the built-in blocks, e.g. "mmtm")
@@ -55,6 +53,7 @@ from ..batch import MultimodalBatch, require_modalities, zero_absent
 from ..errors import ConfigError, MMFuseError, ShapeError
 from ..interaction.mmtm import stream_key
 from ..registry import INTERACTIONS
+from .heads import MLPHead
 from .output import ModelOutput
 
 COMBINES = ("sum", "mean")
@@ -161,25 +160,6 @@ def normalize_fusion_points(
     return out
 
 
-class _StreamHead(nn.Module):
-    """(B, D) -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear -> (B, K)."""
-
-    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (), dropout: float = 0.0):
-        super().__init__()
-        layers: list[nn.Module] = []
-        d = in_dim
-        for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
-            d = h
-        if not hidden and dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(d, out_dim))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 class IntermediateFusionModel(nn.Module):
     """Staged encoders joined by interaction blocks at the given fusion points. Per-stream heads, summed logits.
 
@@ -245,7 +225,7 @@ class IntermediateFusionModel(nn.Module):
             if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
                 raise ConfigError(f"intermediate fusion: head_hidden must be positive ints, got {head_hidden!r}")
             self.heads = nn.ModuleDict(
-                {stream_key(m): _StreamHead(int(self.encoder(m).output_dim), num_outputs, hidden, head_dropout)
+                {stream_key(m): MLPHead(int(self.encoder(m).output_dim), num_outputs, hidden, head_dropout)
                  for m in self.streams}
             )
         self.output_dim = sum(int(self.encoder(m).output_dim) for m in self.streams)
@@ -376,45 +356,3 @@ def per_stream_param_groups(model: IntermediateFusionModel) -> dict[str, list[nn
                 params.append(p)
         groups[m] = params
     return groups
-
-
-def _masked_mean(values: Tensor, present: Tensor | None, like: Tensor) -> Tensor:
-    if values.dim() > 1:
-        values = values.flatten(1).mean(1)
-    if present is None:
-        return values.mean()
-    w = present.to(values.dtype)
-    n = w.sum()
-    if bool(n == 0):
-        return like.sum() * 0.0  # a zero that still has a graph: backward() works and changes nothing
-    return (values * w).sum() / n
-
-
-def stream_loss(logits: Tensor, target: Tensor, task: str = "multiclass", present: Tensor | None = None) -> Tensor:
-    """The loss of one stream's logits, averaged over the samples where the stream is present."""
-    if task == "multiclass":
-        per = F.cross_entropy(logits, target.long().view(-1), reduction="none")
-    elif task == "multilabel":
-        per = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype).view_as(logits), reduction="none")
-    elif task == "regression":
-        per = F.mse_loss(logits, target.to(logits.dtype).view_as(logits), reduction="none")
-    else:
-        raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
-    return _masked_mean(per, present, logits)
-
-
-def per_stream_losses(
-    output: ModelOutput,
-    target: Tensor,
-    task: str = "multiclass",
-    mask: Mapping[str, Tensor] | None = None,
-) -> dict[str, Tensor]:
-    """``{stream: loss of output.unimodal_logits[stream]}``. Each loss is averaged over the samples where that
-    stream is present (``mask``, by default the presence recorded in ``output.extras``)."""
-    if not output.unimodal_logits:
-        raise ConfigError("per_stream_losses: the model output has no unimodal_logits; use an IntermediateFusionModel")
-    out = {}
-    for m, lg in output.unimodal_logits.items():
-        present = mask.get(m) if mask is not None else output.extras.get(PRESENT_KEY + m)
-        out[m] = stream_loss(lg, target, task, present)
-    return out

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, MissingModalityError, ShapeError
-from ._checks import check_dims, check_inputs, positive_float, positive_int, zero_absent
+from ._checks import check_dims, check_inputs, positive_int, zero_absent
 from .dbn import BimodalDBN, _per_modality
 
 OUTPUTS = ("linear", "sigmoid")

@@ -24,11 +24,11 @@ for _mod in ("smil_meta", "greedy_pretrain"):
 
 
 def resolve_scheme(training, family: str) -> str:
-    """The scheme name a run uses: ``training.scheme``, or the family's default when it is ``auto``."""
-    if training.scheme != "auto":
-        return training.scheme
-    from .. import families  # noqa: F401
-
+    """The scheme name a run uses: ``training.scheme``, or the family's default when it is ``auto``.
+    ``training``: a TrainingConfig or a raw dict."""
+    scheme = training.get("scheme", "auto") if isinstance(training, dict) else training.scheme
+    if scheme != "auto":
+        return scheme
     return MODELS.info(family).get("default_scheme", "joint") if family in MODELS else "joint"
 
 
@@ -38,17 +38,27 @@ def create_scheme(training, family: str) -> Scheme:
 
 
 def check_scheme_options(cfg) -> list[str]:
-    """Problems with ``training.scheme`` / ``training.scheme_options``, one line each with its dotted path."""
-    name = resolve_scheme(cfg.training, cfg.model.family)
-    if name not in SCHEMES:
+    """Problems with ``training.scheme`` / ``training.scheme_options``, one line each with its dotted path.
+    ``cfg``: a validated ExperimentConfig or the raw dict (so that these are reported with every other problem)."""
+    if isinstance(cfg, dict):
+        model, training = cfg.get("model"), cfg.get("training")
+        family = model.get("family", "fusion") if isinstance(model, dict) else "fusion"
+        training = training if isinstance(training, dict) else {}
+        options = training.get("scheme_options", {})
+    else:
+        family, training, options = cfg.model.family, cfg.training, cfg.training.scheme_options
+    if not isinstance(family, str) or not isinstance(options, dict):
+        return []  # reported by pydantic
+    name = resolve_scheme(training, family)
+    if not isinstance(name, str) or name not in SCHEMES:
         return []  # reported by check_names
     cls = SCHEMES.get(name)
-    allowed = MODELS.info(cfg.model.family).get("schemes") if cfg.model.family in MODELS else None
+    allowed = MODELS.info(family).get("schemes") if family in MODELS else None
     out = []
     if allowed is not None and name not in allowed:
-        out.append(f"training.scheme: {name!r} cannot train the {cfg.model.family!r} family; it supports {list(allowed)}")
+        out.append(f"training.scheme: {name!r} cannot train the {family!r} family; it supports {list(allowed)}")
     try:
-        cls.Options.model_validate(dict(cfg.training.scheme_options))
+        cls.Options.model_validate(dict(options))
     except ValidationError as exc:
         from ..config import format_validation_error
 

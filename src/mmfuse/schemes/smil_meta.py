@@ -19,6 +19,13 @@ code at η = 100 %):
   and one step of the optional StepLR (``outer_step_size``, ``outer_gamma``). The inner lr
   ``α = inner_lr · inner_lr_gamma^{⌊meta steps / inner_lr_every⌋}`` counts meta steps only.
 
+Tasks: multiclass, multilabel and regression. Every task-loss term (the warm-up loss, the inner
+meta-train loss, the meta-test prediction loss and the optional ``real_ce_weight`` term) is the run's
+task loss :meth:`FusionSystem.task_loss <mmfuse.training.system.FusionSystem.task_loss>`:
+cross-entropy for multiclass (the paper and the code), BCE-with-logits for multilabel, MSE for
+regression. The feature-alignment MSEs and the priors (clustered features, no labels) are the same
+for every task.
+
 A batch without any D^f row is skipped (nothing to meta-test on). The code's stages 0-1 (unimodal
 pre-training of the encoders) are a warm start: ``model.init_from: CHECKPOINT`` copies the encoders
 of an earlier run whose parameter names and shapes match. Validation during the warm-up epochs
@@ -50,7 +57,7 @@ class SMILMetaOptions(BaseModel):
     second_order: bool = _CODE["second_order"]  # MAML with create_graph=True (the code)
     align_weights: tuple[float, float] = (0.01, 0.01)  # MSE(concat), MSE(hidden) of real vs reconstructed
     kl_weight: float = Field(_CODE["kl_weight"], ge=0)
-    real_ce_weight: float = Field(0.0, ge=0)  # CE of the real-feature path in the meta-test loss
+    real_ce_weight: float = Field(0.0, ge=0)  # task loss (CE for multiclass) of the real-feature path, meta-test
     warmup_epochs: int = Field(1, ge=0)  # epochs of fused training on D^f before the priors and meta steps
     outer_step_size: int | None = Field(5000, ge=1)  # StepLR over meta steps (None: constant lr)
     outer_gamma: float = Field(0.1, gt=0)
@@ -196,7 +203,8 @@ class SMILMetaScheme(Scheme):
         bm = batch.select(dm) if len(dm) else bf
         alpha = o.inner_lr * o.inner_lr_gamma ** (self.meta_steps // o.inner_lr_every)
         res = smil_meta_step(model, bm, bf, o.inner_steps, alpha, self.inner_names, o.second_order,
-                             o.align_weights, o.kl_weight, o.real_ce_weight)
+                             o.align_weights, o.kl_weight, o.real_ce_weight,
+                             loss_fn=lambda s, t: system.task_loss(s, t))
         self._step(system, res.loss)
         self.meta_steps += 1
         sched = system.lr_schedulers()
