@@ -518,10 +518,10 @@ def test_fit_learns_every_task(task):
     run = fit(cfg, splits, save=False)
     t = splits["test"].targets
     if task == "multiclass":
-        metric, constant = run.test["accuracy"], np.bincount(t, minlength=3).max() / len(t)
+        metric, constant = run.test["metrics"]["accuracy"], np.bincount(t, minlength=3).max() / len(t)
     elif task == "multilabel":
-        metric, constant = run.test["f1_micro"], _best_constant_micro_f1(t)
+        metric, constant = run.test["metrics"]["f1_micro"], _best_constant_micro_f1(t)
     else:
-        metric, constant = run.test["r2"], 0.0  # the best constant (the test mean) has r2 = 0
+        metric, constant = run.test["metrics"]["r2"], 0.0  # the best constant (the test mean) has r2 = 0
     print(task, metric, constant, run.test.get("patterns"))
     assert metric > constant + 0.2, (metric, constant)

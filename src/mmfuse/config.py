@@ -322,6 +322,25 @@ class ExperimentConfig(_Strict):
 _MODEL_ADAPTER = TypeAdapter(ModelSpec)
 
 
+def register_family_config(cls: type[_ModelBase]) -> type[_ModelBase]:
+    """Add a model family's sub-config to the ``model.family`` union (a third-party family; the built-in
+    ones are declared above). ``cls`` subclasses ``_ModelBase`` with ``family: Literal["name"] = "name"``.
+    Register its builder with ``@MODELS.register("name", ...)``. Usable as a class decorator."""
+    global _MODEL_ADAPTER
+    if not (isinstance(cls, type) and issubclass(cls, _ModelBase)):
+        raise ConfigError(f"register_family_config: expected a subclass of mmfuse.config._ModelBase, got {cls!r}")
+    field = cls.model_fields.get("family")
+    args = getattr(field.annotation, "__args__", ()) if field is not None else ()
+    if len(args) != 1 or not isinstance(args[0], str) or field.default != args[0]:
+        raise ConfigError(f"register_family_config: {cls.__name__} needs `family: Literal['name'] = 'name'`")
+    FAMILY_CONFIGS[args[0]] = cls
+    union = Union[tuple(FAMILY_CONFIGS.values())]  # type: ignore[valid-type]
+    ExperimentConfig.model_fields["model"].annotation = union
+    ExperimentConfig.model_rebuild(force=True)
+    _MODEL_ADAPTER = TypeAdapter(Annotated[union, Field(discriminator="family")])
+    return cls
+
+
 def _unwrap(ann: Any) -> Any:
     """Optional/Union/Annotated -> the BaseModel type inside (or ``ann`` itself)."""
     if getattr(ann, "__origin__", None) is dict:

@@ -13,14 +13,12 @@ from pydantic import ValidationError
 
 from ..registry import MODELS, SCHEMES
 from .base import NoOptions, Scheme
-from . import joint, per_stream  # noqa: F401  (register)
+import pkgutil  # noqa: E402
 
-for _mod in ("smil_meta", "greedy_pretrain"):
-    try:
-        importlib.import_module(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as exc:  # pragma: no cover - a scheme file still being written
-        if _mod not in str(exc):
-            raise
+# every module of this package registers its scheme on import: a new scheme is a new file, no edit here
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+    if _info.name not in ("base",) and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 
 def resolve_scheme(training, family: str) -> str:
