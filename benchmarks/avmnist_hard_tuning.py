@@ -16,7 +16,7 @@ split; the reported number is the test accuracy of the epoch with the best val a
     python benchmarks/avmnist_hard_tuning.py                      # the built-in defaults
     python benchmarks/avmnist_hard_tuning.py --variant clean
     python benchmarks/avmnist_hard_tuning.py --params '{"image_pca_drop": 30}'
-    python benchmarks/avmnist_hard_tuning.py --seeds 0 --epochs 1     # quickest run
+    python benchmarks/avmnist_hard_tuning.py --quick                  # smoke run: seed 0, 1 epoch
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ def main() -> None:
     ap.add_argument("--params", default=None, help="JSON dict overriding avmnist HARD_DEFAULTS")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="smoke run: seed 0, 1 epoch")
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.epochs = "0", 1
     torch.set_num_threads(1)  # small models: one thread is faster than two on a busy machine
     params = json.loads(args.params) if args.params else None
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -62,8 +62,9 @@ def test_config_errors_name_the_key(model, shapes, match):
 def test_registration_tasks_and_scheme_options():
     info = MODELS.info("smil")
     assert info["default_scheme"] == "smil_meta" and set(info["schemes"]) == {"smil_meta", "joint"}
-    with pytest.raises(ConfigError, match="model.family"):
-        _build(task="regression")
+    assert set(info["tasks"]) == {"multiclass", "multilabel", "regression"}
+    for task, k in (("multilabel", 3), ("regression", 1)):  # the head has one raw score per output
+        assert build_model({"family": "smil", "full": "image"}, SHAPES, k, task).head.fc2.out_features == k
     base = {"model": {"family": "smil"}}
     with pytest.raises(ConfigError) as err:
         parse_config({**base, "training": {"scheme_options": {"inner_lrr": 0.1, "warmup_epochs": -1}}})
@@ -103,10 +104,23 @@ def test_fit_evaluates_every_pattern_and_masked_rows_do_not_raise():
     run = fit(_cfg(scheme_options={"warmup_epochs": 1}), splits, save=False)
     pats = run.test["patterns"]
     assert set(pats) == {"audio+image", "audio", "image"}  # the image-absent pattern runs (encoder of zeros)
-    assert all(0.0 <= p["accuracy"] <= 1.0 for p in pats.values())
     assert run.model.reconstruction.priors.abs().sum() > 0
-    # a Shapley coalition without either modality: finite logits, same as the zero inputs
+    # each pattern's metrics are those of the model's own paths on the test rows (every row has both):
+    # image absent = the full encoder of zero inputs with the real audio; audio absent = its reconstruction
+    # in every row; both present = the real audio feature
+    from mmfuse.evaluation.metrics import compute_metrics
+
     b = splits["test"].batch(list(range(8)))
+    model = run.model.eval()
+    zero_image = MultimodalBatch({"image": torch.zeros_like(b.inputs["image"]), "audio": b.inputs["audio"]},
+                                 dict(b.mask), b.target)
+    with torch.no_grad():
+        paths = {"audio": model(zero_image).logits, "image": model(b, reconstruct="always").logits,
+                 "audio+image": model(b, reconstruct="never").logits}
+    assert not torch.allclose(paths["audio"], paths["audio+image"]) and not torch.allclose(paths["image"], paths["audio+image"])
+    for name, logits in paths.items():
+        assert pats[name] == compute_metrics("multiclass", logits.numpy(), b.target.numpy()), name
+    # a Shapley coalition without either modality: finite logits, same as the zero inputs
     none = b.with_mask({"image": torch.zeros(8, dtype=torch.bool), "audio": torch.zeros(8, dtype=torch.bool)})
     out = run.model.eval()(none).logits
     assert torch.isfinite(out).all() and torch.allclose(out, out[:1].expand_as(out))
