@@ -214,8 +214,13 @@ def _batches(data: Any, batch_size: int) -> Iterator[MultimodalBatch]:
             "e.g. load_dataset(...)['test']"
         )
     if isinstance(data, Dataset):
-        fn = getattr(data, "collate_fn", None) or collate
-        data = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=fn)
+        if callable(getattr(data, "batch", None)):  # mmfuse's in-memory datasets
+            from ..evaluation import make_loader  # the one loader factory (batches carry the rows' index)
+
+            data = make_loader(data, batch_size)
+        else:  # a user's Dataset of sample dicts, with its own collate_fn (which takes a list of samples)
+            data = DataLoader(data, batch_size=batch_size, shuffle=False,
+                              collate_fn=getattr(data, "collate_fn", None) or collate)
     if not isinstance(data, Iterable):
         raise ConfigError(
             f"explain_dataset: data must be a dataset, a DataLoader of MultimodalBatch or a MultimodalBatch, "

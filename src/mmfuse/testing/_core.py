@@ -151,14 +151,10 @@ def target(task: str, batch: int, k: int, gen: torch.Generator) -> Tensor:
 
 
 def task_loss(task: str, scores: Tensor, y: Tensor) -> Tensor:
-    """The task loss of ``mmfuse.training.losses`` (without importing the training stack)."""
-    import torch.nn.functional as F
+    """The one task loss of the training path (:func:`mmfuse.training.losses.task_loss`)."""
+    from ..training.losses import task_loss as _task_loss
 
-    if task == "multiclass":
-        return F.cross_entropy(scores, y.long().view(-1))
-    if task == "multilabel":
-        return F.binary_cross_entropy_with_logits(scores, y.float().view_as(scores))
-    return F.mse_loss(scores, y.float().view_as(scores))
+    return _task_loss(task, scores, y)
 
 
 def grads_reach(module: nn.Module, totals: dict[str, float], what: str = "parameter", exempt=()) -> None:
