@@ -48,16 +48,17 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from tqdm.auto import tqdm
 
-from . import plots
+if TYPE_CHECKING:
+    import pandas as pd
+
 from .config import ExperimentConfig, FAMILY_CONFIGS, NgiamModelConfig, _ModelBase, parse_config
 from .errors import ConfigError
-from .evaluation import collect, make_loader, primary_metric
+# pandas, tqdm, plots and evaluation are imported inside the functions that run a study, so that validating a
+# config (which checks compare.methods through this module) stays as quick as importing torch
 
 SHARED_MODEL_KEYS = tuple(_ModelBase.model_fields)
 NGIAM_SETTINGS = NgiamModelConfig.model_fields["setting"].annotation.__args__
@@ -373,6 +374,10 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
                 datasets: dict | None = None) -> pd.DataFrame:
     """Train every (grid point, method, seed) not stored yet; returns the leaderboard (one row per grid
     point and method; ``runs.csv`` in the folder holds the runs)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+    from . import plots
+    from .evaluation import primary_metric
     out = Path(out_dir or cfg.output_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     pl = plan(cfg, datasets)
@@ -474,6 +479,7 @@ def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patter
 
 def leaderboard(runs: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None) -> pd.DataFrame:
     """Mean ± std over seeds per (grid point, method), best first within each grid point."""
+    import pandas as pd
     grid = list(grid or [])
     cols = [c for c in runs.columns if c.startswith("test_") or c.startswith("pattern[")]
     agg = []
@@ -543,6 +549,8 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
 
 
 def _tsne(board: pd.DataFrame, pl: _Plan, cfg: ExperimentConfig, out: Path) -> None:
+    from . import plots
+    from .evaluation import collect, make_loader
     from .training import load_checkpoint
 
     first = pl.jobs[0].point
