@@ -74,3 +74,21 @@ def test_register_family_config_rejects_a_class_without_its_literal_tag():
 
     with pytest.raises(ConfigError, match="Literal"):
         register_family_config(Bad)
+
+
+def test_overwriting_a_builtin_in_a_fresh_process_keeps_the_other_builtins():
+    import subprocess
+    import sys
+
+    code = ("from mmfuse.registry import MODELS\n"
+            "MODELS.register('fusion', lambda *a: None, overwrite=True)\n"
+            "print(','.join(MODELS.list()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "fusion,intermediate,mea,ngiam,smil"
+
+
+def test_switching_family_with_set_drops_base_keys_but_reports_the_users_own():
+    base = {"model": {"encoders": {"image": {"name": "cnn2d"}}, "fusion": {"name": "gated"}}}
+    assert parse_config(base, ["model.family=mea"]).model.family == "mea"  # fusion and encoders dropped
+    with pytest.raises(ConfigError, match=r"model.setting: unknown key"):
+        parse_config(base, ["model.family=intermediate", "model.setting=fusion"])

@@ -239,15 +239,16 @@ def normalize_model_raw(raw: Any) -> Any:
     return raw
 
 
-def _drop_foreign_keys(model_raw: dict) -> dict:
-    """After ``--set model.family=NAME``: drop the keys that only other families have (a shared base config)."""
+def _drop_foreign_keys(model_raw: dict, keep: set[str] = frozenset()) -> dict:
+    """After ``--set model.family=NAME``: drop the keys that only other families have (a shared base config).
+    Keys in ``keep`` (those the user set with ``--set`` too) stay, so a wrong one is reported, not ignored."""
     fam = FAMILY_CONFIGS.get(model_raw.get("family"))
     if fam is None:
         return model_raw
     others = set().union(*(set(c.model_fields) for n, c in FAMILY_CONFIGS.items())) - set(fam.model_fields)
     others.add("intermediate")  # the old spelling's subsection (strategy: intermediate), no family has it now
     others |= set(getattr(fam, "unused_shared_keys", ()))
-    return {k: v for k, v in model_raw.items() if k not in others}
+    return {k: v for k, v in model_raw.items() if k not in others or k in keep}
 
 
 def parse_model_config(raw: Any):
@@ -433,8 +434,9 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
 def parse_config(raw: dict | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Validate a config dict (plus ``key=value`` overrides); all problems are reported at once."""
     raw = apply_overrides(dict(raw or {}), overrides)
-    if any(o.split("=", 1)[0].strip() == "model.family" for o in overrides or []) and isinstance(raw.get("model"), dict):
-        raw["model"] = _drop_foreign_keys(raw["model"])
+    keys = [o.split("=", 1)[0].strip() for o in overrides or []]
+    if "model.family" in keys and isinstance(raw.get("model"), dict):
+        raw["model"] = _drop_foreign_keys(raw["model"], {k.split(".")[1] for k in keys if k.startswith("model.") and k.count(".") >= 1})
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -50,7 +50,11 @@ class Registry:
             module, self._builtins = self._builtins, None
             import importlib
 
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except BaseException:
+                self._builtins = module  # try again next time rather than lose the built-ins for good
+                raise
 
     def register(self, name: str, factory: Callable[..., Any] | None = None, *, overwrite: bool = False,
                  tasks: tuple[str, ...] | list[str] = TASKS, test_options: dict[str, Any] | None = None,
@@ -60,6 +64,7 @@ class Registry:
         ``tasks``: the task types the entry supports; ``test_options``: keyword options of a tiny
         instance for the check suite; any further keyword is kept in :meth:`info`.
         """
+        self._load_builtins()  # so that overwrite=True replaces a built-in entry instead of being overwritten by it
         bad = [t for t in tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"{self.kind} {name!r}: unknown task {bad[0]!r}; tasks are {list(TASKS)}")

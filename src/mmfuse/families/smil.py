@@ -1,7 +1,7 @@
 """``family: smil``: SMIL (Ma et al., AAAI 2021), one modality reconstructed from the other.
 
-``model.full`` is the modality present in (almost) every sample (default: the first modality in
-sorted order) and ``model.reconstructed`` the one that may be absent (default: the other). The
+``model.full`` is the modality present in every training sample (a training row without it is a
+DataError at the start of training; default: the first modality in sorted order) and ``model.reconstructed`` the one that may be absent (default: the other). The
 builder returns a :class:`~mmfuse.missing.smil.SMILModel`:
 
 * encoders: ``model.encoders.<modality>`` (any registered encoder with an ``output_dim`` and

@@ -56,11 +56,13 @@ def check_scheme_options(cfg) -> list[str]:
     if allowed is not None and name not in allowed:
         out.append(f"training.scheme: {name!r} cannot train the {family!r} family; it supports {list(allowed)}")
     try:
-        cls.Options.model_validate(dict(options))
+        opts = cls.Options.model_validate(dict(options))
     except ValidationError as exc:
         from ..config import format_validation_error
 
         out += format_validation_error(exc, cls.Options, prefix=("training", "scheme_options"))
+    else:
+        out += cls.check(opts, training)
     return out
 
 

@@ -36,6 +36,12 @@ class Scheme:
     def __init__(self, options: BaseModel | dict | None = None):
         self.options = options if isinstance(options, BaseModel) else self.Options.model_validate(dict(options or {}))
 
+    @classmethod
+    def check(cls, options: BaseModel, training: Any) -> list[str]:
+        """Problems between the scheme's options and the rest of ``training`` (a TrainingConfig or raw dict),
+        one line each with its dotted path; checked with the whole config, before any data loads."""
+        return []
+
     def configure_optimizers(self, system) -> Any:
         return system.make_optimizer(system.model.parameters())
 

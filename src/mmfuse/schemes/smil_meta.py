@@ -134,6 +134,14 @@ class SMILMetaScheme(Scheme):
         self.inner_names: list[str] = []
         self.meta_steps = 0  # meta steps taken (the inner-lr schedule counts these)
 
+    @classmethod
+    def check(cls, options, training) -> list[str]:
+        max_epochs = training.get("max_epochs", 10) if isinstance(training, dict) else training.max_epochs
+        if isinstance(max_epochs, int) and options.warmup_epochs > max_epochs:
+            return [f"training.scheme_options.warmup_epochs: {options.warmup_epochs} is more than training.max_epochs "
+                    f"({max_epochs}); the priors are computed at the end of the warm-up, so lower it or train longer"]
+        return []
+
     def configure_optimizers(self, system):
         from ..missing.meta import resolve_param_subset
 
