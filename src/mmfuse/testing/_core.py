@@ -95,6 +95,22 @@ def grads_of(loss: Tensor) -> None:
     fill_grads(loss)
 
 
+def round_trip(module: nn.Module, fresh: nn.Module, run: Callable[[nn.Module], Any]) -> None:
+    """Load ``module``'s state_dict into ``fresh`` (built with another seed); ``run(m)`` must then give identical
+    results (a Tensor, or a dict of Tensors) for both."""
+    try:
+        fresh.load_state_dict(module.state_dict(), strict=True)
+    except RuntimeError as exc:
+        fail(f"state_dict does not load into a fresh instance: {exc}")
+    with torch.no_grad():
+        a, b = run(module), run(fresh)
+    pairs = [(k, a[k], b[k]) for k in a] if isinstance(a, dict) else [(None, a, b)]
+    for k, x, y in pairs:
+        if not torch.equal(x, y):
+            fail("a fresh instance loaded with state_dict gives different outputs" + (f" for {k!r}" if k else "")
+                 + " (is some parameter or buffer not registered, e.g. kept in a plain list?)")
+
+
 def fail(message: str) -> None:
     raise AssertionError(message)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import MissingModalityError, ShapeError
-from ._core import grads_of, Case, check, close, describe_row, fail, pattern_mask, target, task_loss
+from ._core import round_trip, grads_of, Case, check, close, describe_row, fail, pattern_mask, target, task_loss
 
 DEFAULT_MODALITIES = ("audio", "text", "video")
 
@@ -78,13 +78,7 @@ def check_state_dict(case: Case) -> None:
         for p in comb.parameters():  # move away from a constant init so the round trip is informative
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
     fresh = _build(case, mods, k, seed=case.seed + 7919).eval()
-    try:
-        fresh.load_state_dict(comb.state_dict(), strict=True)
-    except RuntimeError as exc:
-        fail(f"state_dict does not load into a fresh instance: {exc}")
-    with torch.no_grad():
-        if not torch.equal(comb(logits, mask), fresh(logits, mask)):
-            fail("a fresh instance loaded with state_dict gives different outputs")
+    round_trip(comb, fresh, lambda m: m(logits, mask))
 
 
 @check("late")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..batch import MultimodalBatch
-from ._core import grads_of, Case, accumulate, check, close, describe_row, fail, grads_reach, pattern_mask, target
+from ._core import round_trip, grads_of, Case, accumulate, check, close, describe_row, fail, grads_reach, pattern_mask, target
 
 DEFAULT_SHAPES = {"a": (6,), "b": (4,)}
 SEQ_LEN = 5
@@ -121,14 +121,7 @@ def check_state_dict(case: Case) -> None:
     batch = _batch(case, torch.Generator().manual_seed(case.seed + 2))
     model = _build(case).eval()
     other = _build(case, seed=case.seed + 7919).eval()
-    try:
-        other.load_state_dict(model.state_dict(), strict=True)
-    except RuntimeError as exc:
-        fail(f"state_dict does not load into a fresh model: {exc}")
-    with torch.no_grad():
-        if not torch.equal(_logits(model, batch), _logits(other, batch)):
-            fail("a fresh model loaded with state_dict gives different outputs "
-                 "(is some parameter or buffer not registered, e.g. kept in a plain list?)")
+    round_trip(model, other, lambda m: _logits(m, batch))
 
 
 @check("model")
