@@ -41,12 +41,44 @@ def _print_table(rows: list[tuple[str, str]], title: str | None = None) -> None:
 
 
 def _metrics_rows(report: dict) -> list[tuple[str, str]]:
+    """Overall metrics, then the *simulated* patterns (modalities hidden at test time in every row)."""
     rows = [(k, f"{v:.4f}") for k, v in report.get("metrics", {}).items()]
     for pat, mets in report.get("patterns", {}).items():
         key = next(iter(mets), None)
         if key:
-            rows.append((f"only {pat} present: {key}", f"{mets[key]:.4f}"))
+            rows.append((f"simulated: only {pat} present: {key}", f"{mets[key]:.4f}"))
     return rows
+
+
+def _observed_lines(report: dict) -> list[str]:
+    """The table of metrics per *observed* presence pattern (rows grouped by the modalities they really
+    have, n rows each), and a warning line counting the rows that have no modality at all."""
+    obs = report.get("observed") or {}
+    if not obs:
+        return []
+    names = list(dict.fromkeys(k for o in obs.values() for k in o.get("metrics", {})))
+    labels = {pat: f"observed: {'no modality' if pat == 'none' else pat} (n={o['n']})" for pat, o in obs.items()}
+    w = max(len(v) for v in labels.values())
+    widths = [max(len(k), 6) for k in names]
+    lines = ["observed presence patterns (test rows grouped by the modalities they really have; nothing hidden):",
+             "  " + "pattern".ljust(w) + "".join(f"  {k.rjust(cw)}" for k, cw in zip(names, widths))]
+    for pat, o in obs.items():
+        m = o.get("metrics", {})
+        lines.append("  " + labels[pat].ljust(w) + "".join(
+            f"  {(f'{m[k]:.4f}' if k in m else '—').rjust(cw)}" for k, cw in zip(names, widths)))
+    none = report.get("rows_without_modality") or {}
+    if none.get("n"):
+        what, idx = ("ids", none["ids"]) if none.get("ids") else ("dataset indices", none.get("index", []))
+        shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
+        lines.append(f"  warning: {none['n']} row(s) have no modality present ({what} {shown}); "
+                     "their predictions use no input at all")
+    return lines
+
+
+def _print_report(report: dict, title: str) -> None:
+    _print_table(_metrics_rows(report), title)
+    for line in _observed_lines(report):
+        print(line)
 
 
 def cmd_train(args) -> int:
@@ -61,7 +93,7 @@ def cmd_train(args) -> int:
                                                    "params": res.params, "train_seconds": res.train_seconds}, indent=2))
     metric = "val_accuracy" if res.task == "multiclass" else "val_loss"
     learning_curves({"model": [[h.get(metric, float("nan")) for h in res.history]]}, out / "learning_curve.png", metric)
-    _print_table(_metrics_rows(res.test), f"test metrics ({res.params:,} parameters, {res.train_seconds:.1f} s training):")
+    _print_report(res.test, f"test metrics ({res.params:,} parameters, {res.train_seconds:.1f} s training):")
     print(f"checkpoint: {res.checkpoint}")
     return 0
 
@@ -71,7 +103,7 @@ def _data_for(cfg, overrides):
     from .training.fit import load_data
 
     if overrides:
-        cfg = parse_config(cfg.model_dump(), overrides)
+        cfg = parse_config(cfg.model_dump(), overrides, devices=False)  # no training here: any device will do
     return cfg, load_data(cfg)
 
 
@@ -90,7 +122,7 @@ def cmd_evaluate(args) -> int:
     model, cfg, meta = load_checkpoint(args.checkpoint)
     cfg, datasets = _data_for(cfg, args.set)
     report = evaluate(model, _split(datasets, args.split), meta["task"], cfg.data.eval_batch_size)
-    _print_table(_metrics_rows(report), f"{args.split} metrics of {args.checkpoint}:")
+    _print_report(report, f"{args.split} metrics of {args.checkpoint}:")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0
@@ -101,13 +133,53 @@ def cmd_predict(args) -> int:
     from .training import load_checkpoint
 
     model, cfg, meta = load_checkpoint(args.checkpoint)
+    if getattr(args, "table", None):
+        return _predict_table(args, model, cfg, meta)
+    if getattr(args, "schema", None):
+        from .errors import ConfigError
+
+        raise ConfigError("predict: --schema describes the table given with --table; add --table NEW.csv")
     cfg, datasets = _data_for(cfg, args.set)
     ds = _split(datasets, args.split)
     res = collect(model, make_loader(ds, cfg.data.eval_batch_size))
-    df = prediction_frame(res, meta["task"], meta.get("class_names") or None, getattr(ds, "ids", None))
+    ids = getattr(ds, "ids", None)
+    if getattr(ds, "row_ids", None) is not None:
+        from .datasets.table import table_rows
+
+        ids = table_rows(ds)
+    df = prediction_frame(res, meta["task"], meta.get("class_names") or None, ids)
     out = Path(args.out)
     df.to_csv(out, index=False)
     print(f"wrote {len(df)} predictions to {out}")
+    return 0
+
+
+def _predict_table(args, model, cfg, meta) -> int:
+    """``mmfuse predict CKPT --table new.csv``: every row, through the checkpoint's fitted pipeline (no split,
+    no refit); labels optional (metrics when present); rows keyed by the schema's ``id`` column."""
+    import numpy as np
+
+    from .datasets.table import load_table, table_rows
+    from .evaluation import collect, evaluate, make_loader
+    from .training.checkpoint import load_pipeline
+
+    pipe = load_pipeline(meta)
+    ds = load_table(args.schema, pipeline=pipe, table=args.table, split="none")
+    # batch size 1 by default: each row in its own forward pass, so its probabilities are bit-identical whatever
+    # other rows the table holds (batched float32 kernels can differ in the last digits with the batch's make-up)
+    res = collect(model, make_loader(ds, args.batch_size or 1))
+    if not ds.has_labels:
+        res.pop("target", None)
+    df = prediction_frame(res, meta["task"], meta.get("class_names") or None, table_rows(ds))
+    df = df.drop(columns=["index"])
+    for m in sorted(ds.modalities):
+        df[f"has[{m}]"] = np.asarray(ds.present[m], dtype=int)
+    out = Path(args.out)
+    df.to_csv(out, index=False)
+    print(f"wrote {len(df)} predictions (every row of {args.table}) to {out}")
+    if ds.has_labels:
+        report = evaluate(model, ds, meta["task"], cfg.data.eval_batch_size, per_pattern=False)
+        _print_table(_metrics_rows(report), f"metrics on the labels of {args.table}:")
     return 0
 
 
@@ -267,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("checkpoint")
         sp.add_argument("--split", default="test")
         sp.add_argument("--out", default="predictions.csv" if name == "predict" else None)
+        if name == "predict":
+            sp.add_argument("--table", default=None, help="predict every row of this CSV / Parquet table (no split, "
+                                                          "no label needed) with the checkpoint's fitted pipeline")
+            sp.add_argument("--schema", default=None, help="the table's schema (default: the checkpoint's)")
+            sp.add_argument("--batch-size", type=int, default=None,
+                            help="with --table: rows per forward pass (default 1: every row's probabilities are "
+                                 "exactly reproducible; larger is faster, last float digits may vary)")
         sp.set_defaults(fn=fn)
     sp = with_set(sub.add_parser("compare", help="compare methods of any family × seeds (× compare.grid); "
                                                 "writes a leaderboard"))

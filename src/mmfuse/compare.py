@@ -473,6 +473,11 @@ def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patter
     mets.update({f"test_{k}": v for k, v in res.test.get("metrics", {}).items()})
     for pat, m in res.test.get("patterns", {}).items():
         mets[f"pattern[{pat}]_{metric}"] = m.get(metric, float("nan"))
+    for pat, o in res.test.get("observed", {}).items():  # test rows grouped by the modalities they really have
+        mets[f"observed[{pat}]_{metric}"] = o["metrics"].get(metric, float("nan"))
+        mets[f"observed[{pat}]_n"] = o["n"]
+    if "rows_without_modality" in res.test:
+        mets["test_rows_no_modality"] = res.test["rows_without_modality"]["n"]
     return {"metrics": mets, "curve": [h.get(f"val_{metric}", float("nan")) for h in res.history],
             "checkpoint": str(res.checkpoint) if res.checkpoint else None}
 
@@ -481,7 +486,7 @@ def leaderboard(runs: pd.DataFrame, metric: str, direction: str, grid: list[str]
     """Mean ± std over seeds per (grid point, method), best first within each grid point."""
     import pandas as pd
     grid = list(grid or [])
-    cols = [c for c in runs.columns if c.startswith("test_") or c.startswith("pattern[")]
+    cols = [c for c in runs.columns if c.startswith(("test_", "pattern[", "observed[")) and c != "test_rows_no_modality"]
     agg = []
     for keys, g in runs.groupby(grid + ["method"], sort=False, dropna=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
@@ -524,7 +529,17 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
     grid = list(cfg.compare.grid)
     pats = [c[:-5] for c in board.columns if c.startswith("pattern[") and c.endswith("_mean")]
     extra = [m for m in ("macro_f1", "auroc", "f1_macro", "pearson_r") if f"{m}_mean" in board.columns and m != metric]
-    head = ["#"] + grid + ["method", "kind", metric] + extra[:2] + ["params", "train s"] + [p.replace(f"_{metric}", "") for p in pats]
+    # observed presence patterns of the test rows: shown only when the test rows really differ in what they have
+    obs = [c[:-5] for c in board.columns if c.startswith("observed[") and c.endswith(f"_{metric}_mean")]
+    obs = obs if len(obs) > 1 else []
+    obs_n = {o: board.get(f"{o[:-len(metric) - 1]}_n_mean") for o in obs}
+    obs_head = []
+    for o in obs:
+        n = obs_n[o]
+        same = n is not None and n.notna().all() and n.nunique() == 1
+        obs_head.append(o.replace(f"_{metric}", "") + (f" n={int(n.iloc[0])}" if same else ""))
+    head = (["#"] + grid + ["method", "kind", metric] + extra[:2] + ["params", "train s"]
+            + [p.replace(f"_{metric}", "") for p in pats] + obs_head)
     lines = [f"Dataset `{cfg.data.name}` {cfg.data.options or ''}; seeds {cfg.compare.seeds}; "
              f"test {metric} mean ± std over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -533,9 +548,17 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
         cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in extra[:2]]
         cells += [f"{int(r['params']):,}", f"{r['train_seconds']:.1f}"]
         cells += [_fmt(r.get(f"{p}_mean", float("nan")), r.get(f"{p}_std", float("nan"))) for p in pats]
+        for o, h in zip(obs, obs_head):
+            cell = _fmt(r.get(f"{o}_mean", float("nan")), r.get(f"{o}_std", float("nan")))
+            n = r.get(f"{o[:-len(metric) - 1]}_n_mean", float("nan"))
+            cells.append(cell if " n=" in h or math.isnan(float(n)) else f"{cell} (n={float(n):g})")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"`pattern[x]`: test {metric} with only modalities x present (the others masked absent at test time).")
+    lines.append(f"`pattern[x]`: simulated — test {metric} with only modalities x kept (the others hidden at test time "
+                 "in every row).")
+    if obs:
+        lines.append(f"`observed[x]`: real — test {metric} on the test rows that really have exactly modalities x "
+                     "(n rows; `none` = rows with no modality present).")
     seen = set()
     for reps in (reports or {}).values():
         for rep in reps:

@@ -284,6 +284,73 @@ class TrainingConfig(_Strict):
     limit_train_batches: float | int | None = None
 
 
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+
+
+def check_devices(training: TrainingConfig | dict) -> list[str]:
+    """``training.accelerator`` / ``training.devices`` against this machine: one line per problem (naming
+    the key and the fix), e.g. a GPU asked for where torch sees none, or more CPU processes than cores.
+    Checked by :func:`parse_config` and at the start of ``fit``, before any data loads (not when a saved
+    checkpoint is read, so a model trained on a GPU still evaluates on a CPU)."""
+    import os
+
+    import torch
+
+    t = training.model_dump() if isinstance(training, BaseModel) else dict(training or {})
+    acc = str(t.get("accelerator", "cpu")).strip().lower()
+    devices = t.get("devices", 1)
+    if acc not in ACCELERATORS:
+        return [f"training.accelerator: unknown accelerator {acc!r}; {suggestion(acc, list(ACCELERATORS))} "
+                "(this machine: cpu)"]
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    fix_acc = "set training.accelerator=cpu (or auto)"
+    if acc == "gpu" and not (cuda or mps):
+        return [f"training.accelerator: 'gpu' requested but this machine has no GPU that torch can use "
+                f"(torch.cuda.is_available() is False, no MPS); {fix_acc}"]
+    if acc == "cuda" and not cuda:
+        return [f"training.accelerator: 'cuda' requested but torch.cuda.is_available() is False on this machine; {fix_acc}"]
+    if acc == "mps" and not mps:
+        return [f"training.accelerator: 'mps' requested but torch.backends.mps.is_available() is False on this "
+                f"machine; {fix_acc}"]
+    if acc == "tpu":
+        try:
+            from lightning.fabric.accelerators.xla import XLAAccelerator
+
+            tpu = XLAAccelerator.is_available()
+        except Exception:  # noqa: BLE001 - torch_xla missing or broken: no TPU
+            tpu = False
+        if not tpu:
+            return [f"training.accelerator: 'tpu' requested but no TPU (torch_xla) is available; {fix_acc}"]
+        return []
+    if acc == "auto":
+        acc = "cuda" if cuda else "mps" if mps else "cpu"
+    kind = "cpu" if acc == "cpu" else "mps" if acc == "mps" or (acc == "gpu" and not cuda) else "cuda"
+    have = {"cpu": os.cpu_count() or 1, "cuda": torch.cuda.device_count() if cuda else 0, "mps": 1}[kind]
+    what = {"cpu": "CPU core(s) (one training process per device)", "cuda": "CUDA GPU(s)", "mps": "MPS device"}[kind]
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return []
+    if isinstance(devices, str) and not text.isdigit():
+        if kind == "cpu":
+            return [f"training.devices: {devices!r} is not a number of processes; on the CPU give a count such as "
+                    f"training.devices=1 (this machine has {have} {what})"]
+        ids = [x.strip() for x in text.strip("[]").split(",") if x.strip()]
+        bad = [x for x in ids if not x.isdigit() or int(x) >= have]
+        if bad or not ids:
+            return [f"training.devices: {devices!r} names device(s) {', '.join(bad) or text} that do not exist; "
+                    f"this machine has {have} {what} (ids 0..{have - 1}); set training.devices=1"]
+        return []
+    n = int(text)
+    if n < 1:
+        return [f"training.devices: {devices!r} is not a device count; set training.devices=1, a count up to {have}, "
+                "or auto"]
+    if n > have:
+        return [f"training.devices: {n} requested but this machine has {have} {what}; "
+                f"set training.devices=1 (at most {have}) or auto"]
+    return []
+
+
 class CompareConfig(_Strict):
     # methods from any family, e.g. ["fusion:concat", "fusion:late", "intermediate:mmtm", "mea", "smil",
     # "ngiam:shared", "unimodal:image"] or names of ``overlays``; when set, replaces fusions/late/early/intermediate
@@ -431,8 +498,11 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     return raw
 
 
-def parse_config(raw: dict | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Validate a config dict (plus ``key=value`` overrides); all problems are reported at once."""
+def parse_config(raw: dict | None, overrides: list[str] | None = None, devices: bool = True) -> ExperimentConfig:
+    """Validate a config dict (plus ``key=value`` overrides); all problems are reported at once.
+
+    ``devices``: also check ``training.accelerator`` / ``training.devices`` against this machine
+    (:func:`check_devices`); False for a config that will not train here (e.g. a checkpoint's, to evaluate)."""
     raw = apply_overrides(dict(raw or {}), overrides)
     keys = [o.split("=", 1)[0].strip() for o in overrides or []]
     if "model.family" in keys and isinstance(raw.get("model"), dict):
@@ -441,10 +511,20 @@ def parse_config(raw: dict | None, overrides: list[str] | None = None) -> Experi
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         lines = format_validation_error(exc) + check_names(raw)
+        train = raw.get("training")
+        if devices and isinstance(train, dict) and not any(ln.startswith(("training.accelerator", "training.devices"))
+                                                           for ln in lines):
+            try:
+                lines += check_devices({k: train[k] for k in ("accelerator", "devices") if k in train})
+            except Exception:  # noqa: BLE001 - malformed values are already reported by pydantic
+                pass
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     problems = check_names(cfg)
+    bad = check_devices(cfg.training) if devices else []
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems + bad))
+    if bad:  # a device that is not there: one line, before any data loads
+        raise ConfigError(bad[0])
     return cfg
 
 

@@ -13,6 +13,8 @@ Example schema (paths are relative to the schema file; file cells are relative t
       vitals:  {columns: [hr, bp], loader: numeric}
       emb:     {column: npy_path, loader: npy}
 
+    id: patient_id                                # optional: the column identifying each row
+
 Load it with ``load_dataset("path/schema.yaml")`` or ``load_dataset("table", schema=...)``
 (``schema`` is a path or a dict; a dict's relative paths are resolved against ``base_dir``,
 default the working directory).
@@ -62,39 +64,44 @@ wrong the error is a :class:`TableSchemaError`, which is both a ``ConfigError`` 
 ``DataError``. Errors found while decoding (rare: a file whose header is fine but whose data is
 truncated) are also collected and raised together.
 
+Fitted pipeline: every column loader (:mod:`mmfuse.datasets.columns`, registry
+:data:`mmfuse.registry.COLUMN_LOADERS`) and the target learn their state (vocabulary, normalisation
+statistics, image size, class list and order) on the *train* split only. The fitted
+:class:`~mmfuse.datasets.pipeline.TablePipeline` is ``dataset.pipeline``; ``mmfuse train`` saves it in
+the checkpoint, and ``load_table(..., pipeline=CHECKPOINT)`` (or ``data.options.pipeline``) reapplies
+it unchanged, so a row's arrays depend only on that row. Labels are checked: numbers mixed with
+words, a class found only outside the train split (errors) and a class with fewer than 2 training
+rows (a warning), each naming the rows and values.
+
+``id``: a column identifying the rows (kept by ``mmfuse predict``; ``dataset.row_ids``).
+
 Rows are numbered from 0 in the order of the table; for CSV files the message also gives the
 line number (the header is line 1). ``dataset.ids`` holds each sample's row number.
 """
 
 from __future__ import annotations
 
-import math
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Optional, Union
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from ..errors import ConfigError, DataError
-from ..registry import suggestion
+from ..registry import COLUMN_LOADERS, suggestion
 from .base import SPLITS, ArrayDataset, check_fractions, stratified_split
+from .columns import ColumnLoader, TargetEncoder, TargetSpec, class_key, empty as _empty, label_str as _label_str
 from .loading import register_dataset
+from .pipeline import TablePipeline
 
 MAX_LISTED = 40
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
-TOP_KEYS = {"table", "name", "target", "split", "modalities", "format"}
-TARGET_KEYS = {"column", "columns", "task", "classes", "separator"}
-SPLIT_KEYS = {"column", "fractions"}
-LOADER_KEYS: dict[str, dict[str, Any]] = {
-    "image": {"size": None, "channels": 3},
-    "audio": {"features": "mfcc", "n_mfcc": 13, "n_mels": 40, "sample_rate": 16000, "max_frames": 100,
-              "normalize": True},
-    "text": {"encoder": "tokens", "max_tokens": 64, "max_vocab": None},
-    "numeric": {"normalize": True},
-    "npy": {},
-}
-FILE_LOADERS = ("image", "audio", "npy")
+
+__all__ = ["TableSchemaError", "TableSchema", "load_table", "table_rows", "TablePipeline", "_empty", "_label_str",
+           "class_key"]
 
 
 class TableSchemaError(DataError, ConfigError):
@@ -123,22 +130,60 @@ class _Problems:
         raise err
 
 
+# ---------------------------------------------------------------------- the schema (pydantic)
+class SplitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    column: Optional[str] = None
+    fractions: Optional[list[float]] = None
+
+
+class TableSchema(BaseModel):
+    """A table schema; modality specs are validated by their loader's ``Options`` (see :func:`modality_spec_model`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    table: Optional[str] = None
+    name: Optional[str] = None
+    format: Optional[str] = None
+    id: Optional[str] = None
+    target: Optional[TargetSpec] = None
+    split: Optional[SplitSpec] = None
+    modalities: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, v):
+        return {"column": v} if isinstance(v, str) else v
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split(cls, v):
+        return {"column": v} if isinstance(v, str) else v
+
+
+_SPEC_MODELS: dict[type, type[BaseModel]] = {}
+
+
+def modality_spec_model(klass: type[ColumnLoader]) -> type[BaseModel]:
+    """The pydantic model of one ``modalities.<name>`` entry: the loader's options plus loader / column(s)."""
+    if klass not in _SPEC_MODELS:
+        cols = {"columns": (Optional[Union[list[str], str]], None)} if klass.multi_column else {}
+        _SPEC_MODELS[klass] = create_model(f"{klass.__name__}Spec", __base__=klass.Options,
+                                           loader=(str, ...), column=(Optional[str], None), **cols)
+    return _SPEC_MODELS[klass]
+
+
+def _schema_lines(exc: ValidationError, root: type[BaseModel], prefix: tuple) -> list[str]:
+    from ..config import format_validation_error
+
+    lines = []
+    for err, line in zip(exc.errors(), format_validation_error(exc, root=root, prefix=prefix)):
+        if err["type"] == "extra_forbidden":
+            line = line.replace(": unknown key", f": unknown key {str(err['loc'][-1])!r}", 1)
+        lines.append("schema." + line if not prefix else line)
+    return lines
+
+
 # ---------------------------------------------------------------------- reading the table
-def _empty(v: Any) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, str):
-        return v.strip() == ""
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    try:
-        import pandas as pd
-
-        return bool(pd.isna(v)) if np.ndim(v) == 0 else False
-    except (TypeError, ValueError):
-        return False
-
-
 def _read_table(path: Path, fmt: str | None) -> tuple[dict[str, list[Any]], int, bool]:
     """Columns as lists of raw cells (CSV: strings), the number of rows, and whether it is a CSV."""
     import pandas as pd
@@ -186,177 +231,96 @@ def _load_schema(schema: Any, base_dir: str | os.PathLike | None) -> tuple[dict,
     raise ConfigError(f"table: schema must be a path to a YAML file or a dict, got {type(schema).__name__}")
 
 
-# ---------------------------------------------------------------------- schema checks
-def _unknown_keys(d: dict, known: set[str], where: str, problems: _Problems) -> None:
-    for k in d:
-        if k not in known:
-            problems.schema.append(f"{where}: unknown key {k!r} ({suggestion(str(k), sorted(known))})")
-
-
-def _positive_int(v: Any, allow_none: bool = False) -> bool:
-    if v is None:
-        return allow_none
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
-
-
-def _check_options(name: str, loader: str, opts: dict[str, Any], problems: _Problems) -> dict[str, Any]:
+def _parse_modality(name: Any, spec: Any, columns: list[str], problems: _Problems) -> ColumnLoader | None:
     where = f"modalities.{name}"
-    o = dict(LOADER_KEYS[loader])
-    o.update({k: v for k, v in opts.items() if k not in ("loader", "column", "columns")})
-    bad = problems.schema.append
-    if loader == "image":
-        size = o["size"]
-        if size is not None:
-            if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-                size = [int(size), int(size)]
-            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(s) for s in size)):
-                bad(f"{where}.size: expected [height, width] (two positive integers), got {o['size']!r}")
-                size = None
-            o["size"] = None if size is None else [int(s) for s in size]
-        if o["channels"] not in (1, 3):
-            bad(f"{where}.channels: expected 1 (grayscale) or 3 (RGB), got {o['channels']!r}")
-            o["channels"] = 3
-    elif loader == "audio":
-        if o["features"] not in ("mfcc", "log_mel"):
-            bad(f"{where}.features: expected 'mfcc' or 'log_mel', got {o['features']!r} "
-                f"({suggestion(str(o['features']), ['mfcc', 'log_mel'])})")
-        for k in ("n_mfcc", "n_mels"):
-            if not _positive_int(o[k]):
-                bad(f"{where}.{k}: expected a positive integer, got {o[k]!r}")
-        if _positive_int(o["n_mfcc"]) and _positive_int(o["n_mels"]) and o["n_mfcc"] > o["n_mels"]:
-            bad(f"{where}: n_mfcc ({o['n_mfcc']}) cannot exceed n_mels ({o['n_mels']})")
-        for k in ("sample_rate", "max_frames"):
-            if not _positive_int(o[k], allow_none=True):
-                bad(f"{where}.{k}: expected a positive integer or null, got {o[k]!r}")
-        if not isinstance(o["normalize"], bool):
-            bad(f"{where}.normalize: expected true or false, got {o['normalize']!r}")
-    elif loader == "text":
-        if o["encoder"] not in ("tokens", "minilm"):
-            bad(f"{where}.encoder: expected 'tokens' or 'minilm', got {o['encoder']!r} "
-                f"({suggestion(str(o['encoder']), ['tokens', 'minilm'])})")
-        if not _positive_int(o["max_tokens"], allow_none=True):
-            bad(f"{where}.max_tokens: expected a positive integer or null, got {o['max_tokens']!r}")
-        if not _positive_int(o["max_vocab"], allow_none=True) or (o["max_vocab"] is not None and o["max_vocab"] < 3):
-            bad(f"{where}.max_vocab: expected an integer >= 3 or null, got {o['max_vocab']!r}")
-    elif loader == "numeric":
-        if not isinstance(o["normalize"], bool):
-            bad(f"{where}.normalize: expected true or false, got {o['normalize']!r}")
-    return o
-
-
-def _columns_of(name: str, spec: dict, loader: str, columns: list[str], problems: _Problems) -> list[str]:
-    where = f"modalities.{name}"
-    if loader == "numeric":
-        cols = spec.get("columns", spec.get("column"))
-        if "columns" in spec and "column" in spec:
+    if not isinstance(name, str) or not name or name == "target":
+        problems.schema.append(f"{where}: invalid modality name {name!r}")
+        return None
+    if not isinstance(spec, dict):
+        problems.schema.append(f"{where}: expected a mapping with 'column' and 'loader', got {spec!r}")
+        return None
+    loader = spec.get("loader")
+    known = COLUMN_LOADERS.list()
+    if loader not in COLUMN_LOADERS:
+        problems.schema.append(f"{where}.loader: {'is required' if loader is None else repr(loader) + ' is unknown'}"
+                               f"; expected one of {known}"
+                               + ("" if loader is None else f" ({suggestion(str(loader), known)})"))
+        return None
+    klass = COLUMN_LOADERS.get(loader)
+    try:
+        parsed = modality_spec_model(klass)(**spec)
+    except ValidationError as exc:
+        problems.schema.extend(_schema_lines(exc, modality_spec_model(klass), ("modalities", name)))
+        return None
+    if klass.multi_column:
+        cols = parsed.columns if parsed.columns is not None else parsed.column
+        if parsed.columns is not None and parsed.column is not None:
             problems.schema.append(f"{where}: give either 'column' or 'columns', not both")
-        if isinstance(cols, str):
-            cols = [cols]
-        if not (isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)):
+        cols = [cols] if isinstance(cols, str) else cols
+        if not cols:
             problems.schema.append(f"{where}: 'columns' must be a non-empty list of column names, got {cols!r}")
-            return []
+            return None
     else:
-        if "columns" in spec:
-            problems.schema.append(f"{where}: the {loader!r} loader reads one 'column', not 'columns'")
-        col = spec.get("column")
-        if not isinstance(col, str) or not col:
+        if not parsed.column:
             problems.schema.append(f"{where}: 'column' (the table column holding this modality) is required")
-            return []
-        cols = [col]
-    ok = []
-    for c in cols:
-        if c in columns:
-            ok.append(c)
-        else:
-            problems.schema.append(f"{where}: column {c!r} is not in the table ({suggestion(c, columns)}); "
-                                   f"available columns: {columns}")
-    return ok if len(ok) == len(cols) else []
-
-
-# ---------------------------------------------------------------------- file checks and decoding
-def _check_image(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        size = im.size
-        im.verify()
-    return size
-
-
-def _check_audio(path: Path) -> None:
-    import soundfile as sf
-
-    info = sf.info(str(path))
-    if info.frames <= 0:
-        raise ValueError("the file holds no audio samples")
-
-
-def _check_npy(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    if not isinstance(arr, np.ndarray):
-        raise ValueError("not a single .npy array (an .npz archive?)")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"dtype {arr.dtype} is not numeric")
-    return tuple(arr.shape) or (1,), arr.dtype
-
-
-def _decode_image(path: Path, size: list[int] | None, channels: int) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
-
-
-def _decode_audio(path: Path, o: dict[str, Any]) -> np.ndarray:
-    import soundfile as sf
-
-    from .audio import log_mel, mfcc, resample, to_mono
-
-    data, sr = sf.read(str(path), dtype="float64", always_2d=False)
-    x, sr = resample(to_mono(data), int(sr), o["sample_rate"])
-    if not np.isfinite(x).all():
-        raise ValueError("the signal contains NaN or infinite samples")
-    if o["features"] == "mfcc":
-        return mfcc(x, sr, n_mfcc=int(o["n_mfcc"]), n_mels=int(o["n_mels"]))
-    return log_mel(x, sr, n_mels=int(o["n_mels"]))
-
-
-def _decode_npy(path: Path) -> np.ndarray:
-    arr = np.load(path, allow_pickle=False)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise ValueError("contains NaN or infinite values")
-        arr = arr.astype(np.float32)
-    elif arr.dtype.kind == "b":
-        arr = arr.astype(np.float32)
-    else:
-        arr = arr.astype(np.int64)
-    return arr
-
-
-CHECKERS: dict[str, Callable[[Path], Any]] = {"image": _check_image, "audio": _check_audio, "npy": _check_npy}
+            return None
+        cols = [parsed.column]
+    missing = [c for c in cols if c not in columns]
+    for c in missing:
+        problems.schema.append(f"{where}: column {c!r} is not in the table ({suggestion(c, columns)}); "
+                               f"available columns: {columns}")
+    if missing:
+        return None
+    options = klass.Options(**{k: v for k, v in spec.items() if k not in ("loader", "column", "columns")})
+    return klass(name, cols, options)
 
 
 # ---------------------------------------------------------------------- the loader
-def load_table(schema: str | os.PathLike | dict, *, seed: int = 0,
-               base_dir: str | os.PathLike | None = None) -> dict[str, ArrayDataset]:
-    """Train/val/test :class:`ArrayDataset` splits of a user table (see the module docstring)."""
-    raw, schema_dir, where = _load_schema(schema, base_dir)
+def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
+               base_dir: str | os.PathLike | None = None, pipeline: Any = None,
+               table: str | os.PathLike | None = None, split: str | None = None,
+               ) -> dict[str, ArrayDataset] | ArrayDataset:
+    """Train/val/test :class:`ArrayDataset` splits of a user table (see the module docstring).
+
+    ``pipeline``: a fitted :class:`TablePipeline` or a checkpoint folder holding one; it is reapplied
+    unchanged (nothing is fitted) and its schema is used when ``schema`` is None. ``table`` replaces
+    the schema's table file. ``split="none"`` returns one dataset of every row in table order (labels
+    then optional: without the target column, targets are zeros and ``dataset.has_labels`` is False).
+    """
+    if isinstance(pipeline, (str, os.PathLike)):
+        from ..training.checkpoint import load_pipeline
+
+        pipeline = load_pipeline(pipeline)
+    if schema is None:
+        if pipeline is None:
+            raise ConfigError("load_table: give a schema (a YAML path or a dict) or a fitted pipeline")
+        raw, schema_dir, where = dict(pipeline.schema), Path(pipeline.schema_dir), "table schema (from the checkpoint)"
+    else:
+        raw, schema_dir, where = _load_schema(schema, base_dir)
     problems = _Problems(where)
     if not isinstance(raw, dict):
         raise TableSchemaError(f"{where}: expected a mapping with keys 'table', 'target', 'modalities', "
                                f"got {type(raw).__name__}")
-    _unknown_keys(raw, TOP_KEYS, "schema", problems)
-    for key in ("table", "target", "modalities"):
+    if table is not None:
+        raw = {**raw, "table": str(Path(table).expanduser().resolve())}
+    whole = split == "none"
+    sch = None
+    try:
+        sch = TableSchema.model_validate(raw)
+    except ValidationError as exc:
+        problems.schema.extend(_schema_lines(exc, TableSchema, ()))
+        bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+        try:  # keep checking the rest of the schema, without its invalid keys
+            sch = TableSchema.model_validate({k: v for k, v in raw.items() if k not in bad})
+        except ValidationError:
+            sch = None
+    required = ("table", "modalities") if (pipeline is not None or whole) else ("table", "target", "modalities")
+    for key in required:
         if key not in raw:
             problems.schema.append(f"schema: required key {key!r} is missing")
-    if "table" not in raw:
+    if isinstance(raw.get("modalities"), dict) and not raw["modalities"] and pipeline is None:
+        problems.schema.append("schema.modalities: expected a mapping of modality name -> {column, loader, ...}")
+    if "table" not in raw or not isinstance(raw.get("table"), str):
         problems.raise_if_any()
     table_path = Path(str(raw["table"])).expanduser()
     if not table_path.is_absolute():
@@ -364,7 +328,7 @@ def load_table(schema: str | os.PathLike | dict, *, seed: int = 0,
     if not table_path.is_file():
         problems.schema.append(f"schema.table: file {raw['table']!r} not found (looked for {table_path})")
         problems.raise_if_any()
-    cols, n, is_csv = _read_table(table_path, raw.get("format"))
+    cols, n, is_csv = _read_table(table_path, raw.get("format") if isinstance(raw.get("format"), str) else None)
     where = f"table {table_path}"
     problems.where = where
     columns = list(cols)
@@ -376,130 +340,68 @@ def load_table(schema: str | os.PathLike | dict, *, seed: int = 0,
     if n == 0:
         problems.data.append("the table has no rows")
 
-    # ---- target
-    target_spec = raw.get("target") or {}
-    if isinstance(target_spec, str):
-        target_spec = {"column": target_spec}
-    if not isinstance(target_spec, dict):
-        problems.schema.append(f"schema.target: expected a mapping like {{column: label, task: multiclass}}, "
-                               f"got {target_spec!r}")
-        target_spec = {}
-    _unknown_keys(target_spec, TARGET_KEYS, "schema.target", problems)
-    task = target_spec.get("task", "multiclass")
-    if task not in ("multiclass", "multilabel", "regression"):
-        problems.schema.append(f"schema.target.task: expected multiclass, multilabel or regression, got {task!r} "
-                               f"({suggestion(str(task), ['multiclass', 'multilabel', 'regression'])})")
-        task = "multiclass"
-    t_cols = target_spec.get("columns", target_spec.get("column"))
-    if isinstance(t_cols, str):
-        t_cols = [t_cols]
-    if not (isinstance(t_cols, list) and t_cols and all(isinstance(c, str) for c in t_cols)):
-        if "target" in raw:
-            problems.schema.append("schema.target: 'column' (the label column) is required")
-        t_cols = []
-    elif len(t_cols) > 1 and task != "regression":
-        problems.schema.append("schema.target: several 'columns' are only allowed for task: regression")
-    for c in t_cols:
-        if c not in cols:
-            problems.schema.append(f"schema.target: column {c!r} is not in the table ({suggestion(c, columns)}); "
+    # ---- row ids
+    id_col = (sch.id if sch is not None else None) or (pipeline.id_column if pipeline is not None else None)
+    row_ids: list[Any] = list(range(n))
+    if id_col is not None:
+        if id_col not in cols:
+            problems.schema.append(f"schema.id: column {id_col!r} is not in the table ({suggestion(id_col, columns)}); "
                                    f"available columns: {columns}")
-    t_cols = [c for c in t_cols if c in cols]
-    classes = target_spec.get("classes")
-    if classes is not None and not (isinstance(classes, list) and classes):
-        problems.schema.append(f"schema.target.classes: expected a non-empty list, got {classes!r}")
-        classes = None
-    if classes is not None:
-        classes = [str(c) for c in classes]
-        if len(set(classes)) != len(classes):
-            problems.schema.append("schema.target.classes: contains duplicates")
-    separator = target_spec.get("separator", "|")
-    if not isinstance(separator, str) or not separator:
-        problems.schema.append(f"schema.target.separator: expected a non-empty string, got {separator!r}")
-        separator = "|"
-
-    targets: Any = None
-    class_names: list[str] | None = None
-    if t_cols:
-        if task == "regression":
-            y = np.zeros((n, len(t_cols)), dtype=np.float32)
-            for j, c in enumerate(t_cols):
-                for i, v in enumerate(cols[c]):
-                    if _empty(v):
-                        problems.data.append(f"{row(i)}: target column {c!r} is empty; every row needs a target")
-                        continue
-                    try:
-                        f = float(v)
-                    except (TypeError, ValueError):
-                        problems.data.append(f"{row(i)}: target column {c!r} holds {v!r}, not a number")
-                        continue
-                    if not math.isfinite(f):
-                        problems.data.append(f"{row(i)}: target column {c!r} is {v!r} (NaN or infinite)")
-                    y[i, j] = f
-            targets = y
         else:
-            c = t_cols[0]
-            labels: list[Any] = []
-            for i, v in enumerate(cols[c]):
-                if task == "multiclass" and _empty(v):
-                    problems.data.append(f"{row(i)}: target column {c!r} is empty; every row needs a label")
-                    labels.append(None)
-                    continue
-                s = "" if _empty(v) else _label_str(v)
-                if task == "multiclass" and s.lower() in ("nan", "na", "null", "none"):
-                    problems.data.append(f"{row(i)}: target column {c!r} is {s!r} (a missing label); every row "
-                                         "needs a label")
-                    labels.append(None)
-                    continue
-                if task == "multiclass":
-                    labels.append(s)
+            row_ids = [None if _empty(v) else _label_str(v) for v in cols[id_col]]
+            seen: dict[Any, int] = {}
+            for i, v in enumerate(row_ids):
+                if v is None:
+                    problems.data.append(f"{row(i)}: id column {id_col!r} is empty; every row needs an id")
+                elif v in seen:
+                    problems.data.append(f"{row(i)}: id {v!r} in column {id_col!r} repeats {row(seen[v])}; ids must "
+                                         "be unique")
                 else:
-                    labels.append([p.strip() for p in s.split(separator) if p.strip()])
-            found = sorted({lab for v in labels if v is not None for lab in ([v] if task == "multiclass" else v)},
-                           key=_class_key)
-            if classes is None:
-                class_names = found
-            else:
-                class_names = classes
-                known = set(classes)
-                for i, v in enumerate(labels):
-                    if v is None:
-                        continue
-                    for lab in [v] if task == "multiclass" else v:
-                        if lab not in known:
-                            problems.data.append(f"{row(i)}: label {lab!r} in column {c!r} is not one of the "
-                                                 f"classes {classes} ({suggestion(lab, classes)})")
-            lookup = {k: j for j, k in enumerate(class_names)}
-            if task == "multiclass":
-                targets = np.array([lookup.get(v, 0) if v is not None else 0 for v in labels], dtype=np.int64)
-            else:
-                targets = np.zeros((n, len(class_names)), dtype=np.float32)
-                for i, v in enumerate(labels):
-                    for lab in v or []:
-                        if lab in lookup:
-                            targets[i, lookup[lab]] = 1.0
-            if not class_names:
-                problems.data.append(f"target column {c!r} holds no label")
+                    seen[v] = i
+
+    # ---- target
+    tspec = sch.target if sch is not None else None
+    target: TargetEncoder | None = None
+    labels: list[Any] | None = None
+    if pipeline is not None:
+        target = pipeline.target
+    elif tspec is not None:
+        t_cols = tspec.columns if tspec.columns is not None else ([tspec.column] if tspec.column else [])
+        if not t_cols:
+            problems.schema.append("schema.target: 'column' (the label column) is required")
+        elif len(t_cols) > 1 and tspec.task != "regression":
+            problems.schema.append("schema.target: several 'columns' are only allowed for task: regression")
+        classes = None if tspec.classes is None else [str(c) for c in tspec.classes]
+        if classes is not None and len(set(classes)) != len(classes):
+            problems.schema.append("schema.target.classes: contains duplicates")
+        target = TargetEncoder(tspec.task, t_cols, classes, tspec.separator)
+    if target is not None:
+        absent = [c for c in target.columns if c not in cols]
+        if absent and whole:
+            target_present = False
+        else:
+            target_present = True
+            for c in absent:
+                problems.schema.append(f"schema.target: column {c!r} is not in the table ({suggestion(c, columns)}); "
+                                       f"available columns: {columns}")
+        if target_present and not absent and target.columns:
+            labels, probs = target.check(cols, n, row)
+            problems.data.extend(probs)
 
     # ---- split
-    split_spec = raw.get("split")
     split_of: np.ndarray | None = None
     fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
-    if split_spec is not None:
-        if isinstance(split_spec, str):
-            split_spec = {"column": split_spec}
-        if not isinstance(split_spec, dict):
-            problems.schema.append(f"schema.split: expected a mapping like {{column: split}}, got {split_spec!r}")
-            split_spec = {}
-        _unknown_keys(split_spec, SPLIT_KEYS, "schema.split", problems)
-        if "column" in split_spec and "fractions" in split_spec:
+    sspec = sch.split if sch is not None and not whole else None
+    if sspec is not None:
+        if sspec.column is not None and sspec.fractions is not None:
             problems.schema.append("schema.split: give either 'column' or 'fractions', not both")
-        if "fractions" in split_spec:
+        if sspec.fractions is not None:
             try:
-                fractions = check_fractions(split_spec["fractions"], "schema.split.fractions")
+                fractions = check_fractions(sspec.fractions, "schema.split.fractions")
             except ConfigError as exc:
                 problems.schema.append(str(exc))
-        if "column" in split_spec:
-            sc = split_spec["column"]
+        if sspec.column is not None:
+            sc = sspec.column
             if sc not in cols:
                 problems.schema.append(f"schema.split: column {sc!r} is not in the table "
                                        f"({suggestion(str(sc), columns)}); available columns: {columns}")
@@ -512,240 +414,138 @@ def load_table(schema: str | os.PathLike | dict, *, seed: int = 0,
                                              f"{'an empty cell' if _empty(v) else ''}; expected train, val or test")
                     split_of[i] = SPLIT_ALIASES.get(key, "train")
 
-    # ---- modalities: schema, columns, cells and file headers
-    mods = raw.get("modalities")
-    plan: dict[str, dict[str, Any]] = {}
-    if mods is not None and (not isinstance(mods, dict) or not mods):
-        problems.schema.append("schema.modalities: expected a mapping of modality name -> {column, loader, ...}")
-        mods = {}
-    for name, spec in (mods or {}).items():
-        where_m = f"modalities.{name}"
-        if not isinstance(name, str) or not name or name == "target":
-            problems.schema.append(f"{where_m}: invalid modality name {name!r}")
-            continue
-        if not isinstance(spec, dict):
-            problems.schema.append(f"{where_m}: expected a mapping with 'column' and 'loader', got {spec!r}")
-            continue
-        loader = spec.get("loader")
-        if loader not in LOADER_KEYS:
-            problems.schema.append(f"{where_m}.loader: {'is required' if loader is None else repr(loader) + ' is unknown'}"
-                                   f"; expected one of {sorted(LOADER_KEYS)}"
-                                   + ("" if loader is None else f" ({suggestion(str(loader), sorted(LOADER_KEYS))})"))
-            continue
-        known = set(LOADER_KEYS[loader]) | {"loader", "column"} | ({"columns"} if loader == "numeric" else set())
-        _unknown_keys(spec, known, where_m, problems)
-        opts = _check_options(name, loader, spec, problems)
-        mcols = _columns_of(name, spec, loader, columns, problems)
-        plan[name] = {"loader": loader, "opts": opts, "columns": mcols}
-        if not mcols:
-            continue
-        present = np.ones(n, dtype=bool)
-        if loader == "numeric":
-            values = np.zeros((n, len(mcols)), dtype=np.float32)
-            for i in range(n):
-                cells = [cols[c][i] for c in mcols]
-                if any(_empty(v) for v in cells):
-                    present[i] = False
-                    continue
-                for j, (c, v) in enumerate(zip(mcols, cells)):
-                    try:
-                        f = float(v)
-                    except (TypeError, ValueError):
-                        problems.data.append(f"{row(i)}, column {c!r} (modality {name!r}): {v!r} is not a number; "
-                                             "leave the cell empty if the value is missing")
-                        continue
-                    if not math.isfinite(f):
-                        problems.data.append(f"{row(i)}, column {c!r} (modality {name!r}): value is {v!r} (NaN or "
-                                             "infinite); leave the cell empty if the value is missing")
-                    values[i, j] = f
-            plan[name]["values"] = values
-        elif loader == "text":
-            texts = []
-            for i, v in enumerate(cols[mcols[0]]):
-                if _empty(v):
-                    present[i] = False
-                    texts.append("")
-                else:
-                    texts.append(str(v))
-            plan[name]["values"] = texts
-        else:
-            c = mcols[0]
-            paths: list[Path | None] = []
-            headers: list[Any] = []
-            for i, v in enumerate(cols[c]):
-                if _empty(v):
-                    present[i] = False
-                    paths.append(None)
-                    headers.append(None)
-                    continue
-                p = Path(str(v).strip()).expanduser()
-                p = p if p.is_absolute() else table_dir / p
-                paths.append(p)
-                headers.append(None)
-                if not p.is_file():
-                    problems.data.append(f"{row(i)}, column {c!r} (modality {name!r}): file {str(v)!r} not found "
-                                         f"(looked for {p})")
-                    continue
-                try:
-                    headers[i] = CHECKERS[loader](p)
-                except Exception as exc:  # noqa: BLE001 - any failure is reported with its cause
-                    problems.data.append(f"{row(i)}, column {c!r} (modality {name!r}): cannot read {loader} file "
-                                         f"{p} ({type(exc).__name__}: {exc})")
-            plan[name]["paths"] = paths
-            if loader == "image" and opts["size"] is None:
-                sizes = {h for h in headers if h is not None}
-                if len(sizes) > 1:
-                    problems.schema.append(f"{where_m}: images of column {c!r} have different sizes "
-                                           f"{sorted(sizes)[:5]}; set 'size: [height, width]' to resize them")
-            if loader == "npy":
-                ref = next(((i, h) for i, h in enumerate(headers) if h is not None), None)
-                if ref is not None:
-                    ref_i, (ref_shape, _) = ref
-                    for i, h in enumerate(headers):
-                        if h is None:
-                            continue
-                        shape = h[0]
-                        if len(shape) != len(ref_shape) or shape[1:] != ref_shape[1:]:
-                            problems.data.append(
-                                f"{row(i)}, column {c!r} (modality {name!r}): array of shape {shape} does not match "
-                                f"shape {ref_shape} of {row(ref_i)}; only the first axis may differ")
-        plan[name]["present"] = present
+    # ---- modalities: loaders and per-cell checks
+    loaders: dict[str, ColumnLoader] = {}
+    if pipeline is not None:
+        for name, ld in pipeline.loaders.items():
+            miss = [c for c in ld.columns if c not in cols]
+            for c in miss:
+                problems.schema.append(f"modalities.{name}: column {c!r} (read by the checkpoint's {ld.loader_name!r} "
+                                       f"loader) is not in the table ({suggestion(c, columns)}); add it (empty cells "
+                                       f"mean the modality is absent); available columns: {columns}")
+            if not miss:
+                loaders[name] = ld
+    elif sch is not None:
+        for name, spec in sch.modalities.items():
+            ld = _parse_modality(name, spec, columns, problems)
+            if ld is not None:
+                loaders[name] = ld
+    parsed: dict[str, list[Any]] = {}
+    for name, ld in loaders.items():
+        ld.base_dir = table_dir
+        parsed[name], probs = ld.check([cols[c] for c in ld.columns], row)
+        problems.data.extend(probs)
     problems.raise_if_any()
 
     # ---- split indices
-    if split_of is not None:
+    if whole:
+        parts = [np.arange(n)]
+    elif split_of is not None:
         parts = [np.flatnonzero(split_of == k) for k in SPLITS]
     else:
+        strat = None
+        if target is not None and target.task == "multiclass" and labels is not None:
+            lookup = {k: j for j, k in enumerate(target.class_names or target.provisional(labels))}
+            strat = np.array([lookup.get(v, 0) for v in labels], dtype=np.int64)
         rng = np.random.default_rng([seed, 5])
-        parts = stratified_split(targets if task == "multiclass" else None, n, fractions, rng)
+        parts = stratified_split(strat, n, fractions, rng)
     is_train = np.zeros(n, dtype=bool)
     is_train[parts[0]] = True
-    if not is_train.any():
+    if not whole and not is_train.any():
         raise DataError(f"{where}: no row is in the train split; mark some rows 'train' in the split column")
 
-    # ---- decoding (all errors collected)
+    # ---- fit on the train rows (only without a fitted pipeline)
+    if pipeline is None:
+        if target is not None and labels is not None:
+            target.fit([v for v, tr in zip(labels, is_train) if tr])
+            if target.task != "regression":
+                _check_label_coverage(target, labels, is_train, row, problems)
+                problems.raise_if_any()
+        for name, ld in loaders.items():
+            try:
+                ld.fit([c for c, tr in zip(parsed[name], is_train) if tr and c is not None])
+            except DataError as exc:
+                problems.schema.append(str(exc))
+        problems.raise_if_any()
+        pipeline = TablePipeline(raw, str(schema_dir), loaders, target, id_col)
+
+    # ---- transform (fitted state only; all errors collected)
     arrays: dict[str, Any] = {}
     presence: dict[str, np.ndarray] = {}
-    attrs: dict[str, Any] = {"source": str(table_path)}
-    vocabs: dict[str, list[str]] = {}
-    for name, p in plan.items():
-        loader, o, present = p["loader"], p["opts"], p["present"]
-        c = p["columns"][0]
-        if loader == "numeric":
-            values = p["values"]
-            if o["normalize"]:
-                values = _standardise(values, present & is_train, axis=0)
-            values[~present] = 0.0
-            arrays[name] = values.astype(np.float32)
-        elif loader == "text":
-            if o["encoder"] == "tokens":
-                from .text import build_vocab, encode
-
-                vocab = build_vocab([t for t, tr in zip(p["values"], present & is_train) if tr],
-                                    max_size=o["max_vocab"])
-                vocabs[name] = vocab
-                ids = encode(p["values"], vocab, o["max_tokens"])
-                arrays[name] = [a if ok else None for a, ok in zip(ids, present)]
-            else:
-                from .text import minilm_embeddings
-
-                emb = np.zeros((n, 384), dtype=np.float32)
-                rows = np.flatnonzero(present)
-                if len(rows):
-                    emb[rows] = minilm_embeddings([p["values"][i] for i in rows])
-                arrays[name] = emb
-        else:
-            out: list[np.ndarray | None] = [None] * n
-            for i, path in enumerate(p["paths"]):
-                if path is None:
-                    continue
-                try:
-                    if loader == "image":
-                        out[i] = _decode_image(path, o["size"], o["channels"])
-                    elif loader == "audio":
-                        out[i] = _decode_audio(path, o)
-                    else:
-                        out[i] = _decode_npy(path)
-                except Exception as exc:  # noqa: BLE001
-                    problems.data.append(f"{row(i)}, column {c!r} (modality {name!r}): decoding {path} failed "
-                                         f"({type(exc).__name__}: {exc})")
-            if loader == "audio":
-                if o["normalize"]:
-                    train_frames = [a for a, tr in zip(out, is_train) if a is not None and tr]
-                    if train_frames:
-                        stacked = np.concatenate(train_frames, axis=0)
-                        mean, std = stacked.mean(axis=0), stacked.std(axis=0)
-                        std = np.where(std > 1e-8, std, 1.0)
-                        out = [None if a is None else ((a - mean) / std).astype(np.float32) for a in out]
-                if o["max_frames"] is None:  # variable length, whatever the files hold
-                    arrays[name] = out
-                    presence[name] = present
-                    continue
-                out = [None if a is None else _fit_frames(a, int(o["max_frames"])) for a in out]
-            if loader == "image" and all(a is None for a in out) and o["size"] is not None:
-                out = np.zeros((n, o["channels"], *o["size"]), dtype=np.float32)  # no image at all: keep the shape
-            arrays[name] = out if isinstance(out, np.ndarray) else _stack_or_list(out)
-        presence[name] = present
+    for name, ld in loaders.items():
+        arrays[name], probs = ld.transform(parsed[name], row)
+        problems.data.extend(probs)
+        presence[name] = np.array([c is not None for c in parsed[name]], dtype=bool)
+    has_labels = target is not None and labels is not None
+    if has_labels:
+        targets, probs = target.transform(labels, row)
+        problems.data.extend(probs)
+    elif target is not None and target.task == "multiclass":
+        targets = np.zeros(n, dtype=np.int64)
+    else:
+        targets = np.zeros((n, target.num_outputs if target is not None else 1), dtype=np.float32)
+    if target is not None and target.task != "regression" and not target.class_names:
+        problems.data.append(f"target column {target.columns[0]!r} holds no label")
     problems.raise_if_any()
+
+    attrs: dict[str, Any] = {"source": str(table_path), "pipeline": pipeline, "row_ids": row_ids,
+                             "has_labels": has_labels}
+    vocabs = {m: ld.vocab for m, ld in loaders.items() if getattr(ld, "vocab", None) is not None}
     if vocabs:
         attrs["vocabs"] = vocabs
+    class_names = None if target is None else target.class_names
+    task = "multiclass" if target is None else target.task
     ds_name = str(raw.get("name") or table_path.stem)
     full = ArrayDataset(arrays, targets, presence, task=task, class_names=class_names,
-                        num_classes=len(class_names) if class_names is not None else None, name=ds_name,
-                        attrs=attrs)
+                        num_classes=(len(class_names) if class_names is not None else
+                                     (target.num_outputs if target is not None else None)),
+                        name=ds_name, attrs=attrs)
+    if whole:
+        return full
     return {k: full.subset(idx, name=f"{ds_name}/{k}") for k, idx in zip(SPLITS, parts)}
 
 
-def _label_str(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
+def _check_label_coverage(target: TargetEncoder, labels: list[Any], is_train: np.ndarray, row, problems) -> None:
+    """A class found only outside the train split is an error; a class with < 2 training rows a warning."""
+    rows_of: dict[str, list[int]] = {}
+    train_count: dict[str, int] = {}
+    for i, v in enumerate(labels):
+        for lab in [] if v is None else ([v] if target.task == "multiclass" else v):
+            rows_of.setdefault(lab, []).append(i)
+            if is_train[i]:
+                train_count[lab] = train_count.get(lab, 0) + 1
+    col = target.columns[0]
+    known = set(target.class_names or [])
+    for lab in known - set(rows_of):
+        warnings.warn(f"table: class {lab!r} of target.classes has no row in the table", stacklevel=3)
+    for lab, rows in sorted(rows_of.items(), key=lambda kv: class_key(kv[0])):
+        if target.given is not None and lab not in known:
+            continue  # an unknown label: reported by the target's transform, by row
+        k = train_count.get(lab, 0)
+        shown = ", ".join(row(i) for i in rows[:8]) + (f" and {len(rows) - 8} more" if len(rows) > 8 else "")
+        if k == 0 and target.given is None:
+            problems.data.append(f"label {lab!r} in column {col!r} appears only outside the train split ({shown}); "
+                                 "the model could never predict it: move some of those rows to train, fix the label, "
+                                 "or drop the rows")
+        elif k < 2:
+            warnings.warn(f"table: label {lab!r} in column {col!r} has {k} training row(s) ({shown}); a class needs "
+                          "at least 2 training rows to be learned", stacklevel=3)
 
 
-def _class_key(label: str) -> tuple:
-    try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)
-
-
-def _standardise(values: np.ndarray, rows: np.ndarray, axis: int = 0) -> np.ndarray:
-    ref = values[rows]
-    if len(ref) == 0:
-        return values
-    mean, std = ref.mean(axis=axis), ref.std(axis=axis)
-    return ((values - mean) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
-
-
-def _fit_frames(a: np.ndarray, frames: int) -> np.ndarray:
-    if len(a) >= frames:
-        return a[:frames]
-    out = np.zeros((frames,) + a.shape[1:], dtype=a.dtype)
-    out[: len(a)] = a
-    return out
-
-
-def _stack_or_list(values: list[np.ndarray | None]) -> Any:
-    """A stacked array (absent rows zero) when all present values share a shape, else a list."""
-    shapes = {v.shape for v in values if v is not None}
-    if len(shapes) == 1:
-        shape = shapes.pop()
-        if len(shape) >= 1:
-            ref = next(v for v in values if v is not None)
-            out = np.zeros((len(values),) + shape, dtype=ref.dtype)
-            for i, v in enumerate(values):
-                if v is not None:
-                    out[i] = v
-            return out
-    if not shapes:
-        return [None] * len(values)
-    return values
+def table_rows(ds: ArrayDataset) -> list[Any]:
+    """Each sample's id in the source table (the schema's ``id`` column, else its row number)."""
+    rid = getattr(ds, "row_ids", None)
+    return [rid[int(i)] for i in ds.ids] if rid is not None else [int(i) for i in ds.ids]
 
 
 @register_dataset("table", cache=False)
-def table(*, seed: int = 0, schema: Any = None, base_dir: str | None = None) -> dict[str, ArrayDataset]:
-    """A user table (CSV / Parquet) described by a YAML schema: ``load_dataset("table", schema=path)``."""
-    if schema is None:
+def table(*, seed: int = 0, schema: Any = None, base_dir: str | None = None,
+          pipeline: str | None = None) -> dict[str, ArrayDataset]:
+    """A user table (CSV / Parquet) described by a YAML schema: ``load_dataset("table", schema=path)``.
+
+    ``pipeline``: a checkpoint folder whose fitted table pipeline is reapplied instead of fitting one.
+    """
+    if schema is None and pipeline is None:
         raise ConfigError("dataset 'table': option 'schema' is required (the path of a YAML schema file or a dict); "
                           "see mmfuse.datasets.table for the format")
-    return load_table(schema, seed=seed, base_dir=base_dir)
+    return load_table(schema, seed=seed, base_dir=base_dir, pipeline=pipeline)

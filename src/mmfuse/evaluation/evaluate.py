@@ -1,7 +1,13 @@
-"""Evaluation of a model on a dataset, overall and per missing-modality pattern.
+"""Evaluation of a model on a dataset, overall and per missing-modality pattern, in two senses:
 
-A *pattern* is the set of modalities kept present at test time; every other modality is made
-absent through the batch mask (the model's own missing-modality path), for every sample.
+* **simulated** (``report["patterns"]``): a pattern is the set of modalities *kept* at test time;
+  every other modality is hidden through the batch mask (the model's own missing-modality path) in
+  every row. A modality a row really lacks stays absent (a hidden placeholder is never shown as data),
+  so the all-kept pattern is exactly the overall figure.
+* **observed** (``report["observed"]``): the rows grouped by what each row really has (its own mask,
+  restricted to the modalities the model uses), with ``n`` rows per pattern; nothing is hidden.
+  Rows with no modality present form the pattern ``"none"`` and are also flagged in
+  ``report["rows_without_modality"]`` (their count and dataset indices).
 """
 
 from __future__ import annotations
@@ -73,16 +79,26 @@ def make_loader(dataset, batch_size: int = 256, shuffle: bool = False, seed: int
 
 @torch.no_grad()
 def collect(model: nn.Module, loader: Iterable[MultimodalBatch], keep: Iterable[str] | None = None,
-            embeddings: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` in eval mode; returns scores [N, K], targets, and optionally fused/unimodal embeddings."""
+            embeddings: bool = False, masks: bool = False) -> dict[str, np.ndarray]:
+    """Run ``model`` in eval mode; returns scores [N, K], targets, and optionally fused/unimodal embeddings.
+
+    ``keep``: hide every modality not in ``keep`` (a row's really-absent modality stays absent).
+    ``masks``: also return each row's real presence ``present_<modality>`` [N] (before ``keep``) and its
+    dataset ``index`` [N].
+    """
     was = model.training
     model.eval()
     out: dict[str, list] = {"scores": [], "target": []}
     try:
         for batch in loader:
+            if masks:
+                for m, v in batch.mask.items():
+                    out.setdefault(f"present_{m}", []).append(v.bool().cpu())
+                if batch.index is not None:
+                    out.setdefault("index", []).append(torch.as_tensor(batch.index).cpu())
             if keep is not None:
                 keep_set = set(keep)
-                batch = batch.with_mask({m: torch.full_like(v, m in keep_set) for m, v in batch.mask.items()})
+                batch = batch.with_mask({m: v.bool() & (m in keep_set) for m, v in batch.mask.items()})
             o = model(batch)
             out["scores"].append(o.logits.float().cpu())
             if batch.target is not None:
@@ -107,14 +123,50 @@ def pattern_name(pattern: Iterable[str]) -> str:
     return "+".join(sorted(pattern))
 
 
+NO_MODALITY = "none"
+
+
+def observed_patterns(res: dict[str, np.ndarray], modalities: Iterable[str], task: str) -> dict:
+    """Metrics per *observed* presence pattern of the rows of ``res`` (a :func:`collect` result with
+    ``masks=True``), over ``modalities``: ``{"observed": {pattern: {"n": rows, "metrics": {...}}},
+    "rows_without_modality": {"n": rows, "index": [dataset indices]}}``. Patterns are listed largest
+    first (as :func:`patterns_of`), then ``"none"``; a pattern no row has is left out."""
+    mods = sorted(modalities)
+    n = len(res["scores"])
+    present = np.stack([np.asarray(res[f"present_{m}"], dtype=bool) if f"present_{m}" in res else np.zeros(n, bool)
+                        for m in mods], 1) if mods else np.zeros((n, 0), bool)
+    index = np.asarray(res["index"]) if "index" in res and len(res["index"]) == n else np.arange(n)
+    out: dict = {}
+    for p in patterns_of(mods) + [()]:
+        want = np.array([m in p for m in mods], dtype=bool)
+        rows = np.flatnonzero((present == want).all(1))
+        if len(rows):
+            out[pattern_name(p) or NO_MODALITY] = {
+                "n": int(len(rows)), "metrics": compute_metrics(task, res["scores"][rows], res["target"][rows])}
+    none = np.flatnonzero(~present.any(1))
+    return {"observed": out, "rows_without_modality": {"n": int(len(none)), "index": [int(i) for i in index[none]]}}
+
+
 def evaluate(model: nn.Module, dataset, task: str, batch_size: int = 256, per_pattern: bool = True,
-             modalities: list[str] | None = None) -> dict:
-    """``{"metrics": {...}, "patterns": {"audio+image": {...}, "audio": {...}, ...}}``."""
+             modalities: list[str] | None = None, observed: bool = True) -> dict:
+    """``{"metrics": {...}, "patterns": {...}, "observed": {...}, "rows_without_modality": {...}}``.
+
+    ``patterns`` (when ``per_pattern``): *simulated* patterns, ``{"audio+image": metrics, "audio": metrics,
+    ...}``, the modalities named kept and the others hidden in every row. ``observed`` (when ``observed``):
+    the rows grouped by the modalities they really have, ``{"audio+image": {"n": 54, "metrics": {...}},
+    ..., "none": {...}}`` (see :func:`observed_patterns`).
+    """
     loader = make_loader(dataset, batch_size)
-    res = collect(model, loader)
+    res = collect(model, loader, masks=observed)
     report = {"metrics": compute_metrics(task, res["scores"], res["target"]), "patterns": {}}
+    mods = modalities or getattr(model, "modalities", None) or dataset.modalities
+    if observed:
+        report.update(observed_patterns(res, list(mods), task))
+        ids = getattr(dataset, "ids", None)
+        none = report["rows_without_modality"]
+        if ids is not None and len(ids) == len(dataset) and none["n"]:
+            none["ids"] = [int(ids[i]) for i in none["index"]]  # the rows' identifiers in their source table
     if per_pattern:
-        mods = modalities or getattr(model, "modalities", None) or dataset.modalities
         for p in patterns_of(list(mods)):
             if set(p) == set(mods):  # every modality the model uses present: the overall run already is this
                 report["patterns"][pattern_name(p)] = dict(report["metrics"])

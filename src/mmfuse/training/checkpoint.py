@@ -33,12 +33,28 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: ExperimentConfig, meta: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` atomically."""
+def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: ExperimentConfig, meta: dict[str, Any],
+                    pipeline: Any = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` atomically.
+
+    ``pipeline``: the fitted data pipeline of a user table (:class:`mmfuse.datasets.pipeline.TablePipeline`),
+    written as ``pipeline.json`` + ``pipeline.safetensors`` before ``config.json``, which records their sha256
+    digests and the class order (both checked by :func:`load_checkpoint`).
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     _atomic_write(d / WEIGHTS, lambda tmp: save_file(state, tmp))
+    meta = dict(meta)
+    if pipeline is not None:
+        meta["pipeline"] = {"files": pipeline.save(d), "class_names": pipeline.class_names,
+                            "modalities": sorted(pipeline.loaders)}
+    else:
+        from ..datasets.pipeline import PIPELINE_JSON, PIPELINE_TENSORS
+
+        for name in (PIPELINE_JSON, PIPELINE_TENSORS):  # a stale pipeline of an earlier run in this folder
+            if (d / name).exists():
+                (d / name).unlink()
     payload = {"format": "mmfuse-checkpoint-1", "config": config.model_dump(mode="json"), **meta}
     _atomic_write(d / META, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
     return d
@@ -95,4 +111,26 @@ def load_checkpoint(directory: str | Path):
     except RuntimeError as exc:
         raise CheckpointError(f"{meta['_dir']}: weights do not fit the model its config describes: {exc}") from None
     model.eval()
+    if meta.get("pipeline"):
+        pipe = load_pipeline(meta)
+        if list(pipe.class_names or []) != list(meta.get("class_names") or []):
+            raise CheckpointError(f"{meta['_dir']}: config.json lists the classes {meta.get('class_names')} but the "
+                                  f"fitted pipeline's class order is {pipe.class_names}; the file was edited or is "
+                                  "damaged (predicted labels would be shifted), retrain or restore it")
+        cfg.data.options["pipeline"] = meta["_dir"]  # evaluate / predict / explain reapply it, never refit
     return model, cfg, meta
+
+
+def load_pipeline(checkpoint: str | Path | dict[str, Any]):
+    """The fitted table pipeline of a checkpoint (folder or :func:`read_meta` dict), digests verified."""
+    from ..datasets.pipeline import TablePipeline
+
+    meta = checkpoint if isinstance(checkpoint, dict) else read_meta(checkpoint)
+    info = meta.get("pipeline")
+    if not info:
+        raise CheckpointError(f"{meta['_dir']}: holds no fitted table pipeline (it was not trained on a user table)")
+    pipe = TablePipeline.load(meta["_dir"], info.get("files"))
+    if list(pipe.class_names or []) != list(info.get("class_names") or []):
+        raise CheckpointError(f"{meta['_dir']}: the pipeline's class order {pipe.class_names} differs from the one "
+                              f"recorded in config.json {info.get('class_names')}; the checkpoint is damaged")
+    return pipe

@@ -99,6 +99,11 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
     """Train the configured model; the same seed, data and config give the same metrics on CPU."""
     from ..models import build_model
 
+    from ..config import check_devices
+
+    bad = check_devices(cfg.training)  # a GPU or device count this machine lacks: one line, before any data loads
+    if bad:
+        raise ConfigError(bad[0])
     quiet_lightning()
     datasets = datasets if datasets is not None else load_data(cfg)
     for split in ("train", "val"):
@@ -149,5 +154,6 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
             "modalities": list(train.modalities), "metrics": {"val": val, "test": test},
             "best_epoch": best.best_epoch, "train_seconds": seconds, "params": params,
         }
-        result.checkpoint = save_checkpoint(out / "checkpoint", model, cfg, meta)
+        result.checkpoint = save_checkpoint(out / "checkpoint", model, cfg, meta,
+                                            pipeline=getattr(train, "pipeline", None))
     return result
