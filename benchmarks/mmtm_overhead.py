@@ -1,18 +1,31 @@
-"""Extra forward+backward time that MMTM adds to the two-stream AV-MNIST network.
+"""Extra forward+backward time that MMTM adds to a two-stream network, default placement vs. none.
 
-Network (the demo's sizes): image (1, 28, 28) -> ``cnn2d`` (stages 16, 32 channels), audio (40, 13)
--> ``cnn1d`` (stages 32, 64 channels), one linear head per stream, summed logits, batch 128.
-``--width k`` multiplies every stage's channels by k, to show how the ratio shrinks as the encoders
-grow. The block's cost grows linearly in the channels, the convolutions' cost quadratically.
-Baseline: the same ``IntermediateFusionModel`` with no fusion point (late fusion). "MMTM x2": one
-block after each stage pair (``[{"image": 0, "audio": 0}, {"image": 1, "audio": 1}]``, the placement of
-``benchmarks/mmtm_experiments.py``). "MMTM x1": one block after the last stages only.
+Two configurations (``--sizes``):
 
-Both models are timed in the same process, interleaved (A, B, A, B, ...) so that load changes on the
-shared machine affect both alike. The result is the ratio of the medians of the per-repeat times
-(forward + backward + zero_grad), minus 1.
+* ``realistic``: two ``cnn2d`` streams on (3, 112, 112) inputs with stages of 64 / 128 / 256 channels
+  at 56 / 28 / 14 pixels (stride-2 convolutions), batch 16 (issue 13's "realistic sizes").
+* ``demo``: the AV-MNIST demo network: image (1, 28, 28) -> ``cnn2d`` (16, 32 channels), audio
+  (40, 13) -> ``cnn1d`` (32, 64 channels), batch 128. Both streams have two stages, so the default
+  (top two stages) is a block after every stage here.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/mmtm_overhead.py [--repeats 40] [--threads 1] [--width 1]
+Variants, all ``IntermediateFusionModel`` with one linear head per stream and summed logits:
+
+* ``none``: no fusion point (late fusion): the baseline.
+* ``default``: ``fusion_points="auto"``, the library's default: one block after each of the top two
+  stages, aligned from the end.
+* ``every``: one block after every stage (the old default), for comparison.
+
+Protocol (benchmarks/README.md): every variant is built, then warmed up (``--warmup`` steps each);
+the timed region is one training step (``zero_grad`` + forward + cross-entropy + backward), with
+set-up and imports outside it. The variants are interleaved in one process (none, default, every,
+none, ...) so that load changes on the shared machine hit all of them alike. We report the median
+and IQR of each variant's step time and of the *paired* overhead ``t_variant / t_none - 1`` (each
+variant's step against the baseline step of the same round), and the thread count. The raw
+timings go through pyperf (``--output FILE.json`` writes a pyperf BenchmarkSuite; ``python -m pyperf
+stats FILE.json`` / ``compare_to`` read it).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/mmtm_overhead.py --sizes realistic [--repeats 30] [--threads 1]
+    PYTHONPATH=src .venv/bin/python benchmarks/mmtm_overhead.py --sizes demo [--repeats 60] [--threads 1]
 """
 
 from __future__ import annotations
@@ -21,26 +34,51 @@ import argparse
 import statistics
 import time
 
+import pyperf
 import torch
 
+import mmfuse.encoders  # noqa: F401  (registers cnn1d / cnn2d)
 from mmfuse.batch import MultimodalBatch
 from mmfuse.models.intermediate import IntermediateFusionModel
 from mmfuse.registry import ENCODERS
-import mmfuse.encoders  # noqa: F401  (registers cnn1d / cnn2d)
 
 
-def build(points, seed=0, width=1):
-    torch.manual_seed(seed)
-    enc = {
-        "image": ENCODERS.create("cnn2d", input_shape=(1, 28, 28), channels=(16 * width, 32 * width)),
-        "audio": ENCODERS.create("cnn1d", input_shape=(40, 13), channels=(32 * width, 64 * width)),
+def quantiles(xs):
+    """(median, q1, q3, min, max) of a list of numbers."""
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return statistics.median(xs), q[0], q[2], min(xs), max(xs)
+
+
+def encoders(sizes):
+    if sizes == "realistic":
+        return {
+            "rgb": ENCODERS.create("cnn2d", input_shape=(3, 112, 112), channels=(64, 128, 256)),
+            "depth": ENCODERS.create("cnn2d", input_shape=(3, 112, 112), channels=(64, 128, 256)),
+        }
+    return {
+        "image": ENCODERS.create("cnn2d", input_shape=(1, 28, 28), channels=(16, 32)),
+        "audio": ENCODERS.create("cnn1d", input_shape=(40, 13), channels=(32, 64)),
     }
-    return IntermediateFusionModel(enc, points, num_outputs=10)
+
+
+def make_batch(sizes, batch):
+    g = torch.Generator().manual_seed(0)
+    if sizes == "realistic":
+        inputs = {m: torch.randn(batch, 3, 112, 112, generator=g) for m in ("rgb", "depth")}
+    else:
+        inputs = {"image": torch.rand(batch, 1, 28, 28, generator=g), "audio": torch.randn(batch, 40, 13, generator=g)}
+    mask = {m: torch.ones(batch, dtype=torch.bool) for m in inputs}
+    return MultimodalBatch(inputs, mask, torch.randint(0, 10, (batch,), generator=g))
+
+
+def build(sizes, points):
+    torch.manual_seed(0)  # identical encoder / head weights in every variant
+    return IntermediateFusionModel(encoders(sizes), points, num_outputs=10)
 
 
 def step(model, batch):
-    model.zero_grad(set_to_none=True)
     t = time.perf_counter()
+    model.zero_grad(set_to_none=True)
     out = model(batch)
     torch.nn.functional.cross_entropy(out.logits, batch.target).backward()
     return time.perf_counter() - t
@@ -48,44 +86,51 @@ def step(model, batch):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=40)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--sizes", choices=("realistic", "demo"), default="realistic")
+    ap.add_argument("--repeats", type=int, default=30, help="interleaved rounds (one step of every variant each)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps of every variant before timing")
+    ap.add_argument("--batch", type=int, default=None, help="default: 16 (realistic) / 128 (demo)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--width", type=int, default=1, help="multiply every stage's channels (1 = the demo's encoders)")
+    ap.add_argument("--output", default=None, help="write the timings as a pyperf BenchmarkSuite JSON file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(0)
-    B = args.batch
-    batch = MultimodalBatch(
-        {"image": torch.rand(B, 1, 28, 28, generator=g), "audio": torch.randn(B, 40, 13, generator=g)},
-        {"image": torch.ones(B, dtype=torch.bool), "audio": torch.ones(B, dtype=torch.bool)},
-        torch.randint(0, 10, (B,), generator=g),
-    )
+    B = args.batch or (16 if args.sizes == "realistic" else 128)
+    batch = make_batch(args.sizes, B)
+    n_stages = len(next(iter(encoders(args.sizes).values())).stages)
+    streams = sorted(batch.inputs)
     models = {
-        "late (no MMTM)": build([], width=args.width),
-        "MMTM x2": build([{"image": 0, "audio": 0}, {"image": 1, "audio": 1}], width=args.width),
-        "MMTM x1": build([{"image": 1, "audio": 1}], width=args.width),
+        "none": build(args.sizes, []),
+        "default": build(args.sizes, "auto"),
+        "every": build(args.sizes, [{m: i for m in streams} for i in range(n_stages)]),
     }
-    base = "late (no MMTM)"
-    extra = {k: sum(p.numel() for p in m.blocks.parameters()) for k, m in models.items() if k != base}
-    base_n = sum(p.numel() for p in models[base].parameters())
-    for m in models.values():  # warm-up
-        for _ in range(3):
+    for m in models.values():
+        m.train()
+        for _ in range(args.warmup):
             step(m, batch)
     times = {k: [] for k in models}
     for _ in range(args.repeats):
         for k, m in models.items():
             times[k].append(step(m, batch))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"batch {B}, threads {args.threads}, width x{args.width}, {args.repeats} interleaved repeats; "
-          f"base network {base_n} parameters")
-    print(f"  {base:16s} median fwd+bwd {1000 * med[base]:8.2f} ms")
-    for k in extra:
-        ratios = [b / a for a, b in zip(times[base], times[k])]
-        print(
-            f"  {k:16s} median fwd+bwd {1000 * med[k]:8.2f} ms  (+{extra[k]} params)  overhead: ratio of medians "
-            f"{100 * (med[k] / med[base] - 1):+.1f} %, median of paired ratios {100 * (statistics.median(ratios) - 1):+.1f} %"
-        )
+
+    meta = {"threads": str(args.threads), "sizes": args.sizes, "batch": str(B)}
+    suite = pyperf.BenchmarkSuite([
+        pyperf.Benchmark([pyperf.Run(v, metadata={"name": f"mmtm-{args.sizes}-{k}", **meta}, collect_metadata=False)])
+        for k, v in times.items()
+    ])
+    if args.output:
+        suite.dump(args.output, replace=True)
+    print(f"MMTM overhead, sizes={args.sizes}, batch {B}, threads {args.threads}, {args.repeats} interleaved rounds "
+          f"after {args.warmup} warm-up steps each (torch {torch.__version__}, pyperf {pyperf.__version__})")
+    for k, m in models.items():
+        med, q1, q3, lo, hi = quantiles(times[k])
+        extra = sum(p.numel() for p in m.blocks.parameters())
+        line = (f"  {k:8s} points={m.fusion_points!s:50.50s} +{extra:6d} params  step median {1000 * med:8.2f} ms "
+                f"(IQR {1000 * q1:.2f}-{1000 * q3:.2f}, min-max {1000 * lo:.2f}-{1000 * hi:.2f})")
+        if k != "none":
+            r = [100 * (b / a - 1) for a, b in zip(times["none"], times[k])]
+            rm, r1, r3, _, _ = quantiles(r)
+            line += f"\n           overhead vs none: paired median {rm:+.1f} % (IQR {r1:+.1f} .. {r3:+.1f} %)"
+        print(line)
 
 
 if __name__ == "__main__":

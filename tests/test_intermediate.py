@@ -347,3 +347,20 @@ def test_default_fusion_points_align_from_the_end():
     model = IntermediateFusionModel(encoders(), "auto", num_outputs=3)
     assert model.fusion_points == [{"audio": 1, "image": 0, "video": 2}, {"audio": 2, "image": 1, "video": 3}]
     assert model(make_batch()).logits.shape == (4, 3)
+
+
+def test_default_fusion_points_are_the_top_two_stages_only():
+    """The default places blocks on the top two stages (the paper's upper layers), not after every stage."""
+    from mmfuse.models.intermediate import default_fusion_points
+
+    # 3 and 4 stages: the old default (one block per stage of the shallower stream) gave 3 points
+    assert default_fusion_points({"image": 3, "audio": 4}) == [{"audio": 2, "image": 1}, {"audio": 3, "image": 2}]
+    assert default_fusion_points({"a": 5, "b": 5}) == [{"a": 3, "b": 3}, {"a": 4, "b": 4}]
+    # a stream with a single stage: one block, after its only stage and the other's last stage
+    assert default_fusion_points({"image": 1, "audio": 3}) == [{"audio": 2, "image": 0}]
+    # the explicit count still reaches lower stages
+    assert len(default_fusion_points({"a": 4, "b": 4}, count=4)) == 4
+    enc = {"image": TinyStaged(1, [2, 3, 4]), "audio": TinyStaged(3, [2, 3, 4, 5], dims=1)}
+    model = IntermediateFusionModel(enc, "auto", num_outputs=2)
+    assert model.fusion_points == [{"audio": 2, "image": 1}, {"audio": 3, "image": 2}]
+    assert [b.channels for b in model.blocks] == [{"audio": 4, "image": 3}, {"audio": 5, "image": 4}]

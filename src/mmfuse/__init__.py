@@ -2,6 +2,8 @@
 
     >>> import mmfuse
     >>> mmfuse.list_fusions()      # the operators ("how")
+    >>> p = mmfuse.Predictor(fusion="gated", max_epochs=5).fit("schema.yaml")   # sklearn-style front object
+    >>> p.predict("new.csv")                                                    # rows keyed by their id
     >>> model = mmfuse.build_model({"fusion": {"name": "gated"}}, {"image": (1, 28, 28), "audio": (40, 13)}, 10)
 """
 
@@ -64,12 +66,36 @@ def list_imputers() -> list[str]:
     return IMPUTERS.list()
 
 
+def list_column_loaders() -> list[str]:
+    """Column loaders of a user table's schema (``modalities.<m>.loader``): image, audio, text, numeric, npy, and
+    any registered with ``@mmfuse.registry.COLUMN_LOADERS.register(name)``."""
+    from . import datasets  # noqa: F401  (fills COLUMN_LOADERS)
+    from .registry import COLUMN_LOADERS
+
+    return COLUMN_LOADERS.list()
+
+
+def family_schemes() -> list[str]:
+    """``"<family>=<scheme>|<scheme>..."`` per model family: the training schemes it accepts, its default first."""
+    from . import families  # noqa: F401
+
+    out = []
+    for fam in MODELS.list():
+        info = MODELS.info(fam)
+        default = info.get("default_scheme")
+        schemes = [default] if default else []
+        schemes += [s for s in info.get("schemes", ()) if s != default]
+        out.append(f"{fam}={'|'.join(schemes)}" if schemes else fam)
+    return out
+
+
 def catalog() -> dict[str, list[str]]:
-    """Everything registered, by kind (what ``mmfuse list`` prints)."""
-    return {"families": list_families(), "schemes": list_schemes(), "encoders": list_encoders(),
-            "fusions": list_fusions(), "late": list_late_combiners(), "heads": list_heads(),
-            "interactions": list_interactions(), "imputers": list_imputers(), "datasets": list_datasets(),
-            "strategies": ["early", "feature", "late"]}
+    """Everything registered, by kind (what ``mmfuse list`` prints). ``family_schemes``: the training schemes
+    each family accepts (``training.scheme``), its default first."""
+    return {"families": list_families(), "family_schemes": family_schemes(), "schemes": list_schemes(),
+            "encoders": list_encoders(), "fusions": list_fusions(), "late": list_late_combiners(),
+            "heads": list_heads(), "interactions": list_interactions(), "imputers": list_imputers(),
+            "datasets": list_datasets(), "loaders": list_column_loaders(), "strategies": ["early", "feature", "late"]}
 
 
 def fit(*args, **kwargs):
@@ -77,6 +103,14 @@ def fit(*args, **kwargs):
     from .training import fit as _fit
 
     return _fit(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    if name == "Predictor":  # imported on first use: ``import mmfuse`` stays light
+        from .predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'mmfuse' has no attribute {name!r}")
 
 
 def load_checkpoint(path):

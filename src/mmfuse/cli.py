@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import MMFuseError
+from .predictor import prediction_frame  # noqa: F401  (the predictions CSV's frame; shared with mmfuse.Predictor)
 
 DEMO_CONFIG = {
     "seed": 0,
@@ -86,9 +87,24 @@ def cmd_train(args) -> int:
     from .plots import learning_curves
     from .training import fit
 
-    cfg = load_config(args.config, args.set)
+    from .guards import check_output_path
+
+    from .training.signals import TrainingInterrupted
+
+    cfg = load_config(args.config, list(args.set) + (["training.resume=true"] if args.resume else []))
     out = Path(args.out or cfg.output_dir)
-    res = fit(cfg, out_dir=out)
+    check_output_path(out, "dir", "--out" if args.out else "output_dir")  # before any compute
+    try:
+        res = fit(cfg, out_dir=out)
+    except TrainingInterrupted as exc:  # SIGTERM / SIGINT: the last finished epoch is in OUT/last
+        how = " ".join(["mmfuse train", args.config, *(f"--set {s}" for s in args.set),
+                        *(["--out", str(args.out)] if args.out else []), "--resume"])
+        print(f"mmfuse train: {exc}; continue with: {how}", file=sys.stderr)
+        return exc.exit_code
+    if res.extras.get("resumed_from_epoch"):
+        print(f"resumed after epoch {res.extras['resumed_from_epoch']} from {out / 'last'}")
+    if not res.extras.get("global_zero", True):  # distributed training: only rank 0 writes and reports
+        return 0
     (out / "metrics.json").write_text(json.dumps({"val": res.val, "test": res.test, "history": res.history,
                                                    "params": res.params, "train_seconds": res.train_seconds}, indent=2))
     metric = "val_accuracy" if res.task == "multiclass" else "val_loss"
@@ -117,8 +133,10 @@ def _split(datasets: dict, split: str):
 
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate
+    from .guards import check_output_path
     from .training import load_checkpoint
 
+    check_output_path(args.out, "file", "--out")  # before any compute
     model, cfg, meta = load_checkpoint(args.checkpoint)
     cfg, datasets = _data_for(cfg, args.set)
     report = evaluate(model, _split(datasets, args.split), meta["task"], cfg.data.eval_batch_size)
@@ -129,9 +147,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .evaluation import collect, make_loader
+    from .predictor import predict_dataset
+    from .guards import check_output_path
     from .training import load_checkpoint
 
+    check_output_path(args.out, "file", "--out")  # before any compute
     model, cfg, meta = load_checkpoint(args.checkpoint)
     if getattr(args, "table", None):
         return _predict_table(args, model, cfg, meta)
@@ -141,13 +161,8 @@ def cmd_predict(args) -> int:
         raise ConfigError("predict: --schema describes the table given with --table; add --table NEW.csv")
     cfg, datasets = _data_for(cfg, args.set)
     ds = _split(datasets, args.split)
-    res = collect(model, make_loader(ds, cfg.data.eval_batch_size))
-    ids = getattr(ds, "ids", None)
-    if getattr(ds, "row_ids", None) is not None:
-        from .datasets.table import table_rows
-
-        ids = table_rows(ds)
-    df = prediction_frame(res, meta["task"], meta.get("class_names") or None, ids)
+    df = predict_dataset(model, ds, meta["task"], meta.get("class_names") or None,
+                         args.batch_size or cfg.data.eval_batch_size)
     out = Path(args.out)
     df.to_csv(out, index=False)
     print(f"wrote {len(df)} predictions to {out}")
@@ -157,23 +172,12 @@ def cmd_predict(args) -> int:
 def _predict_table(args, model, cfg, meta) -> int:
     """``mmfuse predict CKPT --table new.csv``: every row, through the checkpoint's fitted pipeline (no split,
     no refit); labels optional (metrics when present); rows keyed by the schema's ``id`` column."""
-    import numpy as np
+    from .evaluation import evaluate
+    from .predictor import table_predictions
 
-    from .datasets.table import load_table, table_rows
-    from .evaluation import collect, evaluate, make_loader
-    from .training.checkpoint import load_pipeline
-
-    pipe = load_pipeline(meta)
-    ds = load_table(args.schema, pipeline=pipe, table=args.table, split="none")
     # batch size 1 by default: each row in its own forward pass, so its probabilities are bit-identical whatever
     # other rows the table holds (batched float32 kernels can differ in the last digits with the batch's make-up)
-    res = collect(model, make_loader(ds, args.batch_size or 1))
-    if not ds.has_labels:
-        res.pop("target", None)
-    df = prediction_frame(res, meta["task"], meta.get("class_names") or None, table_rows(ds))
-    df = df.drop(columns=["index"])
-    for m in sorted(ds.modalities):
-        df[f"has[{m}]"] = np.asarray(ds.present[m], dtype=int)
+    df, ds = table_predictions(model, meta, args.table, args.schema, args.batch_size or 1)
     out = Path(args.out)
     df.to_csv(out, index=False)
     print(f"wrote {len(df)} predictions (every row of {args.table}) to {out}")
@@ -181,55 +185,6 @@ def _predict_table(args, model, cfg, meta) -> int:
         report = evaluate(model, ds, meta["task"], cfg.data.eval_batch_size, per_pattern=False)
         _print_table(_metrics_rows(report), f"metrics on the labels of {args.table}:")
     return 0
-
-
-def prediction_frame(res: dict, task: str, class_names=None, ids=None):
-    """The predictions CSV of ``mmfuse predict`` as a DataFrame, with columns per task:
-
-    * multiclass: ``prediction`` (class name), ``p[<class>]`` per class, ``target``;
-    * multilabel: ``pred[<label>]`` (0/1, probability > 0.5) and ``p[<label>]`` = sigmoid(logit) per
-      label, ``target[<label>]``;
-    * regression: ``prediction`` (one output) or ``prediction[<output>]`` per output, and ``target`` /
-      ``target[<output>]`` alike.
-
-    ``index`` is the row's position in the split, ``id`` its identifier in the source (``ds.ids``).
-    """
-    import numpy as np
-    import pandas as pd
-
-    scores = np.asarray(res["scores"], dtype=np.float64)
-    n, k = scores.shape
-    df = pd.DataFrame({"index": np.arange(n)})
-    if ids is not None and len(ids) == n:
-        df["id"] = np.asarray(ids)
-    names = list(class_names) if class_names is not None and len(class_names) == k else [str(i) for i in range(k)]
-    target = res.get("target")
-    if task == "multiclass":
-        z = np.exp(scores - scores.max(1, keepdims=True))
-        probs = z / z.sum(1, keepdims=True)
-        df["prediction"] = [names[i] for i in scores.argmax(1)]
-        for j, name in enumerate(names):
-            df[f"p[{name}]"] = probs[:, j]
-        if target is not None:
-            df["target"] = np.asarray(target).reshape(n)
-        return df
-    if task == "multilabel":
-        probs = 1.0 / (1.0 + np.exp(-scores))
-        for j, name in enumerate(names):
-            df[f"pred[{name}]"] = (scores[:, j] > 0).astype(int)
-        for j, name in enumerate(names):
-            df[f"p[{name}]"] = probs[:, j]
-        cols = {f"target[{name}]": j for j, name in enumerate(names)}
-    else:
-        single = k == 1
-        for j, name in enumerate(names):
-            df["prediction" if single else f"prediction[{name}]"] = scores[:, j]
-        cols = {("target" if single else f"target[{name}]"): j for j, name in enumerate(names)}
-    if target is not None:
-        t = np.asarray(target).reshape(n, -1)
-        for col, j in cols.items():
-            df[col] = t[:, j].astype(int) if task == "multilabel" else t[:, j]
-    return df
 
 
 def cmd_compare(args) -> int:
@@ -241,8 +196,9 @@ def cmd_compare(args) -> int:
 
 def _run_compare(cfg, out) -> int:
     from .compare import run_compare
+    from .guards import check_output_path
 
-    out = Path(out or cfg.output_dir)
+    out = check_output_path(Path(out or cfg.output_dir), "dir", "--out")  # before any compute
     run_compare(cfg, out)
     print((out / "leaderboard.md").read_text())
     summ = json.loads((out / "summary.json").read_text())
@@ -260,7 +216,10 @@ def cmd_missing_study(args) -> int:
     from .config import load_config
     from .missing.report import run_missing_study
 
+    from .guards import check_output_path
+
     cfg = load_config(args.config, args.set)
+    check_output_path(args.out or cfg.output_dir, "dir", "--out")  # before any compute
     res = run_missing_study(cfg, args.out)
     print(res.markdown)
     print("written: " + ", ".join(res.paths.values()))
@@ -280,17 +239,18 @@ def cmd_demo(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain_dataset
+    from .predictor import explain_model
+    from .guards import check_output_path
     from .training import load_checkpoint
 
+    check_output_path(args.out, "dir", "--out")  # before any compute
     model, cfg, meta = load_checkpoint(args.checkpoint)
+    out = check_output_path(Path(args.out or Path(meta["_dir"]).parent / f"explain_{args.method}"), "dir", "--out")
     cfg, datasets = _data_for(cfg, args.set)
     ds = _split(datasets, args.split)
-    out = Path(args.out or Path(meta["_dir"]).parent / f"explain_{args.method}")
-    vocab = next(iter((getattr(ds, "vocabs", None) or {}).values()), None) or getattr(ds, "vocab", None)
-    summary = explain_dataset(model, ds, args.method, out, n_permutations=args.permutations,
-                              max_samples=args.max_samples, class_names=meta.get("class_names") or None,
-                              vocab=vocab, seed=cfg.seed, target=args.target, task=meta["task"])
+    # per_sample.csv keys each row by its id (the table's id column, else its row number), as predict does
+    summary = explain_model(model, meta, ds, args.method, out, seed=cfg.seed, n_permutations=args.permutations,
+                            max_samples=args.max_samples, target=args.target)
     _print_summary(summary)
     print(f"files: {out}")
     return 0
@@ -332,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_set(sub.add_parser("train", help="train one model from a YAML config"))
     sp.add_argument("config")
     sp.add_argument("--out", help="output folder (default: output_dir of the config)")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue the run saved in OUT/last (per-epoch checkpoint; same as training.resume=true)")
     sp.set_defaults(fn=cmd_train)
     for name, fn, hlp in (("evaluate", cmd_evaluate, "evaluate a checkpoint, overall and per missing-modality pattern"),
                           ("predict", cmd_predict, "write predictions of a checkpoint as CSV")):

@@ -259,6 +259,7 @@ def run_key(cfg: ExperimentConfig) -> str:
     for k in ("output_dir", "compare"):
         d.pop(k, None)
     d["training"].pop("progress", None)
+    d["training"].pop("memory_limit_gb", None)  # a budget, not a setting that changes results
     text = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -301,6 +302,7 @@ class _Plan:
     jobs: list[_Job]
     datasets: dict[str, dict]
     reports: dict[str, list[dict]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # method label -> why it would not fit in memory
 
 
 def plan(cfg: ExperimentConfig, datasets: dict | None = None) -> _Plan:
@@ -341,8 +343,13 @@ def plan(cfg: ExperimentConfig, datasets: dict | None = None) -> _Plan:
 
             raise ConfigError(f"compare.methods: {m.label!r}: the data has no modality {m.modality!r}; "
                               f"{suggestion(m.modality, list(first.modalities))}")
+    from .guards import input_dtypes, memory_problem
+
     jobs: list[_Job] = []
     built: set[str] = set()
+    too_big: dict[str, str] = {}  # model key -> the memory guard's message
+    skipped: dict[str, str] = {}
+    processes = max(1, min(cfg.compare.workers, len(points) * len(methods) * len(cfg.compare.seeds)))
     for pi, point in enumerate(points):
         for m in methods:
             for si, seed in enumerate(cfg.compare.seeds):
@@ -358,16 +365,27 @@ def plan(cfg: ExperimentConfig, datasets: dict | None = None) -> _Plan:
                     loaded[dk] = apply_missing(raw_cache[rk], rc.data.missing, data_seed(rc))
                 train = loaded[dk]["train"]
                 mkey = json.dumps(rc.model.model_dump(), sort_keys=True, default=str) + dk
-                if mkey not in built:  # build each distinct model once: bad options fail before any training
+                if mkey not in built and mkey not in too_big:  # bad options fail before any training
                     task = getattr(train, "task", "multiclass")
-                    build_model(rc.model, train.shapes, int(train.num_classes), task)
-                    built.add(mkey)
+                    # a model that would not fit in memory is skipped (and reported), estimated without building it
+                    err = memory_problem(rc, train.shapes, int(train.num_classes), task, processes=processes,
+                                         dtypes=input_dtypes(train))
+                    if err is not None:
+                        too_big[mkey] = str(err)
+                    else:
+                        build_model(rc.model, train.shapes, int(train.num_classes), task)
+                        built.add(mkey)
+                if mkey in too_big:
+                    skipped.setdefault(_display(m.label, point), too_big[mkey])
+                    continue
                 kind = kind_of(rc, sorted(train.modalities))
                 keep = cfg.compare.save_checkpoints or (
                     si == 0 and pi == 0 and cfg.compare.tsne and kind in ("feature", "unimodal"))
                 jobs.append(_Job(m, seed, point, rc, run_key(rc), dk, kind, keep))
     reports = {k: missing_reports(v) for k, v in loaded.items()}
-    return _Plan(jobs, loaded, reports)
+    if not jobs and skipped:
+        raise ConfigError("compare: no method fits in memory:\n  " + "\n  ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return _Plan(jobs, loaded, reports, skipped)
 
 
 def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
@@ -429,14 +447,25 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
     grid_cols = list(cfg.compare.grid)
     board = leaderboard(runs, metric, direction, grid_cols)
     board.to_csv(out / "leaderboard.csv", index=False)
-    (out / "leaderboard.md").write_text(leaderboard_markdown(board, metric, cfg, pl.reports))
+    md = leaderboard_markdown(board, metric, cfg, pl.reports)
+    if pl.skipped:  # methods that would not fit in memory: reported, not trained
+        md += "\nSkipped (would not fit in memory; estimated before building, nothing was trained):\n" + "".join(
+            f"- `{k}`: {v}\n" for k, v in pl.skipped.items())
+        import warnings
+
+        for k, v in pl.skipped.items():
+            warnings.warn(f"compare: skipped {k}: {v}", stacklevel=2)
+    (out / "leaderboard.md").write_text(md)
     plots.learning_curves(curves, out / "learning_curves.png", f"val_{metric}")
     names = [_display(r["method"], {k: r[k] for k in grid_cols}) for _, r in board.iterrows()]
     plots.bar_chart(names, list(board[f"{metric}_mean"]), list(board[f"{metric}_std"].fillna(0)),
                     out / "leaderboard.png", metric, highlight={n for n, k in zip(names, board["kind"]) if k == "unimodal"})
     if cfg.compare.tsne and task == "multiclass":
         _tsne(board, pl, cfg, out)
-    (out / "summary.json").write_text(json.dumps(summary(board, metric, direction, grid_cols), indent=2, default=str))
+    summ = summary(board, metric, direction, grid_cols)
+    if pl.skipped:
+        summ["skipped"] = dict(pl.skipped)
+    (out / "summary.json").write_text(json.dumps(summ, indent=2, default=str))
     return board
 
 
@@ -524,6 +553,12 @@ def summary(board: pd.DataFrame, metric: str, direction: str, grid: list[str] | 
     return out
 
 
+def _all_mods(board, obs: list[str]) -> str:
+    """The observed pattern with the most modalities (every modality present)."""
+    pats = [o[len("observed["):o.index("]")] for o in obs]
+    return max(pats, key=lambda p: len(p.split("+"))) if pats else ""
+
+
 def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig,
                          reports: dict[str, list[dict]] | None = None) -> str:
     grid = list(cfg.compare.grid)
@@ -531,7 +566,11 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
     extra = [m for m in ("macro_f1", "auroc", "f1_macro", "pearson_r") if f"{m}_mean" in board.columns and m != metric]
     # observed presence patterns of the test rows: shown only when the test rows really differ in what they have
     obs = [c[:-5] for c in board.columns if c.startswith("observed[") and c.endswith(f"_{metric}_mean")]
-    obs = obs if len(obs) > 1 else []
+    # (a unimodal run's one pattern, its own modality, is not a difference between test rows)
+    fused = board[board["kind"] != "unimodal"] if "kind" in board.columns else board
+    differ = any(int(fused[c].notna().sum()) and c != f"observed[{_all_mods(fused, obs)}]_{metric}_mean"
+                 for c in [o + "_mean" for o in obs]) if len(obs) > 1 else False
+    obs = obs if differ else []
     obs_n = {o: board.get(f"{o[:-len(metric) - 1]}_n_mean") for o in obs}
     obs_head = []
     for o in obs:

@@ -282,6 +282,10 @@ class TrainingConfig(_Strict):
     precision: str = "32-true"
     progress: bool = True
     limit_train_batches: float | int | None = None
+    # continue the run saved in <output>/last (mmfuse train --resume): bit-identical to an uninterrupted run on CPU
+    resume: bool = False
+    # a memory budget (GB) checked before the model is built (mmfuse.guards); the machine's available memory always is
+    memory_limit_gb: float | None = Field(None, gt=0)
 
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")

@@ -20,6 +20,7 @@ from .loading import DATASETS, cache_root, list_datasets, load_dataset, register
 from . import avmnist as _avmnist  # noqa: F401  (importing registers the builders)
 from . import basicmotions as _basicmotions  # noqa: F401
 from . import easyvqa as _easyvqa  # noqa: F401
+from . import readers as _readers  # noqa: F401  (standard formats: multibench_avmnist, mmsa, mmimdb, csd, ntu_skeleton)
 from .table import TableSchemaError, load_table
 
 __all__ = [

@@ -65,6 +65,8 @@ class ColumnLoader:
         self.options = options if isinstance(options, BaseModel) else self.Options(**dict(options or {}))
         self.fitted = False
         self.base_dir = Path(".")
+        # folders the file cells must resolve inside (None: anywhere); set by load_table from the schema
+        self.roots: list[Path] | None = None
 
     # -- checks
     def where(self, i: int, row: RowFn, col: str | None = None) -> str:
@@ -168,6 +170,12 @@ class FileLoader(ColumnLoader):
     def check_cell(self, value, i, row, problems):
         p = Path(str(value).strip()).expanduser()
         p = p if p.is_absolute() else self.base_dir / p
+        if self.roots is not None:
+            real = p.resolve()
+            if not any(real == r or r in real.parents for r in self.roots):
+                raise _CellError(f"{self.where(i, row)}: path {str(value)!r} resolves to {real}, outside the data root "
+                                 f"{self.roots[0]} (the schema's folder); move the file under it, or set "
+                                 "`allow_outside_root: true` in the schema if files outside are intended")
         if not p.is_file():
             raise _CellError(f"{self.where(i, row)}: file {str(value)!r} not found (looked for {p})")
         try:
@@ -400,10 +408,20 @@ class NpyLoader(FileLoader):
                     parsed[i] = None
         return parsed, problems
 
+    out_dtype: str | None = None  # "float32" | "int64", learned in fit (saved with the pipeline)
+
+    @staticmethod
+    def _out_dtype(dtype: np.dtype) -> str:
+        return "int64" if dtype.kind in "iu" else "float32"
+
     def fit(self, cells):
-        shapes = [_npy_header(p)[0] for p in cells]
+        headers = [_npy_header(p) for p in cells]
+        shapes = [h[0] for h in headers]
         self.ref_shape = tuple(shapes[0]) if shapes else None
         self.fixed = len({s for s in shapes}) <= 1
+        kinds = {self._out_dtype(h[1]) for h in headers}
+        # integer arrays (e.g. token ids) stay int64; any float file makes the column float32
+        self.out_dtype = "float32" if not kinds or "float32" in kinds else "int64"
         self.fitted = True
         return self
 
@@ -411,13 +429,13 @@ class NpyLoader(FileLoader):
         arr = np.load(path, allow_pickle=False)
         if arr.ndim == 0:
             arr = arr.reshape(1)
-        if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all():
-                raise ValueError("contains NaN or infinite values")
-            return arr.astype(np.float32)
-        if arr.dtype.kind == "b":
-            return arr.astype(np.float32)
-        return arr.astype(np.int64)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError("contains NaN or infinite values")
+        want = self.out_dtype or ("float32" if arr.dtype.kind in "fb" else "int64")
+        if want == "int64" and arr.dtype.kind == "f":
+            raise ValueError(f"holds floats ({arr.dtype}) but the column was fitted on integer arrays (int64); "
+                             "save the file with an integer dtype")
+        return arr.astype(np.dtype(want))
 
     def empty_shape(self):
         return tuple(self.ref_shape) if self.fixed and self.ref_shape is not None else None
@@ -425,14 +443,16 @@ class NpyLoader(FileLoader):
     def assemble(self, values):
         if not self.fixed:
             return list(values)
-        return stack_or_list(values, self.empty_shape())
+        return stack_or_list(values, self.empty_shape(), dtype=np.dtype(self.out_dtype or "float32"))
 
     def state_dict(self):
-        return {"shape": None if self.ref_shape is None else list(self.ref_shape), "fixed": self.fixed}
+        return {"shape": None if self.ref_shape is None else list(self.ref_shape), "fixed": self.fixed,
+                "dtype": self.out_dtype}
 
     def load_state(self, state):
         self.ref_shape = None if state["shape"] is None else tuple(int(s) for s in state["shape"])
         self.fixed = bool(state["fixed"])
+        self.out_dtype = state.get("dtype")  # older pipelines: None (from each file's own dtype)
         self.fitted = True
         return self
 

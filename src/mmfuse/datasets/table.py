@@ -148,6 +148,8 @@ class TableSchema(BaseModel):
     target: Optional[TargetSpec] = None
     split: Optional[SplitSpec] = None
     modalities: dict[str, Any] = Field(default_factory=dict)
+    # file cells must resolve inside the data root (the schema's folder) unless this is true
+    allow_outside_root: bool = False
 
     @field_validator("target", mode="before")
     @classmethod
@@ -223,8 +225,14 @@ def _load_schema(schema: Any, base_dir: str | os.PathLike | None) -> tuple[dict,
 
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"table schema {path}: invalid YAML ({exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"table schema {path}: not a UTF-8 text file; give the path of a YAML schema") from None
+        except yaml.YAMLError as exc:  # position and problem only: never a snippet of the file's contents
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"table schema {path}: invalid YAML{at} ({problem}); give the path of a YAML "
+                              "schema file") from None
         return data, path.resolve().parent, str(path)
     if isinstance(schema, dict):
         return schema, Path(base_dir or ".").resolve(), "table schema"
@@ -333,6 +341,14 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     problems.where = where
     columns = list(cols)
     table_dir = table_path.parent
+    named = _named_columns(raw, sch, pipeline)
+    if named and columns and not set(named) & set(columns):  # not this schema's table: never echo its contents
+        raise TableSchemaError(f"schema.table: {str(raw['table'])!r} has none of the columns the schema names "
+                               f"({', '.join(map(repr, named[:8]))}); check that `table` points at the right CSV / "
+                               "Parquet file (its contents are not shown)")
+    # file cells resolve inside the data root: the schema's folder (and, for a table given with `table=`, its folder)
+    outside_ok = bool(raw.get("allow_outside_root")) if isinstance(raw.get("allow_outside_root"), bool) else False
+    roots = None if outside_ok else [Path(schema_dir).resolve()] + ([table_dir.resolve()] if table is not None else [])
 
     def row(i: int) -> str:
         return f"row {i} (line {i + 2})" if is_csv else f"row {i}"
@@ -433,6 +449,7 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     parsed: dict[str, list[Any]] = {}
     for name, ld in loaders.items():
         ld.base_dir = table_dir
+        ld.roots = roots
         parsed[name], probs = ld.check([cols[c] for c in ld.columns], row)
         problems.data.extend(probs)
     problems.raise_if_any()
@@ -503,6 +520,28 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     if whole:
         return full
     return {k: full.subset(idx, name=f"{ds_name}/{k}") for k, idx in zip(SPLITS, parts)}
+
+
+def _named_columns(raw: dict, sch: "TableSchema | None", pipeline: Any) -> list[str]:
+    """Every column the schema (or a fitted pipeline) names: target, modalities, split, id."""
+    out: list[str] = []
+    if pipeline is not None:
+        for ld in pipeline.loaders.values():
+            out += list(ld.columns)
+        if pipeline.target is not None:
+            out += list(pipeline.target.columns)
+    if sch is not None:
+        if sch.target is not None:
+            out += list(sch.target.columns or []) + ([sch.target.column] if sch.target.column else [])
+        if sch.split is not None and sch.split.column:
+            out.append(sch.split.column)
+        if sch.id:
+            out.append(sch.id)
+    for spec in (raw.get("modalities") or {}).values() if isinstance(raw.get("modalities"), dict) else []:
+        if isinstance(spec, dict):
+            c = spec.get("columns", spec.get("column"))
+            out += [c] if isinstance(c, str) else [x for x in (c or []) if isinstance(x, str)]
+    return [str(c) for c in dict.fromkeys(out)]
 
 
 def _check_label_coverage(target: TargetEncoder, labels: list[Any], is_train: np.ndarray, row, problems) -> None:

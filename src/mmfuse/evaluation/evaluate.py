@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from ..batch import MultimodalBatch, _check_finite
-from .metrics import compute_metrics
+from .metrics import compute_metrics, dataset_metrics
 
 
 class Indexed(torch.utils.data.Dataset):
@@ -159,6 +159,7 @@ def evaluate(model: nn.Module, dataset, task: str, batch_size: int = 256, per_pa
     loader = make_loader(dataset, batch_size)
     res = collect(model, loader, masks=observed)
     report = {"metrics": compute_metrics(task, res["scores"], res["target"]), "patterns": {}}
+    report["metrics"].update(dataset_metrics(dataset, task, res["scores"], res["target"]))  # e.g. MOSI's Acc-2/Acc-7
     mods = modalities or getattr(model, "modalities", None) or dataset.modalities
     if observed:
         report.update(observed_patterns(res, list(mods), task))

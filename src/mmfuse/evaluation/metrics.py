@@ -6,6 +6,9 @@
 - regression: r2 (coefficient of determination per output, averaged over outputs whose target
   varies), mse, mae (averaged over samples and outputs), pearson_r (mean over outputs where
   both the prediction and the target vary)
+- sentiment regression (MOSI / MOSEI / SIMS, datasets whose ``metric_set`` is ``"mosi"``): also
+  the metrics MMSA reports, :func:`mosi_metrics` (acc2_has0, f1_has0, acc2_non0, f1_non0, acc7,
+  acc5, corr)
 """
 
 from __future__ import annotations
@@ -81,6 +84,50 @@ def compute_metrics(task: str, scores: np.ndarray, target: np.ndarray, top_k: in
             out["pearson_r"] = float(np.mean([np.corrcoef(s[:, j], t[:, j])[0, 1] for j in cols]))
         return out
     raise ConfigError(f"task must be multiclass, multilabel or regression, got {task!r}")
+
+
+def mosi_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The sentiment metrics MMSA reports (``MetricsTop.__eval_mosei_regression``), for one output.
+
+    * ``acc2_has0`` / ``f1_has0``: binary accuracy and weighted F1 of ``pred >= 0`` against
+      ``y >= 0`` over every clip (0 counts as positive: "Has0");
+    * ``acc2_non0`` / ``f1_non0``: the same with ``> 0`` over the clips whose label is not 0 ("Non0");
+    * ``acc7`` / ``acc5``: ``round(clip(pred)) == round(clip(y))`` with both clipped to [-3, 3] /
+      [-2, 2] (numpy's round: halves to even, as MMSA);
+    * ``mae``: mean absolute error; ``corr``: Pearson correlation (absent when either side is constant).
+    """
+    p = np.asarray(pred, dtype=np.float64).reshape(-1)
+    t = np.asarray(y, dtype=np.float64).reshape(-1)
+    if p.shape != t.shape:
+        raise DataError(f"mosi metrics: {p.size} predictions for {t.size} labels")
+    if p.size == 0:
+        return {}
+    out = {"mae": float(np.abs(p - t).mean())}
+    if p.std() > 0 and t.std() > 0:
+        out["corr"] = float(np.corrcoef(p, t)[0, 1])
+    for name, lim in (("acc7", 3.0), ("acc5", 2.0)):
+        out[name] = float((np.round(np.clip(p, -lim, lim)) == np.round(np.clip(t, -lim, lim))).mean())
+    out["acc2_has0"] = float(((p >= 0) == (t >= 0)).mean())
+    out["f1_has0"] = float(f1_score(t >= 0, p >= 0, average="weighted", zero_division=0))
+    nz = t != 0
+    if nz.any():
+        out["acc2_non0"] = float(((p[nz] > 0) == (t[nz] > 0)).mean())
+        out["f1_non0"] = float(f1_score(t[nz] > 0, p[nz] > 0, average="weighted", zero_division=0))
+    return out
+
+
+METRIC_SETS = {"mosi": mosi_metrics}
+
+
+def dataset_metrics(dataset, task: str, scores: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """The extra metrics the field reports for ``dataset`` (its ``metric_set`` attribute), else {}."""
+    name = getattr(dataset, "metric_set", None)
+    if task != "regression" or name not in METRIC_SETS or len(scores) == 0:
+        return {}
+    s = np.asarray(scores).reshape(len(scores), -1)
+    if s.shape[1] != 1:
+        return {}
+    return METRIC_SETS[name](s[:, 0], np.asarray(target).reshape(-1))
 
 
 METRIC_NAMES = {

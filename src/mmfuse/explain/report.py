@@ -27,10 +27,13 @@ The entry point used by ``mmfuse explain``::
         device=None,                # move batches there before explaining
         plots=True,
         max_rows=None,              # rows per model call (default: memory budget, ≤ 512)
+        ids=None,                   # each sample's identifier, by position (default: from the dataset)
     ) -> dict
 
 It writes ``per_sample.csv`` (one row per sample, ``sample`` = its position in the iteration
-order of ``data``, i.e. the dataset index for a Dataset; then target, prediction, correctness, f(full),
+order of ``data``, i.e. the dataset index for a Dataset; ``id`` = the row's identifier in its source
+when known: ``ids`` when given, else a dataset's own ids as ``mmfuse predict`` keys rows (a table's
+``id`` column, else its row number; :func:`mmfuse.explain.rows.sample_ids`); then target, prediction, correctness, f(full),
 f(none), share/contribution per modality), ``breakdown.csv`` (mean ± std share per modality over
 all samples, per true class, for correct vs incorrect predictions), ``shares_by_class.png``,
 ``shares_by_correctness.png`` and, for MM-SHAP, ``examples/sample<k>_<modality>.png`` (patch
@@ -64,10 +67,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..batch import MultimodalBatch, collate
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ShapeError
 from ..registry import TASKS
 from .estimators import check_count
 from .mmshap import FeatureExplanation, MMShapResult, mmshap
+from .rows import sample_ids
 from .plots import plot_feature_bars, plot_patch_heatmap, plot_share_bars
 from .scoring import make_score_fn
 from .shapley import ModalityShapley, modality_shapley
@@ -77,8 +81,9 @@ EXPLAIN_METHODS = ("shapley", "mmshap")
 
 def shares_frame(result: ModalityShapley | MMShapResult, targets: Tensor | None = None,
                  predicted: Tensor | None = None, class_names: Sequence[str] | None = None,
-                 index: Tensor | None = None, zero_total: str = "nan", task: str = "multiclass") -> pd.DataFrame:
-    """One row per sample: ``sample``, ``target``, ``predicted``, ``correct``, ``f_full``, ``f_base``,
+                 index: Tensor | None = None, zero_total: str = "nan", task: str = "multiclass",
+                 ids: Sequence[Any] | None = None) -> pd.DataFrame:
+    """One row per sample: ``sample``, ``id`` (when ``ids`` is given: one per sample), ``target``, ``predicted``, ``correct``, ``f_full``, ``f_base``,
     ``share_<m>``, ``contrib_<m>`` (|φ_m| or Φ_m) and, for modality-level results, ``value_<m>`` (signed φ_m).
 
     ``task`` multilabel / regression: targets, predictions and scores get one column per output
@@ -87,6 +92,10 @@ def shares_frame(result: ModalityShapley | MMShapResult, targets: Tensor | None 
     next to the means over outputs ``share_<m>`` / ``value_<m>`` / ``contrib_<m>``."""
     B = result.base.shape[0]
     df = pd.DataFrame({"sample": (index if index is not None else torch.arange(B)).cpu().numpy()})
+    if ids is not None:
+        if len(ids) != B:
+            raise ShapeError(f"shares_frame: {len(ids)} ids for {B} samples")
+        df["id"] = list(ids)
     if task != "multiclass":
         return _outputs_frame(df, result, targets, predicted, class_names, zero_total, task)
     if targets is not None and targets.dim() == 1:
@@ -270,7 +279,8 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
                     batch_size: int = 16, seed: int = 0, n_examples: int = 3,
                     class_names: Sequence[str] | None = None, vocab: Any = None, zero_total: str = "nan",
                     device: str | torch.device | None = None, plots: bool = True,
-                    max_rows: int | None = None, task: str | None = None) -> dict[str, Any]:
+                    max_rows: int | None = None, task: str | None = None,
+                    ids: Sequence[Any] | None = None) -> dict[str, Any]:
     """Explain every sample of ``data`` and write CSV + PNG breakdowns; see the module docstring."""
     if method not in EXPLAIN_METHODS:
         raise ConfigError(f"method must be one of {EXPLAIN_METHODS}, got {method!r}")
@@ -290,6 +300,9 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     class_names = class_names if class_names is not None else getattr(data, "class_names", None)
+    ids = list(ids) if ids is not None else (sample_ids(data) if isinstance(data, Dataset) else None)
+    if ids is not None and isinstance(data, Dataset) and len(ids) != len(data):
+        raise ConfigError(f"explain_dataset: {len(ids)} ids for a dataset of {len(data)} samples; give one per sample")
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     frames, results, files, done = [], [], [], 0
@@ -326,7 +339,10 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
                     files += _example_figures(ex, batch, r, done + r, out / "examples", vocab)
         index = torch.arange(done, done + batch.batch_size)  # position in the data's iteration order
         tgt = batch.target.cpu() if batch.target is not None else None
-        frames.append(shares_frame(res, tgt, predicted, class_names, index, zero_total, task))
+        # the batch's dataset indices (mmfuse loaders carry them) pick the rows' ids; else the position
+        pos = batch.index if batch.index is not None and isinstance(data, Dataset) else index
+        batch_ids = None if ids is None else [ids[int(i)] for i in pos]
+        frames.append(shares_frame(res, tgt, predicted, class_names, index, zero_total, task, batch_ids))
         results.append(res)
         done += batch.batch_size
     if not frames:

@@ -1,11 +1,11 @@
-"""Building big batches of masked copies and bounding their size.
+"""Building big batches of masked copies and bounding their size; the rows' ids of a dataset.
 
 Shape legend: B rows of the original batch, K copies, * a modality's own dims.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -57,3 +57,23 @@ def cat_batches(batches: Sequence[MultimodalBatch]) -> MultimodalBatch:
         target=None,
         lengths={m: torch.cat([b.lengths[m] for b in batches]) for m in first.lengths},
     )
+
+
+def sample_ids(data: Any) -> list[Any] | None:
+    """Each sample's identifier in its source, by position in ``data``: a user table's ``id`` column
+    (``data.row_ids`` indexed by the row numbers ``data.ids``), else ``data.ids`` (the row number / the
+    sample's index in the source dataset); None when ``data`` has no ``ids`` of its own length.
+
+    ``mmfuse predict`` keys its rows with these, and so does explain's ``per_sample.csv``."""
+    ids = getattr(data, "ids", None)
+    if ids is None:
+        return None
+    try:
+        n = len(data)
+    except TypeError:
+        return None
+    ids = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+    if len(ids) != n:
+        return None
+    rid = getattr(data, "row_ids", None)
+    return [rid[int(i)] for i in ids] if rid is not None else ids

@@ -91,10 +91,39 @@ class FusionOp(nn.Module):
 
     def forward(self, embeddings: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None, **kwargs) -> Tensor:
         xs, present = self._check(embeddings, mask)
+        if not kwargs and self.has_fast_path() and (mask is None or bool(present.all())):
+            return self.fuse_all_present(xs)
         return self.fuse(xs, present, **kwargs)
 
     def fuse(self, xs: list[Tensor], present: Tensor, **kwargs) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # Fast path: when no modality is absent anywhere in the batch, the mask arithmetic (torch.where
+    # with the neutral element) is the identity, so an operator may skip it. ``forward`` calls
+    # ``fuse_all_present(xs)`` instead of ``fuse(xs, present)`` when the operator overrides it, no
+    # extra keyword is given and every mask entry is True (or ``mask`` is None). An override must
+    # return exactly what ``fuse`` returns for an all-True ``present`` (tests/test_fusion_fast_path.py).
+    fuse_all_present = None  # type: ignore[assignment]
+
+    def has_fast_path(self) -> bool:
+        """True when the operator's ``fuse_all_present`` belongs to its ``fuse``.
+
+        That is, the class that defines ``fuse_all_present`` is the one that defines ``fuse`` or a
+        subclass of it: a user subclass that overrides ``fuse`` only keeps the masked path.
+        """
+        cls = type(self)
+        ok = _FAST_PATH_OK.get(cls)
+        if ok is None:
+            def owner(name: str) -> type | None:
+                return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+            fast, fuse = owner("fuse_all_present"), owner("fuse")
+            ok = fast is not None and fast is not FusionOp and fuse is not None and issubclass(fast, fuse)
+            _FAST_PATH_OK[cls] = ok
+        return ok
+
+
+_FAST_PATH_OK: dict[type, bool] = {}
 
 
 def masked(x: Tensor, present_col: Tensor, fill: float = 0.0) -> Tensor:

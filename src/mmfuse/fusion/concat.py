@@ -28,3 +28,7 @@ class ConcatFusion(FusionOp):
     def fuse(self, xs: list[Tensor], present: Tensor) -> Tensor:
         # xs[m]: [B, D_m]; present: [B, N]  ->  [B, Σ D_m]
         return torch.cat([masked(x, present[:, i], 0.0) for i, x in enumerate(xs)], dim=-1)
+
+    def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
+        """Every modality present: the plain concatenation (bitwise equal to ``fuse``)."""
+        return torch.cat(xs, dim=-1)

@@ -50,6 +50,38 @@ class ElementwiseFusion(FusionOp):
         stacked = torch.stack(xs, dim=1)  # [B, N, D]
         return type(self).reduce(stacked, present)  # [B, D]
 
+    def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
+        """``fuse`` with every modality present: no zeroing, a plain reduction (bitwise equal)."""
+        if self.project:
+            xs = [self.proj[m](x) for m, x in zip(self.modalities, xs)]
+        return _ALL_PRESENT[type(self).reduce](torch.stack(xs, dim=1))
+
+    def has_fast_path(self) -> bool:
+        # only for the built-in reductions: a subclass with its own ``reduce`` keeps the masked path
+        return super().has_fast_path() and type(self).reduce in _ALL_PRESENT
+
+
+def _sum_all(x: Tensor) -> Tensor:
+    return x.sum(dim=1)
+
+
+def _mean_all(x: Tensor) -> Tensor:  # the same division as masked_mean (by the count N as a float)
+    return x.sum(dim=1) / float(x.shape[1])
+
+
+def _max_all(x: Tensor) -> Tensor:
+    return x.amax(dim=1)
+
+
+def _prod_all(x: Tensor) -> Tensor:
+    return x.prod(dim=1)
+
+
+#: masked reduction -> the same reduction when every modality is present (no neutral elements needed)
+_ALL_PRESENT: dict[Callable, Callable[[Tensor], Tensor]] = {
+    masked_sum: _sum_all, masked_mean: _mean_all, masked_max: _max_all, masked_prod: _prod_all,
+}
+
 
 @FUSIONS.register("sum")
 class SumFusion(ElementwiseFusion):

@@ -59,3 +59,9 @@ class GatedFusion(FusionOp):
     def fuse(self, xs: list[Tensor], present: Tensor) -> Tensor:
         h, z = self.parts(xs, present)
         return (z * h).sum(dim=1)
+
+    def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
+        """Every modality present: the masked softmax is the plain softmax (bitwise equal to ``fuse``)."""
+        h = torch.stack([torch.tanh(self.hidden[m](x)) for m, x in zip(self.modalities, xs)], dim=1)
+        g = self.gate(torch.cat(xs, dim=-1)).view(-1, len(xs), self.dim)
+        return (torch.softmax(g, dim=1) * h).sum(dim=1)

@@ -21,10 +21,13 @@ from .base import FusionOp, masked, module_key
 from .options import positive_int
 
 
-def with_constant(x: Tensor, present_col: Tensor) -> Tensor:
-    """``[1; x]`` per row (Tensor[B, D] -> Tensor[B, D+1]); absent rows become ``[1, 0, …, 0]``."""
+def with_constant(x: Tensor, present_col: Tensor | None) -> Tensor:
+    """``[1; x]`` per row (Tensor[B, D] -> Tensor[B, D+1]); absent rows become ``[1, 0, …, 0]``.
+
+    ``present_col=None`` means every row is present (the fast path: no mask arithmetic).
+    """
     ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
-    return torch.cat([ones, masked(x, present_col, 0.0)], dim=-1)
+    return torch.cat([ones, x if present_col is None else masked(x, present_col, 0.0)], dim=-1)
 
 
 @FUSIONS.register("tensor")
@@ -44,12 +47,17 @@ class TensorFusion(FusionOp):
         super().__init__(input_dims)
         self.output_dim = math.prod(d + 1 for d in self.input_dims.values())
 
-    def fuse(self, xs: list[Tensor], present: Tensor) -> Tensor:
-        out = with_constant(xs[0], present[:, 0])  # [B, D_1 + 1]
+    def fuse(self, xs: list[Tensor], present: Tensor | None) -> Tensor:
+        col = (lambda i: None) if present is None else (lambda i: present[:, i])
+        out = with_constant(xs[0], col(0))  # [B, D_1 + 1]
         for i, x in enumerate(xs[1:], start=1):
-            z = with_constant(x, present[:, i])  # [B, D_i + 1]
+            z = with_constant(x, col(i))  # [B, D_i + 1]
             out = (out.unsqueeze(-1) * z.unsqueeze(1)).flatten(1)  # [B, prod so far · (D_i + 1)]
         return out
+
+    def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
+        """Every modality present: ``[1; z_m]`` without the masking (bitwise equal to ``fuse``)."""
+        return TensorFusion.fuse(self, xs, None)
 
 
 @FUSIONS.register("low_rank", test_options={"rank": 2, "output_dim": 3})
@@ -88,9 +96,16 @@ class LowRankFusion(FusionOp):
         self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, self.rank)))
         self.bias = nn.Parameter(torch.zeros(self.output_dim))
 
-    def fuse(self, xs: list[Tensor], present: Tensor) -> Tensor:
+    def fuse(self, xs: list[Tensor], present: Tensor | None) -> Tensor:
         prod = None
         for i, (m, x) in enumerate(zip(self.modalities, xs)):
-            f = torch.einsum("bd,rdh->brh", with_constant(x, present[:, i]), self.factors[m])  # [B, R, H]
+            z = with_constant(x, None if present is None else present[:, i])  # [B, D_m + 1]
+            f = torch.matmul(z, self.factors[m])  # [R, B, H]: z̃_m · W_m^{(i)} for every rank i
             prod = f if prod is None else prod * f
-        return torch.einsum("r,brh->bh", self.rank_weights[0], prod) + self.bias  # [B, H]
+        R, B, H = prod.shape
+        # Σ_i w_i prod[i] as one matrix-vector product over the flattened [B·H] columns
+        return torch.mv(prod.view(R, B * H).t(), self.rank_weights[0]).view(B, H) + self.bias  # [B, H]
+
+    def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
+        """Every modality present: ``[1; z_m]`` without the masking (bitwise equal to ``fuse``)."""
+        return LowRankFusion.fuse(self, xs, None)

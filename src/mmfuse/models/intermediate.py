@@ -92,17 +92,25 @@ def _check_staged(name: str, enc: Any) -> int:
     return len(stages)
 
 
+#: How many of the top stages get a block by default (``fusion_points="auto"`` / config ``None``).
+DEFAULT_TOP_STAGES = 2
+
+
 def default_fusion_points(num_stages: Mapping[str, int], count: int | None = None) -> list[dict[str, int]]:
     """Fusion points that join *all* streams after their last ``count`` stages, aligned from the end.
 
-    ``count`` defaults to the smallest stage count. Example: ``{"image": 2, "audio": 3}`` gives
-    ``[{"image": 0, "audio": 1}, {"image": 1, "audio": 2}]``, one block after each of the top stages,
-    as the paper places MMTMs in the upper layers. ``fusion_points="auto"`` uses this.
+    ``count`` defaults to :data:`DEFAULT_TOP_STAGES` (2), or fewer when a stream has fewer stages:
+    the paper places its MMTMs in the upper layers, and a block after the high-resolution early
+    stages costs the most time for the least gain (``benchmarks/mmtm_overhead.py``). Example:
+    ``{"image": 3, "audio": 4}`` gives ``[{"audio": 2, "image": 1}, {"audio": 3, "image": 2}]``, one
+    block after each of the top two stages; ``{"image": 1, "audio": 3}`` gives one block,
+    ``[{"audio": 2, "image": 0}]``. ``fusion_points="auto"`` uses this; pass explicit points to
+    place blocks lower (e.g. after every stage).
     """
     if len(num_stages) < 2:
         raise ConfigError(f"intermediate fusion needs at least 2 streams for a fusion point, got {sorted(num_stages)}")
     low = min(num_stages.values())
-    k = low if count is None else count
+    k = min(DEFAULT_TOP_STAGES, low) if count is None else count
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= low:
         raise ConfigError(f"default_fusion_points: count must be an int in 1..{low} (the fewest stages), got {count!r}")
     return [{m: n - k + j for m, n in sorted(num_stages.items())} for j in range(k)]
@@ -168,7 +176,8 @@ class IntermediateFusionModel(nn.Module):
             ``output_dim``), built-in or the user's own module.
         fusion_points: list of ``{stream: stage index}``. The module docstring explains them. ``[]`` gives
             plain late fusion (sum of the per-stream logits) with the same encoders and heads. ``"auto"``
-            joins all streams after each of their last ``min(stage counts)`` stages (:func:`default_fusion_points`).
+            joins all streams after each of their top two stages, aligned from the end (fewer if a
+            stream has fewer stages; :func:`default_fusion_points`).
         num_outputs: K, the width of every stream's logits.
         block: an ``INTERACTIONS`` name ("mmtm"), or a callable ``factory(channels=..., **block_options)``,
             or a list with one ``nn.Module`` per fusion point.

@@ -32,3 +32,65 @@ class BestWeights(L.Callback):
     def restore(self, model) -> None:
         if self.state is not None:
             model.load_state_dict(self.state)
+
+
+class EpochCheckpoints(L.Callback):
+    """After every epoch: the resumable ``last`` checkpoint (weights + optimiser, scheduler, RNG, data-order,
+    scheme and callback state; :mod:`mmfuse.training.resume`) and, when the monitor improved, ``best``.
+
+    Also the safe point of SIGTERM / SIGINT (:mod:`mmfuse.training.signals`): checked after every training
+    batch and after the epoch's checkpoint; it raises :class:`~mmfuse.training.signals.TrainingInterrupted`.
+    ``resume``: (state document, tensors, weights) restored at the start of the first epoch of this fit.
+    """
+
+    def __init__(self, out, best: BestWeights, early, save_fn, resume=None):
+        self.out = out
+        self.best = best
+        self.early = early
+        self.save_fn = save_fn  # save_fn(folder, weights, metrics, extra) writes one checkpoint folder; None: no writes
+        self.resume = resume
+        self.saved_epoch = -1
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.resume is not None:
+            from .resume import restore
+
+            doc, tensors, weights = self.resume
+            self.resume = None
+            restore(trainer, pl_module, self.best, self.early, doc, tensors, weights)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._check_signal(trainer, during=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from .checkpoint import state_of
+        from .resume import BEST, LAST, capture, write_state
+
+        epoch = trainer.current_epoch
+        if self.save_fn is None or not trainer.is_global_zero:  # fit(save=False) / ddp rank > 0: only the signal check
+            self._check_signal(trainer, during=False)
+            return
+        doc, tensors = capture(trainer, pl_module, self.best, self.early)
+        metrics = {"val": pl_module.history[-1] if pl_module.history else {}}
+        self.save_fn(self.out / LAST, state_of(pl_module.model), metrics, lambda tmp: write_state(tmp, doc, tensors))
+        if self.best.best_epoch == epoch and self.best.state is not None:
+            self.save_fn(self.out / BEST, {k: t.contiguous().cpu() for k, t in self.best.state.items()},
+                         metrics, None)
+        self.saved_epoch = epoch
+        self._check_signal(trainer, during=False)
+
+    def _check_signal(self, trainer, during: bool) -> None:
+        from .signals import TrainingInterrupted, requested, signal_name
+
+        sig = requested()
+        if sig is None:
+            return
+        epoch = trainer.current_epoch
+        where = f"during epoch {epoch + 1}" if during else f"after epoch {epoch + 1}"
+        if self.save_fn is None:
+            saved = "nothing was saved (save=False)"
+        elif self.saved_epoch >= 0:
+            saved = f"epochs 1-{self.saved_epoch + 1} are saved in {self.out / 'last'}"
+        else:
+            saved = "no epoch had finished, so --resume starts from the beginning"
+        raise TrainingInterrupted(sig, f"interrupted by {signal_name(sig)} {where}; {saved}")

@@ -1,17 +1,28 @@
 """Checkpoints: weights in safetensors plus the resolved config and data facts as JSON.
 
-A checkpoint is a folder holding ``model.safetensors`` and ``config.json``. Both files are written
-to temporary names and moved into place with ``os.replace`` (atomic on one file system), so a
-crash never leaves a half-written checkpoint. Nothing is unpickled when loading.
+A checkpoint is a folder holding ``model.safetensors`` and ``config.json`` (plus ``pipeline.json`` /
+``pipeline.safetensors`` for a user table, and ``trainer_state.*`` in a resumable ``last`` checkpoint).
+
+Writing is atomic for the WHOLE folder: every file goes into a temporary folder next to the target
+(``.NAME.tmp-PID-TOKEN``), which is then renamed into place; an existing checkpoint is renamed away
+first (``.NAME.old-PID-TOKEN``) and deleted after the new one is in place. A killed writer leaves only
+dot-folders whose PID is dead; the next write into the same parent removes them. ``config.json``
+records the sha256 of every other file and the mmfuse version; :func:`load_checkpoint` verifies them,
+so a mixture of two runs or a damaged file is a :class:`CheckpointError` naming the file. Nothing is
+unpickled when loading.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import shutil
+import socket
+import uuid
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,47 +31,233 @@ from ..config import ExperimentConfig
 from ..errors import CheckpointError
 
 WEIGHTS, META = "model.safetensors", "config.json"
+LOCK = ".mmfuse.lock"
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_stale(parent: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary / replaced checkpoint folders (``.NAME.tmp-PID-*``, ``.NAME.old-PID-*``) and the
+    temporary files (``.FILE.*.tmp``) that writers which are no longer running left in ``parent``."""
+    parent = Path(parent)
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        n = p.name
+        if not n.startswith("."):
+            continue
+        pid = None
+        for tag in (".tmp-", ".old-"):
+            if tag in n and (name is None or n.startswith(f".{name}{tag}")):
+                try:
+                    pid = int(n.split(tag, 1)[1].split("-", 1)[0])
+                except ValueError:
+                    pid = None
+        if pid is not None:
+            if pid_alive(pid) and pid != os.getpid():
+                continue
+            if pid == os.getpid() and ".tmp-" in n:
+                continue  # possibly a concurrent write of this process
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+        elif n.endswith(".tmp") and p.is_file():  # a file-level temporary of an older writer (mkstemp names)
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def write_checkpoint_folder(directory: str | Path, write: Callable[[Path], None],
+                            meta: dict[str, Any] | Callable[[], dict[str, Any]]) -> Path:
+    """Write a checkpoint folder atomically: ``write(tmp)`` fills a temporary folder, then ``config.json``
+    (``meta``, or ``meta()`` called after ``write``, + the sha256 of every file ``write`` made + the mmfuse version) is added and the folder is
+    renamed into place (an existing one is renamed away, then deleted)."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise CheckpointError(f"{str(d)!r} is a file, not a checkpoint folder; choose another output folder")
+    parent = d.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the folder {str(parent)!r} for a checkpoint ({exc})") from None
+    clean_stale(parent, d.name)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = parent / f".{d.name}.tmp-{token}"
+    tmp.mkdir()
     try:
         write(tmp)
-        os.replace(tmp, path)
+        files = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != META}
+        payload = {"format": "mmfuse-checkpoint-1", "mmfuse_version": _version(),
+                   **(meta() if callable(meta) else meta), "files": files}
+        (tmp / META).write_text(json.dumps(payload, indent=2, default=str))
+        for p in tmp.iterdir():
+            _fsync(p)
+        _fsync(tmp)
+        old = None
+        if d.exists():
+            old = parent / f".{d.name}.old-{token}"
+            os.rename(d, old)
+        os.rename(tmp, d)
+        _fsync(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: ExperimentConfig, meta: dict[str, Any],
-                    pipeline: Any = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` atomically.
-
-    ``pipeline``: the fitted data pipeline of a user table (:class:`mmfuse.datasets.pipeline.TablePipeline`),
-    written as ``pipeline.json`` + ``pipeline.safetensors`` before ``config.json``, which records their sha256
-    digests and the class order (both checked by :func:`load_checkpoint`).
-    """
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(d / WEIGHTS, lambda tmp: save_file(state, tmp))
-    meta = dict(meta)
-    if pipeline is not None:
-        meta["pipeline"] = {"files": pipeline.save(d), "class_names": pipeline.class_names,
-                            "modalities": sorted(pipeline.loaders)}
-    else:
-        from ..datasets.pipeline import PIPELINE_JSON, PIPELINE_TENSORS
-
-        for name in (PIPELINE_JSON, PIPELINE_TENSORS):  # a stale pipeline of an earlier run in this folder
-            if (d / name).exists():
-                (d / name).unlink()
-    payload = {"format": "mmfuse-checkpoint-1", "config": config.model_dump(mode="json"), **meta}
-    _atomic_write(d / META, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return d
 
 
-def read_meta(directory: str | Path) -> dict[str, Any]:
+def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(directory: str | Path, model: torch.nn.Module | dict, config: ExperimentConfig, meta: dict[str, Any],
+                    pipeline: Any = None, extra: Callable[[Path], None] | None = None) -> Path:
+    """Write a checkpoint folder (``model.safetensors``, ``config.json``, the table pipeline) atomically.
+
+    ``model``: a module or a state dict. ``pipeline``: the fitted data pipeline of a user table
+    (:class:`mmfuse.datasets.pipeline.TablePipeline`), written as ``pipeline.json`` + ``pipeline.safetensors``.
+    ``extra(folder)`` writes further files (e.g. the resumable training state) into the temporary folder.
+    ``config.json`` records the sha256 of every file (checked by :func:`load_checkpoint`).
+    """
+    state = model if isinstance(model, dict) else state_of(model)
+    meta = dict(meta)
+
+    def write(tmp: Path) -> None:
+        save_file(state, str(tmp / WEIGHTS))
+        if pipeline is not None:
+            meta["pipeline"] = {"files": pipeline.save(tmp), "class_names": pipeline.class_names,
+                                "modalities": sorted(pipeline.loaders)}
+        if extra is not None:
+            extra(tmp)
+
+    return write_checkpoint_folder(directory, write, lambda: {"config": config.model_dump(mode="json"), **meta})
+
+
+def verify_files(meta: dict[str, Any]) -> None:
+    """Check every file recorded in ``config.json`` against its sha256 (a CheckpointError naming the file)."""
+    d = Path(meta["_dir"])
+    files = meta.get("files")
+    if files is None:  # written before digests were recorded
+        return
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{d / META}: 'files' is not a mapping of file name to sha256; the file was edited")
+    for name, digest in files.items():
+        p = d / name
+        if not p.is_file():
+            raise CheckpointError(f"{p}: missing; config.json lists it (sha256 {str(digest)[:12]}…). The checkpoint "
+                                  "is incomplete, retrain or restore it")
+        got = sha256(p)
+        if got != digest:
+            raise CheckpointError(f"{p}: its sha256 {got[:12]}… differs from {str(digest)[:12]}… recorded in "
+                                  f"{META}; the file was modified, damaged, or comes from another run (a mixture of "
+                                  "two checkpoints). Retrain or restore the whole folder")
+    version = meta.get("mmfuse_version")
+    if version is not None and version != _version():
+        warnings.warn(f"{d}: written by mmfuse {version}, read by mmfuse {_version()}", stacklevel=3)
+
+
+# ------------------------------------------------------------------ output-folder lock
+class FolderLock:
+    """An exclusive lock on an output folder: ``.mmfuse.lock`` holding the holder's pid and host.
+
+    A second writer fails at once with a CheckpointError naming the holder; a lock whose pid is dead (on
+    this host) is stale and taken over."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self.held = False
+
+    def acquire(self) -> "FolderLock":
+        if self.folder.exists() and not self.folder.is_dir():
+            raise CheckpointError(f"--out / output_dir: {str(self.folder)!r} is a file, not a folder; choose a folder")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"--out / output_dir: cannot create {str(self.folder)!r} ({exc})") from None
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and (holder.get("host") != me["host"] or pid_alive(int(holder.get("pid", -1)))):
+                    if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+                        raise CheckpointError(f"{self.folder}: this process is already writing into it; use another "
+                                              "output folder") from None
+                    raise CheckpointError(
+                        f"{self.folder}: another mmfuse process is writing into this folder (pid {holder.get('pid')} "
+                        f"on {holder.get('host')}, lock {self.path}); wait for it, stop it, or use another output "
+                        "folder (--out). If that process is gone, delete the lock file") from None
+                self.path.unlink(missing_ok=True)  # stale: its holder is dead
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise CheckpointError(f"{self.folder}: cannot take the lock {self.path}; delete it if no mmfuse process runs")
+
+    def _holder(self) -> dict | None:
+        try:
+            h = json.loads(self.path.read_text())
+            return h if isinstance(h, dict) and "pid" in h else None
+        except (OSError, ValueError):
+            return None  # half-written or unreadable: treated as stale
+
+    def release(self) -> None:
+        if self.held:
+            h = self._holder()
+            if h is None or (h.get("pid") == os.getpid()):
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def read_meta(directory: str | Path, verify: bool = True) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder, checked; ``verify``: also every file's sha256."""
     d = Path(directory)
     if d.is_file() and d.name in (WEIGHTS, META):
         d = d.parent
@@ -80,6 +277,8 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{str(d / META)!r}: lacks {missing}; the file was edited or is damaged, retrain or restore it")
     meta["_dir"] = str(d)
+    if verify:
+        verify_files(meta)
     return meta
 
 

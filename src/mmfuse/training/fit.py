@@ -17,8 +17,9 @@ from lightning.pytorch.loggers import CSVLogger
 from ..config import ExperimentConfig
 from ..errors import ConfigError
 from ..evaluation import evaluate, make_loader
-from .callbacks import BestWeights
-from .checkpoint import save_checkpoint
+from .callbacks import BestWeights, EpochCheckpoints
+from .checkpoint import FolderLock, save_checkpoint
+from .signals import catch_stop_signals
 from .system import FusionSystem
 
 
@@ -113,15 +114,45 @@ def warm_start(model: torch.nn.Module, checkpoint: str | Path) -> list[str]:
 
 
 def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path | None = None,
-        save: bool = True, progress: bool | None = None, evaluate_patterns: bool = True) -> RunResult:
-    """Train the configured model; the same seed, data and config give the same metrics on CPU."""
-    from ..models import build_model
+        save: bool = True, progress: bool | None = None, evaluate_patterns: bool = True,
+        resume: bool | None = None, callbacks: list | None = None) -> RunResult:
+    """Train the configured model; the same seed, data and config give the same metrics on CPU.
 
+    With ``save``: every epoch writes the resumable ``OUT/last`` and (when the monitor improves) ``OUT/best``
+    checkpoints, the end writes ``OUT/checkpoint`` (the best weights); the output folder is locked while this
+    runs. ``resume`` (default ``training.resume``): continue the run saved in ``OUT/last`` (bit-identical to
+    an uninterrupted run on CPU); without ``OUT/last`` the run starts from the beginning. SIGTERM / SIGINT
+    stop at the end of the current batch with :class:`mmfuse.training.signals.TrainingInterrupted`.
+    ``callbacks``: extra Lightning callbacks.
+    """
     from ..config import check_devices
 
     bad = check_devices(cfg.training)  # a GPU or device count this machine lacks: one line, before any data loads
     if bad:
         raise ConfigError(bad[0])
+    out = Path(out_dir or cfg.output_dir)
+    resume = cfg.training.resume if resume is None else resume
+    if resume and not save:
+        raise ConfigError("training.resume: resuming needs the run's saved checkpoints (fit(..., save=True))")
+    from ..guards import launched_rank
+
+    # distributed (ddp) processes of rank > 0 never write: only rank 0 holds the lock and saves
+    lock = FolderLock(out).acquire() if save and launched_rank() == 0 else None  # a second writer fails here
+    try:
+        with catch_stop_signals():
+            return _fit(cfg, datasets, out, save, progress, evaluate_patterns, resume, callbacks or [])
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evaluate_patterns: bool, resume: bool,
+         extra_callbacks: list) -> RunResult:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from ..models import build_model
+    from . import resume as R
+
     quiet_lightning()
     datasets = datasets if datasets is not None else load_data(cfg)
     for split in ("train", "val"):
@@ -131,17 +162,51 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
     task = resolve_task(cfg, train)
     check_monitor(cfg.training.monitor, task)
     check_text_inputs(cfg, train)
+    state = None
+    if resume and (out / R.LAST).exists():
+        lmeta, doc, tensors = R.read_state(out / R.LAST)
+        R.check_compatible(cfg, lmeta, out / R.LAST, train)
+        from .checkpoint import read_weights
+
+        state = (doc, tensors, read_weights(lmeta))
+    from ..guards import check_memory, input_dtypes, launched_rank, training_processes
+
+    # the model's memory at the configured batch sizes, estimated on the meta device (nothing allocated)
+    check_memory(cfg, train.shapes, int(train.num_classes), task, processes=training_processes(cfg.training),
+                 dtypes=input_dtypes(train))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, train.shapes, int(train.num_classes), task)
-    if cfg.model.init_from:
+    if cfg.model.init_from and state is None:
         warm_start(model, cfg.model.init_from)
     system = FusionSystem(model, task, cfg.training, cfg.model.family)
     best = BestWeights(cfg.training.monitor)
     callbacks: list[L.Callback] = [best]
+    early = None
     if cfg.training.patience:
-        callbacks.append(EarlyStopping(cfg.training.monitor, patience=cfg.training.patience,
-                                       mode=best.mode))
-    out = Path(out_dir or cfg.output_dir)
+        # checked after validation, so the epoch's `last` checkpoint (written at the epoch's end) holds its decision
+        early = EarlyStopping(cfg.training.monitor, patience=cfg.training.patience, mode=best.mode,
+                              check_on_train_epoch_end=False)
+        callbacks.append(early)
+    meta_base = {
+        "family": cfg.model.family,
+        "input_shapes": {m: list(s) for m, s in train.shapes.items()},
+        "num_outputs": int(train.num_classes), "task": task,
+        "class_names": list(getattr(train, "class_names", None) or []),
+        "modalities": list(train.modalities),
+    }
+    pipeline = getattr(train, "pipeline", None)
+
+    def save_epoch(folder, weights, metrics, extra):
+        from .checkpoint import save_checkpoint
+
+        meta = {**meta_base, "metrics": metrics, "epoch": metrics["val"].get("epoch"),
+                "best_epoch": best.best_epoch}
+        save_checkpoint(folder, weights, cfg, meta, pipeline=pipeline, extra=extra)
+
+    # first: at an epoch's start it restores BestWeights' / EarlyStopping's state before they run
+    epochs = EpochCheckpoints(out, best, early, save_epoch if save and launched_rank() == 0 else None)
+    callbacks.insert(0, epochs)
+    callbacks += list(extra_callbacks)
     show = cfg.training.progress if progress is None else progress
     trainer = L.Trainer(
         max_epochs=cfg.training.max_epochs, accelerator=cfg.training.accelerator, devices=cfg.training.devices,
@@ -154,8 +219,29 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
     g = cfg.data
     train_loader = make_loader(train, g.batch_size, shuffle=True, seed=cfg.seed, num_workers=g.num_workers)
     val_loader = make_loader(datasets["val"], g.eval_batch_size, num_workers=g.num_workers)
+    resumed_from = None
     t0 = time.perf_counter()
-    trainer.fit(system, train_loader, val_loader)
+    if state is not None:
+        doc, tensors, weights = state
+        resumed_from = int(doc["epochs_done"])
+        epochs.saved_epoch = resumed_from - 1
+    if state is not None and (doc["stopped"] or resumed_from >= cfg.training.max_epochs):
+        # the saved run had finished (early stopping, or max_epochs reached): nothing left to train
+        model.load_state_dict(weights)
+        R.restore_results(system, best, doc, tensors)
+    else:
+        if state is not None:
+            R.set_start_epoch(trainer, resumed_from)
+            epochs.resume = state
+        try:
+            trainer.fit(system, train_loader, val_loader)
+        except SIGTERMException:  # Lightning's own SIGTERM check at an epoch's end (after our checkpoint)
+            from .signals import TrainingInterrupted, signal_name
+            import signal as _signal
+
+            raise TrainingInterrupted(_signal.SIGTERM, f"interrupted by {signal_name(_signal.SIGTERM)}; the last finished "
+                                      f"epoch is saved in {out / R.LAST}") from None
+        _raise_if_signalled(out, save)
     seconds = time.perf_counter() - t0
     best.restore(model)
     model.eval()
@@ -164,15 +250,23 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
             if "test" in datasets and len(datasets["test"]) else {})
     params = sum(p.numel() for p in model.parameters())
     result = RunResult(model, cfg, task, system.history, test, val, params, seconds, best.best_epoch)
-    if save:
-        meta = {
-            "family": cfg.model.family,
-            "input_shapes": {m: list(s) for m, s in train.shapes.items()},
-            "num_outputs": int(train.num_classes), "task": task,
-            "class_names": list(getattr(train, "class_names", None) or []),
-            "modalities": list(train.modalities), "metrics": {"val": val, "test": test},
-            "best_epoch": best.best_epoch, "train_seconds": seconds, "params": params,
-        }
-        result.checkpoint = save_checkpoint(out / "checkpoint", model, cfg, meta,
-                                            pipeline=getattr(train, "pipeline", None))
+    result.extras["resumed_from_epoch"] = resumed_from
+    result.extras["global_zero"] = trainer.is_global_zero
+    if save and trainer.is_global_zero:  # distributed training (ddp): only rank 0 writes the checkpoint
+        from ..guards import check_finite_weights
+
+        check_finite_weights(model)  # NaN / inf weights are never saved
+        meta = {**meta_base, "metrics": {"val": val, "test": test},
+                "best_epoch": best.best_epoch, "train_seconds": seconds, "params": params}
+        result.checkpoint = save_checkpoint(out / "checkpoint", model, cfg, meta, pipeline=pipeline)
     return result
+
+
+def _raise_if_signalled(out: Path, save: bool) -> None:
+    """A stop signal that arrived after the last training batch (e.g. during the last validation)."""
+    from .signals import TrainingInterrupted, requested, signal_name
+
+    sig = requested()
+    if sig is not None:
+        where = f"the finished run is saved in {out / 'last'}" if save else "nothing was saved (save=False)"
+        raise TrainingInterrupted(sig, f"interrupted by {signal_name(sig)} after training; {where}")

@@ -87,7 +87,16 @@ class FusionSystem(L.LightningModule):
             loss = t if loss is None else loss + t
         if loss is None:  # a combiner without gradient and nothing else to train
             loss = out.logits.sum() * 0.0
+        self.check_finite(loss)
         return loss
+
+    def check_finite(self, loss) -> None:
+        """A NaN / inf loss stops training before its backward pass: a DataError naming the epoch and step."""
+        from ..guards import check_finite_loss
+
+        attached = self._trainer is not None
+        check_finite_loss(loss, self.current_epoch if attached else 0, self.global_step if attached else 0,
+                          getattr(self, "_batch_idx", None))
 
     def make_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
         return make_optimizer(self.cfg, params, lr)
@@ -100,6 +109,7 @@ class FusionSystem(L.LightningModule):
 
     def log_train_loss(self, loss, batch: MultimodalBatch) -> None:
         value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        self.check_finite(value)
         self._train_loss.append(value)
         self.log("train_loss", value, prog_bar=True, batch_size=batch.batch_size, on_step=False, on_epoch=True)
 
@@ -108,6 +118,7 @@ class FusionSystem(L.LightningModule):
         self.scheme.on_train_start(self)
 
     def training_step(self, batch: MultimodalBatch, batch_idx: int):
+        self._batch_idx = batch_idx
         return self.scheme.training_step(self, batch, batch_idx)
 
     def validation_step(self, batch: MultimodalBatch, batch_idx: int):
