@@ -47,8 +47,8 @@ if __name__ == "__main__":
     # the whole flow
     import mmfuse
 
-    p = mmfuse.Predictor(fusion="gated", max_epochs=5, seed=0, out_dir=root / "run",
-                         overrides={"model.encoders.photo": {"name": "cnn2d", "options": {"channels": [8, 16]}}})
+    p = mmfuse.Predictor(fusion="gated", max_epochs=10, seed=0, out_dir=root / "run",
+                         encoders={"caption": {"name": "gru", "options": {"vocab_size": 32, "hidden": 16}}})
     p.fit(root / "train.csv", schema=SCHEMA)                      # table + schema -> checkpoint with its pipeline
     print(p.predict(root / "new.csv"))                            # every new row, keyed by its uid; no label needed
     print(p.predict_proba(root / "new.csv").round(3))             # rows sum to 1

@@ -140,3 +140,41 @@ def test_bad_inputs():
         check_permutations(torch.tensor([[0, 1]]), 3)
     with pytest.raises(ConfigError, match="at most 20 players"):
         all_coalitions(21)
+
+
+def test_auto_picks_exact_only_where_it_is_cheaper_than_sampling():
+    """method="auto": exact iff 2^M <= the permutation estimator's rows per sample, for M = 2..10."""
+    from mmfuse.batch import MultimodalBatch
+    from mmfuse.explain import modality_shapley
+    from mmfuse.explain.estimators import exact_is_cheaper, permutation_evaluations
+
+    # the estimator's own count: the rows permutation_coalitions builds
+    for M in range(1, 11):
+        for P in (1, 3, 10):
+            for anti in (True, False):
+                rows = permutation_coalitions(random_permutations(P, M, torch.Generator().manual_seed(0)), anti)
+                assert permutation_evaluations(M, P, anti) == rows.shape[0]
+    # default budget (10 antithetic permutations: 2 + 10·(M−1)·2 rows): exact up to M = 6 only
+    assert [M for M in range(2, 11) if exact_is_cheaper(M, 10)] == [2, 3, 4, 5, 6]
+    assert permutation_evaluations(10, 10) == 182 and 2**10 == 1024  # the issue's numbers
+    assert [M for M in range(2, 11) if exact_is_cheaper(M, 1)] == [2]  # 4 <= 4; M = 3: 8 > 6
+    assert [M for M in range(2, 11) if exact_is_cheaper(M, 30)] == list(range(2, 9))  # 256 <= 422; 512 > 482
+    assert [M for M in range(2, 11) if exact_is_cheaper(M, 10, antithetic=False)] == [2, 3, 4, 5]
+
+    def score(batch):  # a non-additive game, so the two methods give different numbers
+        xs = [batch.inputs[m][:, 0] for m in sorted(batch.inputs)]
+        return torch.stack(xs, 1).prod(1) + torch.stack(xs, 1).sum(1)
+
+    for M in range(2, 11):
+        names = [f"m{i}" for i in range(M)]
+        B = 2
+        batch = MultimodalBatch({m: torch.rand(B, 1) + 0.5 for m in names},
+                                {m: torch.ones(B, dtype=torch.bool) for m in names}, None)
+        for P in (1, 10):
+            r = modality_shapley(score, batch, n_permutations=P)
+            want_exact = 2**M <= 2 + P * (M - 1) * 2
+            assert r.method == ("exact" if want_exact else "permutation"), (M, P)
+            assert r.n_evaluations == B * (2**M if want_exact else permutation_evaluations(M, P))
+    # exact_max still caps the choice, and an explicit method wins
+    assert modality_shapley(score, batch, exact_max=1).method == "permutation"
+    assert modality_shapley(score, batch, method="exact").method == "exact"

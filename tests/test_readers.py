@@ -305,7 +305,7 @@ def test_cli_train_on_reader_files(tmp_path, kind, capsys):
     from mmfuse.cli import main
 
     if kind == "multibench_avmnist":
-        _write_avmnist(tmp_path / "avmnist", n_train=40, n_test=10)
+        _write_avmnist(tmp_path / "avmnist", n_train=24, n_test=8)
         data = {"name": kind, "options": {"root": str(tmp_path / "avmnist"), "val_size": 8}, "batch_size": 16}
         encoders = {"image": {"name": "cnn2d", "options": {"channels": [2]}},
                     "audio": {"name": "cnn2d", "options": {"channels": [2]}}}
@@ -315,17 +315,15 @@ def test_cli_train_on_reader_files(tmp_path, kind, capsys):
         encoders = {"image": {"name": "cnn2d", "options": {"channels": [2]}}}
     elif kind == "ntu_skeleton":
         _write_ntu(tmp_path)
-        data = {"name": kind, "options": {"root": str(tmp_path), "max_frames": 4, "val_fraction": 0.0,
+        data = {"name": kind, "options": {"root": str(tmp_path), "max_frames": 4, "val_fraction": 0.5,
                                           "missing_skeletons": ["S001C001P001R001A003"]}, "batch_size": 4}
         encoders = {}
     elif kind == "csd":
-        test_csd_word_alignment_and_segments(tmp_path)  # writes words.csd, covarep.csd (without vidC), labels.csd
-        for name in ("words", "covarep", "labels"):
-            assert (tmp_path / f"{name}.csd").is_file()
+        _write_csd_set(tmp_path)
         data = {"name": kind, "options": {"sequences": {"audio": str(tmp_path / "covarep.csd"),
                                                         "text": str(tmp_path / "words.csd")},
                                           "labels": str(tmp_path / "labels.csd"), "max_words": 3,
-                                          "splits": {"train": ["vidA", "vidB"], "val": ["vidD"], "test": ["vidD"]}},
+                                          "splits": {"train": ["vidA", "vidB"], "val": ["vidC"], "test": ["vidD"]}},
                 "batch_size": 4}
         encoders = {"text": {"name": "gru", "options": {"vocab_size": 4, "hidden": 4}}}
     else:
@@ -380,7 +378,7 @@ def _write_csd(path, root_name, data):
         meta["root name"][0] = root_name
 
 
-def test_csd_word_alignment_and_segments(tmp_path):
+def _write_csd_set(tmp_path):
     words, audio, labels = {}, {}, {}
     for k, vid in enumerate(["vidA", "vidB", "vidC", "vidD"]):
         # words: "hello" [0,1), silence [1,1.5), "world" [1.5,2.5), "again" [3,4)
@@ -392,6 +390,11 @@ def test_csd_word_alignment_and_segments(tmp_path):
     _write_csd(tmp_path / "words.csd", "words", words)
     _write_csd(tmp_path / "covarep.csd", "COVAREP", audio)
     _write_csd(tmp_path / "labels.csd", "Opinion Segment Labels", labels)
+    return audio
+
+
+def test_csd_word_alignment_and_segments(tmp_path):
+    audio = _write_csd_set(tmp_path)
     seqs = {"text": str(tmp_path / "words.csd"), "audio": str(tmp_path / "covarep.csd")}
     ds = load_dataset("csd", sequences=seqs, labels=str(tmp_path / "labels.csd"), max_words=3,
                       splits={"train": ["vidA", "vidB"], "val": ["vidC"], "test": ["vidD"]})
@@ -412,3 +415,20 @@ def test_csd_word_alignment_and_segments(tmp_path):
     _write_csd(tmp_path / "covarep.csd", "COVAREP", audio)
     with pytest.raises(DataError, match=r"covarep\.csd has no video 'vidC'"):
         load_dataset("csd", sequences=seqs, labels=str(tmp_path / "labels.csd"))
+
+
+def test_hdf5_readers_name_a_malformed_file(tmp_path):
+    pytest.importorskip("h5py")
+    bad = tmp_path / "multimodal_imdb.hdf5"
+    bad.write_text("not hdf5")
+    with pytest.raises(DataError, match=r"multimodal_imdb\.hdf5 is not a readable HDF5 file"):
+        load_dataset("mmimdb", path=str(bad))
+    import h5py
+    with h5py.File(tmp_path / "flat.csd", "w") as f:
+        f["features"] = np.zeros((2, 2))
+    _write_csd(tmp_path / "labels.csd", "labels", {"v": (np.zeros((1, 1)), [[0, 1]])})
+    with pytest.raises(DataError, match=r"flat\.csd must hold one group '<root name>/data'"):
+        load_dataset("csd", sequences={"text": str(tmp_path / "flat.csd")}, labels=str(tmp_path / "labels.csd"))
+    _write_csd(tmp_path / "w.csd", "w", {"v": (np.zeros((3, 2)), [[0, 1], [1, 2]])})
+    with pytest.raises(DataError, match=r"w\.csd, video 'v': intervals have shape \(2, 2\) for 3 feature rows"):
+        load_dataset("csd", sequences={"text": str(tmp_path / "w.csd")}, labels=str(tmp_path / "labels.csd"))

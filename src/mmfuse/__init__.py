@@ -25,6 +25,7 @@ from .errors import (
 from .fusion import create_fusion, list_fusions, register_fusion
 from .late import create_late_combiner, list_late_combiners
 from .models import ModelOutput, MultimodalModel, build_model
+from .predictor import Predictor
 from .registry import DATASETS, ENCODERS, FUSIONS, HEADS, IMPUTERS, INTERACTIONS, LATE_COMBINERS, MODELS, SCHEMES, Registry
 
 __version__ = "0.1.0"
@@ -103,14 +104,6 @@ def fit(*args, **kwargs):
     from .training import fit as _fit
 
     return _fit(*args, **kwargs)
-
-
-def __getattr__(name: str):
-    if name == "Predictor":  # imported on first use: ``import mmfuse`` stays light
-        from .predictor import Predictor
-
-        return Predictor
-    raise AttributeError(f"module 'mmfuse' has no attribute {name!r}")
 
 
 def load_checkpoint(path):

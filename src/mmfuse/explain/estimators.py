@@ -39,6 +39,26 @@ def check_count(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+def permutation_evaluations(n: int, n_permutations: int, antithetic: bool = True) -> int:
+    """Coalition rows the permutation estimator evaluates per sample (:func:`permutation_coalitions`).
+
+    ``2 + P·(n−1)·2`` antithetic, ``2 + P·(n−1)`` forward only; 2 for n ≤ 1.
+    """
+    if n <= 1:
+        return 2
+    return 2 + n_permutations * (n - 1) * (2 if antithetic else 1)
+
+
+def exact_is_cheaper(n: int, n_permutations: int, antithetic: bool = True) -> bool:
+    """True when exact enumeration (2^n rows per sample) costs no more than the permutation estimator.
+
+    The ``method="auto"`` rule: enumerate exactly only where it is cheaper than sampling at the asked
+    accuracy (``n_permutations``); at equal cost exact wins (it has no sampling error). With the
+    default 10 antithetic permutations that is n ≤ 6 (64 ≤ 102 rows; n = 7: 128 > 122).
+    """
+    return 2**n <= permutation_evaluations(n, n_permutations, antithetic)
+
+
 def shapley_weights(n: int) -> Tensor:
     """γ(s) = s!(n−s−1)!/n! for s = 0..n−1 (Tensor[n], float64)."""
     if n == 0:

@@ -10,7 +10,9 @@ coalition along the batch dim, in chunks of at most ``rows_per_call`` rows.
 
 ``method="exact"`` enumerates all 2^M coalitions (fine for M ≤ ~10); ``"permutation"`` uses
 the antithetic permutation estimator (same permutations for every sample of a call);
-``"auto"`` picks exact when M ≤ ``exact_max``. Efficiency ``Σ_m φ_m = f(full) − f(empty)``
+``"auto"`` picks exact only where it is cheaper than sampling: 2^M ≤ the permutation estimator's
+rows per sample (``2 + n_permutations·(M−1)·2`` antithetic; :func:`~.estimators.exact_is_cheaper`) and
+M ≤ ``exact_max``; with the default 10 antithetic permutations, M ≤ 6. Efficiency ``Σ_m φ_m = f(full) − f(empty)``
 holds for every method (up to float64 rounding).
 
 Shape legend: B samples, M player modalities.
@@ -31,6 +33,7 @@ from .estimators import (
     check_count,
     check_permutations,
     exact_from_values,
+    exact_is_cheaper,
     permutation_coalitions,
     permutation_from_values,
     random_permutations,
@@ -180,7 +183,8 @@ def modality_shapley(
     players = resolve_players(batch, modalities)
     M = len(players)
     limit = rows_per_call(batch, memory_mb, max_rows)
-    use_exact = method == "exact" or (method == "auto" and M <= exact_max and permutations is None)
+    use_exact = method == "exact" or (method == "auto" and permutations is None and M <= exact_max
+                                      and exact_is_cheaper(M, n_permutations, antithetic))
     classes = explained_classes(score_fn, batch)
     if use_exact:
         coalitions = all_coalitions(M)

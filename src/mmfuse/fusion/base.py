@@ -57,6 +57,11 @@ class FusionOp(nn.Module):
         return f"input_dims={self.input_dims}, output_dim={self.output_dim}"
 
     def _check(self, embeddings: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None) -> tuple[list[Tensor], Tensor]:
+        xs = self._check_inputs(embeddings)
+        return xs, self._present(xs, mask)
+
+    def _check_inputs(self, embeddings: Mapping[str, Tensor]) -> list[Tensor]:
+        """The embeddings in sorted modality order, validated (every modality, batch sizes, widths)."""
         missing = [m for m in self.modalities if m not in embeddings]
         if missing:
             raise MissingModalityError(
@@ -75,6 +80,11 @@ class FusionOp(nn.Module):
                     + (" or (B, T, {want})".format(want=want) if self.accepts_sequences else "")
                     + "; check the encoder's output_dim and the fusion's input_dims"
                 )
+        return xs
+
+    def _present(self, xs: list[Tensor], mask: Mapping[str, Tensor] | None) -> Tensor:
+        """BoolTensor[B, N] of the validated ``mask`` (all True when ``mask`` is None)."""
+        B = xs[0].shape[0]
         if mask is None:
             present = torch.ones(B, len(xs), dtype=torch.bool, device=xs[0].device)
         else:
@@ -87,13 +97,13 @@ class FusionOp(nn.Module):
                     raise ShapeError(f"{type(self).__name__}: mask[{m!r}] has shape {tuple(v.shape)}, expected ({B},)")
                 cols.append(v.to(torch.bool))
             present = torch.stack(cols, dim=1)
-        return xs, present
+        return present
 
     def forward(self, embeddings: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None, **kwargs) -> Tensor:
-        xs, present = self._check(embeddings, mask)
-        if not kwargs and self.has_fast_path() and (mask is None or bool(present.all())):
+        xs = self._check_inputs(embeddings)
+        if not kwargs and self.has_fast_path() and (mask is None or _all_true(mask, self.modalities, xs[0].shape[0])):
             return self.fuse_all_present(xs)
-        return self.fuse(xs, present, **kwargs)
+        return self.fuse(xs, self._present(xs, mask), **kwargs)
 
     def fuse(self, xs: list[Tensor], present: Tensor, **kwargs) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -124,6 +134,17 @@ class FusionOp(nn.Module):
 
 
 _FAST_PATH_OK: dict[type, bool] = {}
+
+
+def _all_true(mask: Mapping[str, Tensor], modalities: list[str], B: int) -> bool:
+    """True when every well-formed mask column of ``modalities`` is all True (a bad one goes to ``_present``)."""
+    for m in modalities:
+        v = mask.get(m)
+        if v is None:
+            continue
+        if v.dtype != torch.bool or v.shape != (B,) or not bool(v.all()):
+            return False
+    return True
 
 
 def masked(x: Tensor, present_col: Tensor, fill: float = 0.0) -> Tensor:

@@ -103,8 +103,8 @@ class LowRankFusion(FusionOp):
             f = torch.matmul(z, self.factors[m])  # [R, B, H]: z̃_m · W_m^{(i)} for every rank i
             prod = f if prod is None else prod * f
         R, B, H = prod.shape
-        # Σ_i w_i prod[i] as one matrix-vector product over the flattened [B·H] columns
-        return torch.mv(prod.view(R, B * H).t(), self.rank_weights[0]).view(B, H) + self.bias  # [B, H]
+        # Σ_i w_i prod[i] as one [1, R] x [R, B·H] product
+        return torch.matmul(self.rank_weights, prod.view(R, B * H)).view(B, H) + self.bias  # [B, H]
 
     def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
         """Every modality present: ``[1; z_m]`` without the masking (bitwise equal to ``fuse``)."""

@@ -11,7 +11,8 @@ Layout of the folder ``root`` (as distributed by MultiBench, ``datasets/avmnist/
 
 Every file is read with ``np.load(allow_pickle=False)`` and memory-mapped: the arrays stay on
 disk and each batch reads only its rows (through :class:`~mmfuse.datasets.base.Gather`), so
-the 60,000 x 112 x 112 spectrograms never have to fit in memory.
+the 60,000 x 112 x 112 spectrograms never have to fit in memory (with ``data.num_workers`` > 0
+each worker process gets its own copy of the arrays, so keep 0 workers for the full files).
 
 Splits, as in MultiBench: ``val`` is the **last** ``val_size`` (default 5,000) training rows,
 ``train`` the rows before them (55,000 / 5,000 on the full files), ``test`` the test files
