@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	@# torch first: 2.13.0 is the CPU wheel on this machine; never let another package pull a CUDA build
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	@$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null > $(VENV)/constraints.txt
-	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[datasets,hf,bench,dev]"
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[datasets,hf,vision,bench,dev]"
 	@# aeon only for the BasicMotions .ts files inside its wheel; its pins would downgrade numpy
 	@$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('aeon') is None)" 2>/dev/null || $(PY) -m pip install -q --no-deps aeon==1.6.0
 	@touch $(STAMP)

@@ -71,6 +71,9 @@ def _fuel_splits(f: Any, where: str) -> dict[str, tuple[int, int]] | None:
         if split is None:
             continue
         rng = (int(row["start"]), int(row["stop"]))
+        if rng[1] <= rng[0]:
+            raise DataError(f"{where}: the 'split' attribute gives split {split!r} the empty range {list(rng)} "
+                            "(Fuel index lists are not supported); pass ranges: {train: [a, b], val: [..], test: [..]}")
         if split in out and out[split] != rng:
             raise DataError(f"{where}: the 'split' attribute gives split {split!r} two ranges {out[split]} and {rng}")
         out[split] = rng
