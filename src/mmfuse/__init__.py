@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 from . import encoders, fusion, late  # noqa: F401  (fill the registries)
-from .batch import Collator, MultimodalBatch, collate
-from .config import ExperimentConfig, load_config, parse_config
 from .encoders import create_encoder, list_encoders, register_encoder
 from .errors import (
     CheckpointError,
@@ -24,11 +22,32 @@ from .errors import (
 )
 from .fusion import create_fusion, list_fusions, register_fusion
 from .late import create_late_combiner, list_late_combiners
-from .models import ModelOutput, MultimodalModel, build_model
-from .predictor import Predictor
 from .registry import DATASETS, ENCODERS, FUSIONS, HEADS, IMPUTERS, INTERACTIONS, LATE_COMBINERS, MODELS, SCHEMES, Registry
 
 __version__ = "0.1.0"
+
+# imported on first use (PEP 562), so that `mmfuse --help` / `import mmfuse` do not pay for pydantic & co.
+_LAZY = {
+    "Collator": "batch", "MultimodalBatch": "batch", "collate": "batch",
+    "ExperimentConfig": "config", "load_config": "config", "parse_config": "config",
+    "ModelOutput": "models", "MultimodalModel": "models", "build_model": "models",
+    "Predictor": "predictor",
+}
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'mmfuse' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def list_heads() -> list[str]:

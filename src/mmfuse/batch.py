@@ -116,6 +116,10 @@ def _to_tensor(value: Any, index: int, modality: str) -> Tensor:
                 f"sample {index}, modality {modality!r}: cannot convert a {type(value).__name__} to a tensor "
                 f"({exc}); give a number, an array or a tensor, or None when the modality is absent"
             ) from None
+    if t.is_complex():
+        raise DataError(f"sample {index}, {'field' if modality == TARGET_KEY else 'modality'} {modality!r}: complex "
+                        "values are not supported (their imaginary part would be dropped); pass the real and "
+                        "imaginary parts (or magnitude and phase) as real features")
     if t.dtype == torch.float64:
         t = t.float()
     return t
@@ -198,6 +202,12 @@ def collate(
                     raise ShapeError(f"{where}: dtype {t.dtype} differs from {ref.dtype} of {other}")
                 if t.shape[:1] != ref.shape[:1]:
                     variable = True
+            if variable or (shapes.get(m) is not None and len(shapes[m]) > 0 and shapes[m][0] is None):
+                empty = [r for r, t in tensors.items() if t.dim() > 0 and t.shape[0] == 0]
+                if empty:
+                    raise DataError(
+                        f"sample {idx[empty[0]]}, modality {m!r}: a present sequence of length 0; pass None to "
+                        "mark the modality absent for this sample (an empty sequence is not an observation)")
             if shapes.get(m) is not None:
                 want = tuple(shapes[m])
                 for r, t in tensors.items():

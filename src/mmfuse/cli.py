@@ -84,10 +84,8 @@ def _print_report(report: dict, title: str) -> None:
 
 def cmd_train(args) -> int:
     from .config import load_config
-    from .plots import learning_curves
-    from .training import fit
-
     from .guards import check_output_path
+    from .training import fit
 
     from .training.signals import TrainingInterrupted
 
@@ -107,8 +105,13 @@ def cmd_train(args) -> int:
         return 0
     (out / "metrics.json").write_text(json.dumps({"val": res.val, "test": res.test, "history": res.history,
                                                    "params": res.params, "train_seconds": res.train_seconds}, indent=2))
-    metric = "val_accuracy" if res.task == "multiclass" else "val_loss"
-    learning_curves({"model": [[h.get(metric, float("nan")) for h in res.history]]}, out / "learning_curve.png", metric)
+    plots = cfg.training.plots
+    if plots is True or (plots == "auto" and len(res.history) >= 2):  # "auto": a curve needs two epochs to draw
+        from .plots import learning_curves  # matplotlib: only when a figure is drawn
+
+        metric = "val_accuracy" if res.task == "multiclass" else "val_loss"
+        learning_curves({"model": [[h.get(metric, float("nan")) for h in res.history]]}, out / "learning_curve.png",
+                        metric)
     _print_report(res.test, f"test metrics ({res.params:,} parameters, {res.train_seconds:.1f} s training):")
     print(f"checkpoint: {res.checkpoint}")
     return 0
@@ -198,8 +201,14 @@ def _run_compare(cfg, out) -> int:
     from .compare import run_compare
     from .guards import check_output_path
 
+    from .training.signals import TrainingInterrupted
+
     out = check_output_path(Path(out or cfg.output_dir), "dir", "--out")  # before any compute
-    run_compare(cfg, out)
+    try:
+        run_compare(cfg, out)
+    except TrainingInterrupted as exc:  # SIGTERM / SIGINT: workers ended, finished runs stored in OUT/runs
+        print(f"mmfuse compare: {exc}", file=sys.stderr)
+        return exc.exit_code
     print((out / "leaderboard.md").read_text())
     summ = json.loads((out / "summary.json").read_text())
     if "margin" in summ:
@@ -208,6 +217,9 @@ def _run_compare(cfg, out) -> int:
               f"margin {summ['margin']:+.4f}")
     names = ["leaderboard.md", "leaderboard.csv", "runs.csv", "learning_curves.png", "leaderboard.png", "tsne.png"]
     print(f"files in {out}: " + ", ".join(n for n in names if (out / n).is_file()))
+    if summ.get("best_checkpoint"):
+        print(f"best model ({summ['best_method']}, seed {summ.get('best_seed')}): {summ['best_checkpoint']} "
+              "(mmfuse evaluate / predict / explain take it)")
     return 0
 
 
@@ -243,11 +255,20 @@ def cmd_explain(args) -> int:
     from .guards import check_output_path
     from .training import load_checkpoint
 
+    from .errors import ConfigError
+
+    for flag, value in (("--max-samples", args.max_samples), ("--permutations", args.permutations)):
+        if value < 1:
+            raise ConfigError(f"{flag}: must be an integer >= 1, got {value}; e.g. {flag} 10")
     check_output_path(args.out, "dir", "--out")  # before any compute
     model, cfg, meta = load_checkpoint(args.checkpoint)
     out = check_output_path(Path(args.out or Path(meta["_dir"]).parent / f"explain_{args.method}"), "dir", "--out")
     cfg, datasets = _data_for(cfg, args.set)
     ds = _split(datasets, args.split)
+    if cfg.training.embedding_cache == "auto":  # frozen encoders: embeddings of the split computed once / read
+        from .embedding_cache import attach_embedding_cache
+
+        attach_embedding_cache(model, [ds], specs=cfg.model.encoders, batch_size=cfg.data.eval_batch_size)
     # per_sample.csv keys each row by its id (the table's id column, else its row number), as predict does
     summary = explain_model(model, meta, ds, args.method, out, seed=cfg.seed, n_permutations=args.permutations,
                             max_samples=args.max_samples, target=args.target)

@@ -26,26 +26,35 @@ head, missing, init_from) are kept from the base model section, and ``training.s
 ``compare.grid`` (dotted key -> values) adds axes: every method × seed runs at every grid point
 (applied before the method's overlay, so an overlay can pin a grid key). The data seed is the
 base config's (``data.seed`` or ``seed``); each run re-seeds initialisation and batch order with its
-own seed. Every run goes through :func:`mmfuse.fit`; its result is stored in ``runs/<key>.json``, the key
-a hash of the run's resolved config, and a rerun into the same folder trains only runs not yet stored.
+own seed. Every run goes through :func:`mmfuse.fit`; as soon as it finishes its result is stored in
+``runs/<key>.json`` (atomically; the key a hash of the run's resolved config) with its checkpoint in
+``runs/<key>/checkpoint``, and a rerun into the same folder trains only runs not yet stored (it prints
+``k of n runs already done``; a run stopped mid-training continues from its last finished epoch).
+SIGTERM / SIGINT end the worker processes and stop with exit code 143 / 130; the stored runs stay.
 All method names, overlays, grid points and models are validated before any training.
 
 Writes into ``output_dir``: ``runs/``, ``runs.csv`` (one row per run), ``leaderboard.csv`` and
 ``leaderboard.md`` (one row per grid point and method: mean ± std over seeds, parameters, train
 time, the metric per missing-modality pattern), ``learning_curves.png``, ``leaderboard.png``,
-``tsne.png`` and ``summary.json``.
+``tsne.png``, ``summary.json`` and ``best/checkpoint``: the best method's run (first grid point, first seed),
+usable by ``mmfuse evaluate / predict / explain`` without retraining (``best_checkpoint`` in the summary).
+Without ``compare.save_checkpoints`` only each method's first-seed run at the first grid point keeps its
+checkpoint; the other runs' folders are removed at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
 import json
 import math
 import multiprocessing
+import signal
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -294,7 +303,6 @@ class _Job:
     key: str
     data_key: str
     kind: str = ""
-    keep: bool = False  # save a checkpoint (t-SNE, compare.save_checkpoints)
 
 
 @dataclass
@@ -350,9 +358,9 @@ def plan(cfg: ExperimentConfig, datasets: dict | None = None) -> _Plan:
     too_big: dict[str, str] = {}  # model key -> the memory guard's message
     skipped: dict[str, str] = {}
     processes = max(1, min(cfg.compare.workers, len(points) * len(methods) * len(cfg.compare.seeds)))
-    for pi, point in enumerate(points):
+    for point in points:
         for m in methods:
-            for si, seed in enumerate(cfg.compare.seeds):
+            for seed in cfg.compare.seeds:
                 rc = run_config(cfg, m, seed, point)
                 dk = _data_key(rc)
                 if dk not in loaded:  # the overlay changed the data (e.g. an upper bound without data.missing)
@@ -379,9 +387,7 @@ def plan(cfg: ExperimentConfig, datasets: dict | None = None) -> _Plan:
                     skipped.setdefault(_display(m.label, point), too_big[mkey])
                     continue
                 kind = kind_of(rc, sorted(train.modalities))
-                keep = cfg.compare.save_checkpoints or (
-                    si == 0 and pi == 0 and cfg.compare.tsne and kind in ("feature", "unimodal"))
-                jobs.append(_Job(m, seed, point, rc, run_key(rc), dk, kind, keep))
+                jobs.append(_Job(m, seed, point, rc, run_key(rc), dk, kind))
     reports = {k: missing_reports(v) for k, v in loaded.items()}
     if not jobs and skipped:
         raise ConfigError("compare: no method fits in memory:\n  " + "\n  ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -391,82 +397,268 @@ def plan(cfg: ExperimentConfig, datasets: dict | None = None) -> _Plan:
 def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
                 datasets: dict | None = None) -> pd.DataFrame:
     """Train every (grid point, method, seed) not stored yet; returns the leaderboard (one row per grid
-    point and method; ``runs.csv`` in the folder holds the runs)."""
+    point and method; ``runs.csv`` in the folder holds the runs).
+
+    Each run is persisted as it finishes: ``runs/<key>.json`` (written atomically) and its checkpoint in
+    ``runs/<key>/checkpoint``; a run interrupted mid-training continues from its per-epoch ``runs/<key>/last``
+    on a rerun. A rerun into the same folder trains only the runs not stored yet and says so. The best
+    method's run (first grid point, first seed) is copied to ``OUT/best/checkpoint`` (``best_checkpoint`` in
+    ``summary.json``), ready for ``mmfuse evaluate / predict / explain``; without ``compare.save_checkpoints``
+    only each method's first-seed run at the first grid point keeps its checkpoint. SIGTERM / SIGINT stop
+    the study: worker processes are ended, stored runs stay, and
+    :class:`mmfuse.training.signals.TrainingInterrupted` is raised."""
     import pandas as pd
     from tqdm.auto import tqdm
     from . import plots
     from .evaluation import primary_metric
+    from .training.checkpoint import FolderLock
+
     out = Path(out_dir or cfg.output_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     pl = plan(cfg, datasets)
     train0 = next(iter(pl.datasets.values()))["train"]
     task = train0.task
     metric, direction = primary_metric(task)
+    with FolderLock(out):  # a second compare into the same folder fails at once, naming the holder
+        results = _train_runs(cfg, pl, out, metric, progress, tqdm)
+        rows, curves = [], {}
+        for job in pl.jobs:  # fixed order, whatever order the runs finished in
+            r = results[job.key]
+            label = _display(job.method.label, job.point)
+            row = {"method": job.method.label, "kind": job.kind, "seed": job.seed,
+                   **{k: _grid_value(v) for k, v in job.point.items()}, "run": job.key, **r["metrics"]}
+            rows.append(row)
+            curves.setdefault(label, []).append(r["curve"])
+        runs = pd.DataFrame(rows)
+        _write_atomic(out / "runs.csv", runs.to_csv(index=False))
+        grid_cols = list(cfg.compare.grid)
+        board = leaderboard(runs, metric, direction, grid_cols)
+        _write_atomic(out / "leaderboard.csv", board.to_csv(index=False))
+        md = leaderboard_markdown(board, metric, cfg, pl.reports)
+        if pl.skipped:  # methods that would not fit in memory: reported, not trained
+            md += "\nSkipped (would not fit in memory; estimated before building, nothing was trained):\n" + "".join(
+                f"- `{k}`: {v}\n" for k, v in pl.skipped.items())
+            import warnings
+
+            for k, v in pl.skipped.items():
+                warnings.warn(f"compare: skipped {k}: {v}", stacklevel=2)
+        _write_atomic(out / "leaderboard.md", md)
+        plots.learning_curves(curves, out / "learning_curves.png", f"val_{metric}")
+        names = [_display(r["method"], {k: r[k] for k in grid_cols}) for _, r in board.iterrows()]
+        plots.bar_chart(names, list(board[f"{metric}_mean"]), list(board[f"{metric}_std"].fillna(0)),
+                        out / "leaderboard.png", metric, highlight={n for n, k in zip(names, board["kind"]) if k == "unimodal"})
+        if cfg.compare.tsne and task == "multiclass":
+            _tsne(board, pl, cfg, out)
+        summ = summary(board, metric, direction, grid_cols)
+        best = _best_job(pl, summ, cfg)
+        summ.update(_publish_best(best, pl, out, results[best.key]))
+        if not cfg.compare.save_checkpoints:  # kept: each method's first-seed run at the first grid point (so
+            # that a rerun with more seeds or methods finds its best run's checkpoint without training it again)
+            first = pl.jobs[0].point
+            _prune_checkpoints(pl, out, keep={best.key} | {j.key for j in pl.jobs if j.point == first
+                                                           and j.seed == cfg.compare.seeds[0]})
+        if pl.skipped:
+            summ["skipped"] = dict(pl.skipped)
+        _write_atomic(out / "summary.json", json.dumps(summ, indent=2, default=str))
+    return board
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary file in the same folder, then a rename."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _train_runs(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, progress: bool, tqdm) -> dict[str, dict]:
+    """The result of every run of the plan: read from ``runs/<key>.json`` when stored, else trained (in
+    ``compare.workers`` processes) and stored as soon as it finishes."""
+    from .training.signals import TrainingInterrupted, signal_name
+
     results: dict[str, dict] = {}
     for job in pl.jobs:  # resume: runs already stored in this folder
         path = out / "runs" / f"{job.key}.json"
         if job.key not in results and path.is_file():
-            results[job.key] = json.loads(path.read_text())
+            try:
+                results[job.key] = json.loads(path.read_text())
+            except ValueError:  # unreadable (written by an older version without the atomic rename): rerun it
+                pass
     todo, seen = [], set()
     for job in pl.jobs:
         if job.key not in results and job.key not in seen:
             todo.append(job)
             seen.add(job.key)
+    n = len(set(j.key for j in pl.jobs))
+    if results:
+        print(f"compare: {len(results)} of {n} runs already done in {out / 'runs'}, training the other {n - len(results)}",
+              flush=True)
     bar = tqdm(total=len(todo), desc="compare", unit="run", disable=not progress or not todo)
 
     def done(job: _Job, res: dict) -> None:
         res["config"] = job.cfg.model_dump()
-        (out / "runs" / f"{job.key}.json").write_text(json.dumps(res, indent=1, default=float))
+        if not cfg.compare.save_checkpoints:  # the per-epoch resume state of a finished run is not needed
+            _remove(out / "runs" / job.key / "last", out / "runs" / job.key / "best")
+        _write_atomic(out / "runs" / f"{job.key}.json", json.dumps(res, indent=1, default=float))
         results[job.key] = res
         bar.update(1)
         bar.set_postfix_str(f"{job.method.label} seed {job.seed}: {metric} "
                             f"{res['metrics'].get('test_' + metric, float('nan')):.3f}")
 
-    args = [(j.cfg, j.kind, metric, j.data_key, cfg.compare.missing_patterns, str(out / "runs" / j.key), j.keep) for j in todo]
-    if cfg.compare.workers > 1 and len(todo) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(cfg.compare.workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(pl.datasets,)) as pool:
-            futures = {pool.submit(_run_one, *a): j for j, a in zip(todo, args)}
-            for fut in as_completed(futures):
-                done(futures[fut], fut.result())
-    else:
-        for j, a in zip(todo, args):
-            done(j, _run_one(*a, datasets=pl.datasets))
-    bar.close()
-    rows, curves = [], {}
-    for job in pl.jobs:  # fixed order, whatever order the runs finished in
-        r = results[job.key]
-        label = _display(job.method.label, job.point)
-        row = {"method": job.method.label, "kind": job.kind, "seed": job.seed,
-               **{k: _grid_value(v) for k, v in job.point.items()}, "run": job.key, **r["metrics"]}
-        rows.append(row)
-        curves.setdefault(label, []).append(r["curve"])
-    runs = pd.DataFrame(rows)
-    runs.to_csv(out / "runs.csv", index=False)
-    grid_cols = list(cfg.compare.grid)
-    board = leaderboard(runs, metric, direction, grid_cols)
-    board.to_csv(out / "leaderboard.csv", index=False)
-    md = leaderboard_markdown(board, metric, cfg, pl.reports)
-    if pl.skipped:  # methods that would not fit in memory: reported, not trained
-        md += "\nSkipped (would not fit in memory; estimated before building, nothing was trained):\n" + "".join(
-            f"- `{k}`: {v}\n" for k, v in pl.skipped.items())
-        import warnings
+    def interrupted(signum: int) -> TrainingInterrupted:
+        left = n - len(results)
+        return TrainingInterrupted(signum, f"interrupted by {signal_name(signum)}; {len(results)} of {n} runs are "
+                                           f"stored in {out / 'runs'}; rerun the same command to train the other {left}")
 
-        for k, v in pl.skipped.items():
-            warnings.warn(f"compare: skipped {k}: {v}", stacklevel=2)
-    (out / "leaderboard.md").write_text(md)
-    plots.learning_curves(curves, out / "learning_curves.png", f"val_{metric}")
-    names = [_display(r["method"], {k: r[k] for k in grid_cols}) for _, r in board.iterrows()]
-    plots.bar_chart(names, list(board[f"{metric}_mean"]), list(board[f"{metric}_std"].fillna(0)),
-                    out / "leaderboard.png", metric, highlight={n for n, k in zip(names, board["kind"]) if k == "unimodal"})
-    if cfg.compare.tsne and task == "multiclass":
-        _tsne(board, pl, cfg, out)
-    summ = summary(board, metric, direction, grid_cols)
-    if pl.skipped:
-        summ["skipped"] = dict(pl.skipped)
-    (out / "summary.json").write_text(json.dumps(summ, indent=2, default=str))
-    return board
+    args = [(j.cfg, j.kind, metric, j.data_key, cfg.compare.missing_patterns, str(out / "runs" / j.key)) for j in todo]
+    try:
+        with _stop_signals() as stop:
+            if cfg.compare.workers > 1 and len(todo) > 1:
+                _run_pool(cfg.compare.workers, pl.datasets, todo, args, done, stop, interrupted)
+            else:
+                for j, a in zip(todo, args):
+                    if stop:
+                        raise interrupted(stop[0])
+                    try:
+                        res = _run_one(*a, datasets=pl.datasets)
+                    except TrainingInterrupted as exc:  # a signal during fit: its last epoch is in runs/<key>/last
+                        raise interrupted(exc.signum) from None
+                    done(j, res)
+                if stop:
+                    raise interrupted(stop[0])
+    finally:
+        bar.close()
+    return results
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """Record SIGTERM / SIGINT in the yielded list instead of dying (main thread only). :func:`mmfuse.fit`
+    installs its own handlers while a run trains in this process and restores these afterwards."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        received.append(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _run_pool(workers: int, datasets: dict, todo: list[_Job], args: list[tuple], done, stop: list[int],
+              interrupted) -> None:
+    """Train ``todo`` in worker processes, storing each run as it finishes. On a stop signal, or any error,
+    the workers are ended before this returns (none outlives the study)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(datasets,))
+    try:
+        futures = {pool.submit(_run_one, *a): j for j, a in zip(todo, args)}
+        pending = set(futures)
+        while pending:
+            if stop:
+                raise interrupted(stop[0])
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    if stop:
+                        raise interrupted(stop[0]) from None
+                    raise ConfigError("compare: a worker process died (killed, or out of memory?); the finished "
+                                      "runs are stored, rerun the same command to train the others "
+                                      "(or set compare.workers: 1)") from None
+                if "interrupted" in res:  # the worker itself got the signal (e.g. Ctrl-C to the process group)
+                    raise interrupted(res["interrupted"])
+                done(futures[fut], res)
+    finally:
+        _end_workers(pool)
+
+
+def _end_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
+    """Stop every worker process of ``pool``: SIGTERM (a run in training stops after its batch, its last
+    finished epoch saved for a rerun), then SIGKILL after ``grace`` seconds."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+def _remove(*paths: Path) -> None:
+    import shutil
+
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _best_job(pl: _Plan, summ: dict, cfg: ExperimentConfig) -> _Job:
+    """The run whose checkpoint stands for the study: the best method at the first grid point, first seed."""
+    point = pl.jobs[0].point
+    for j in pl.jobs:
+        if j.point == point and j.method.label == summ["best_method"] and j.seed == cfg.compare.seeds[0]:
+            return j
+    return next(j for j in pl.jobs if j.method.label == summ["best_method"])
+
+
+def _publish_best(job: _Job, pl: _Plan, out: Path, result: dict) -> dict:
+    """Copy the best run's checkpoint to ``OUT/best/checkpoint`` (atomically), training it again only when its
+    checkpoint was removed by an earlier study in this folder whose best method differed."""
+    import os
+    import shutil
+
+    src = out / "runs" / job.key / "checkpoint"
+    if not (src / "config.json").is_file():
+        print(f"compare: the checkpoint of the best run ({job.method.label}, seed {job.seed}) was not kept; training "
+              f"it again into {src.parent}", flush=True)
+        from .training.fit import fit
+
+        fit(job.cfg, pl.datasets[job.data_key], out_dir=src.parent, save=True, progress=False,
+            evaluate_patterns=False)
+        _remove(src.parent / "last", src.parent / "best")
+    dest = out / "best"
+    tmp = out / f".best.{os.getpid()}.tmp"
+    _remove(tmp)
+    tmp.mkdir()
+    shutil.copytree(src, tmp / "checkpoint")
+    info = {"method": job.method.label, "seed": job.seed, "grid_point": job.point, "run": job.key,
+            "metrics": result.get("metrics", {})}
+    (tmp / "run.json").write_text(json.dumps(info, indent=1, default=float))
+    old = out / f".best.{os.getpid()}.old"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    _remove(old)
+    return {"best_checkpoint": str(dest / "checkpoint"), "best_run": job.key, "best_seed": job.seed}
+
+
+def _prune_checkpoints(pl: _Plan, out: Path, keep: set[str]) -> None:
+    """Remove the run folders (checkpoints, logs) of this study's finished runs, except ``keep``."""
+    for key in {j.key for j in pl.jobs} - keep:
+        if (out / "runs" / f"{key}.json").is_file():
+            _remove(out / "runs" / key)
 
 
 def _display(label: str, point: dict) -> str:
@@ -477,23 +669,37 @@ _WORKER_DATA: dict | None = None
 
 
 def _init_worker(datasets) -> None:
-    """Each worker process: one torch thread (the runs themselves are the parallelism)."""
+    """Each worker process: one torch thread (the runs themselves are the parallelism); Ctrl-C in the terminal
+    (SIGINT to the whole process group) is left to the parent, which ends the workers."""
     import torch
 
     global _WORKER_DATA
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_DATA = datasets
 
 
-def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patterns: bool, run_dir: str, save: bool,
+def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patterns: bool, run_dir: str,
              datasets: dict | None = None) -> dict:
-    """Train one run through :func:`mmfuse.fit`; returns its metrics and learning curve."""
+    """Train one run through :func:`mmfuse.fit` into ``run_dir`` (per-epoch checkpoints; a run interrupted
+    earlier continues from ``run_dir/last``); returns its metrics, learning curve and checkpoint path.
+    In a worker process, a stop signal during training ends the worker once its last epoch is saved."""
     from .datasets.pairing import missing_reports
     from .training.fit import fit
 
     data = (datasets if datasets is not None else _WORKER_DATA)[data_key]
     t0 = time.perf_counter()
-    res = fit(rc, data, out_dir=run_dir, save=save, progress=False, evaluate_patterns=patterns and kind != "unimodal")
+    from .training.signals import TrainingInterrupted
+
+    try:
+        res = fit(rc, data, out_dir=run_dir, save=True, resume=True, progress=False,
+                  evaluate_patterns=patterns and kind != "unimodal")
+    except TrainingInterrupted as exc:
+        if datasets is None:  # a worker: the parent is ending the study; leave at once (nothing else to run)
+            import os
+
+            os._exit(exc.exit_code)
+        raise
     mets = {"params": res.params, "train_seconds": res.train_seconds, "best_epoch": res.best_epoch,
             "wall_seconds": time.perf_counter() - t0, "n_train": len(data["train"])}
     for rep in missing_reports(data):

@@ -84,6 +84,16 @@ class MissingConfig(_Strict):
     modality_dropout: float | dict[str, float] = 0.0
     imputer: str | None = None
 
+    @field_validator("modality_dropout")
+    @classmethod
+    def _rate_in_unit_interval(cls, v):
+        rates = v.items() if isinstance(v, dict) else [(None, v)]
+        for m, r in rates:
+            if not 0.0 <= r <= 1.0:
+                where = "" if m is None else f" for modality {m!r}"
+                raise ValueError(f"a drop probability must be in [0, 1], got {r}{where}; use e.g. 0.3 (0 = never drop)")
+        return v
+
 
 class _ModelBase(_Strict):
     """Keys every model family shares (so ``--set model.family=NAME`` works on a shared base config)."""
@@ -286,6 +296,14 @@ class TrainingConfig(_Strict):
     resume: bool = False
     # a memory budget (GB) checked before the model is built (mmfuse.guards); the machine's available memory always is
     memory_limit_gb: float | None = Field(None, gt=0)
+    # frozen encoders' outputs computed once per split and cached on disk (mmfuse.embedding_cache); auto = on
+    # whenever an encoder is frozen (float32 training); results are identical with and without it
+    embedding_cache: Literal["auto", "off"] = "auto"
+    # the test split evaluated once per simulated missing-modality pattern (2^M - 1 passes): true | false | "auto"
+    # ("auto": only when those passes cost no more test samples than the run trained on, so a tiny run stays tiny)
+    evaluate_patterns: bool | Literal["auto"] = True
+    # mmfuse train's learning_curve.png: true | false | "auto" (only when there are at least two epochs to draw)
+    plots: bool | Literal["auto"] = True
 
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")

@@ -34,3 +34,9 @@ class MissingModalityError(DataError):
 
 class CheckpointError(MMFuseError):
     """A checkpoint cannot be read or written."""
+
+
+class NoModalityWarning(UserWarning):
+    """Rows with no modality present were predicted from the model's prior alone (their inputs are all zeros).
+
+    The rows are kept, so predictions stay aligned with the table; the warning names their ids."""

@@ -1,18 +1,26 @@
-"""Matplotlib figures (Agg backend, PNG files): learning curves, leaderboard bars, t-SNE, confusion."""
+"""Matplotlib figures (Agg backend, PNG files): learning curves, leaderboard bars, t-SNE, confusion.
+
+Matplotlib is imported when the first figure is drawn, not with this module."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def learning_curves(curves: dict[str, list[list[float]]], path: str | Path, metric: str = "val_accuracy") -> Path:
     """``curves[method]`` = one list of per-epoch values per seed; plots mean ± std per method."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for method, runs in sorted(curves.items()):
         n = min(len(r) for r in runs)
@@ -33,6 +41,7 @@ def learning_curves(curves: dict[str, list[list[float]]], path: str | Path, metr
 
 def bar_chart(names: list[str], means: list[float], stds: list[float], path: str | Path, metric: str = "accuracy",
               highlight: set[str] | None = None) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 4.5))
     colors = ["tab:orange" if highlight and n in highlight else "tab:blue" for n in names]
     ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=3)
@@ -52,6 +61,7 @@ def bar_chart(names: list[str], means: list[float], stds: list[float], path: str
 def tsne_panels(embeddings: dict[str, np.ndarray], labels: np.ndarray, path: str | Path, seed: int = 0,
                 class_names: list[str] | None = None) -> Path:
     """One t-SNE panel per embedding (e.g. fused vs each modality's), colored by class."""
+    plt = _pyplot()
     from sklearn.manifold import TSNE
 
     fig, axes = plt.subplots(1, len(embeddings), figsize=(4.2 * len(embeddings), 4.2), squeeze=False)
@@ -73,6 +83,7 @@ def tsne_panels(embeddings: dict[str, np.ndarray], labels: np.ndarray, path: str
 
 
 def confusion(cm: np.ndarray, path: str | Path, class_names: list[str] | None = None) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(cm, cmap="Blues")
     n = cm.shape[0]
@@ -90,6 +101,7 @@ def confusion(cm: np.ndarray, path: str | Path, class_names: list[str] | None = 
 
 
 def _save(fig, path) -> Path:
+    plt = _pyplot()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

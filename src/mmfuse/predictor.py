@@ -114,6 +114,18 @@ def predict_dataset(model, ds, task: str, class_names=None, batch_size: int = 1,
     if isinstance(present, Mapping):
         for m in sorted(getattr(ds, "modalities", present)):
             df[f"has[{m}]"] = np.asarray(present.get(m, np.ones(len(df), bool)), dtype=int)
+        has = [c for c in df.columns if c.startswith("has[")]
+        none = np.flatnonzero((df[has].to_numpy() == 0).all(1)) if has else []
+        if len(none):  # kept (aligned with the table) but predicted from the model's prior alone: say so
+            import warnings
+
+            from .errors import NoModalityWarning
+
+            key = "id" if "id" in df.columns else "index"
+            shown = ", ".join(str(v) for v in df[key].to_numpy()[none][:10]) + (", ..." if len(none) > 10 else "")
+            warnings.warn(f"{len(none)} row(s) have no modality present ({key} {shown}): their predictions come from "
+                          "the model's prior alone, not from any input; drop these rows or give them at least one "
+                          "modality (the has[...] columns are all 0 for them)", NoModalityWarning, stacklevel=2)
     return df
 
 

@@ -207,6 +207,13 @@ class ArrayDataset(MultimodalDataset):
                 mask = np.array([v is not None for v in values], dtype=bool)
                 if m in present:
                     mask &= self._check_mask(present[m], n, m)
+                for i, v in enumerate(values):
+                    if v is not None and mask[i]:
+                        self._check_values(v[None] if v.ndim else v.reshape(1, 1), m, i)
+                        if v.ndim and v.shape[0] == 0:
+                            raise DataError(
+                                f"dataset {name!r}, sample {i}, modality {m!r}: a present sequence of length 0; "
+                                "give None (or present False) to mark the modality absent for this sample")
                 vals = [v for v, p in zip(values, mask) if p]
                 if vals:
                     ref = vals[0]
@@ -237,6 +244,8 @@ class ArrayDataset(MultimodalDataset):
                     values = values.reshape(n, 1)
                     shape = (1,)
                 mask = self._check_mask(present[m], n, m) if m in present else np.ones(n, dtype=bool)
+                if not isinstance(values, Gather):
+                    self._check_values(values, m, None, mask)
                 self.shapes[m] = shape
                 self.arrays[m] = values
             self.present[m] = mask
@@ -289,8 +298,30 @@ class ArrayDataset(MultimodalDataset):
         if len(bad):
             raise DataError(f"dataset {name!r}, sample {int(bad[0])}: target contains NaN or infinity")
         if task == "multilabel" and not np.isin(y, (0.0, 1.0)).all():
-            raise DataError(f"dataset {name!r}: multilabel targets must be 0/1 indicator rows")
+            bad = int(np.flatnonzero(~np.isin(y, (0.0, 1.0)).all(axis=1))[0])
+            raise DataError(f"dataset {name!r}, sample {bad}: multilabel target {y[bad].tolist()} is not 0/1; "
+                            "multilabel targets must be 0/1 indicator rows (1 = label on)")
         return y
+
+    def _check_values(self, values: np.ndarray, m: str, row: int | None, mask: np.ndarray | None = None) -> None:
+        """Numbers only (no strings, objects or complex) and finite in present rows; errors name the sample."""
+        kind = values.dtype.kind
+        where = f"dataset {self.name!r}" + ("" if row is None else f", sample {row}") + f", modality {m!r}"
+        if kind == "c":
+            raise DataError(f"{where}: complex values are not supported (their imaginary part would be dropped); "
+                            "pass the real and imaginary parts (or magnitude and phase) as real features")
+        if kind not in "biuf":
+            raise DataError(f"{where}: values must be numbers, got dtype {values.dtype} ({'str' if kind in 'US' else kind}"
+                            "); encode text as token ids (a text column with loader: text) or numbers")
+        if kind == "f" and len(values):
+            flat = values.reshape(len(values), -1)
+            bad = ~np.isfinite(flat).all(1)
+            if mask is not None:
+                bad &= mask
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0]) if row is None else row
+                raise DataError(f"dataset {self.name!r}, sample {i}, modality {m!r}: contains NaN or infinite values; "
+                                "clean or impute them, or mark the modality absent (present False) for this sample")
 
     def _check_mask(self, mask: Any, n: int, m: str) -> np.ndarray:
         mk = np.asarray(mask)

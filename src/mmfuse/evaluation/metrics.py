@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ShapeError
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -70,7 +70,9 @@ def compute_metrics(task: str, scores: np.ndarray, target: np.ndarray, top_k: in
         s = scores.reshape(len(scores), -1)
         t = target.reshape(len(target), -1).astype(np.float64)
         if t.shape != s.shape:
-            raise DataError(f"regression metrics: {s.shape[1]} predicted output(s) but targets have {t.shape[1]}")
+            raise ShapeError(f"regression metrics: the model predicts {s.shape[1]} output(s) but the targets have "
+                             f"{t.shape[1]} column(s); evaluate with targets of the model's width, or train a model "
+                             "for these targets")
         err = s - t
         out = {}
         sst = ((t - t.mean(0)) ** 2).sum(0)

@@ -23,7 +23,6 @@ from .maskers import (
     patch_grid_for_tokens,
 )
 from .mmshap import FeatureExplanation, MMShapResult, mmshap
-from .report import breakdown, explain_dataset, shares_frame
 from .scoring import ScoreFunction, make_score_fn
 from .shapley import ModalityShapley, modality_shapley
 from .shares import abs_shares
@@ -35,3 +34,14 @@ __all__ = [
     "mmshap", "modality_shapley", "patch_grid_for_tokens", "permutation_coalitions",
     "permutation_from_values", "shares_frame",
 ]
+
+# the dataset-level report (pandas, matplotlib) is imported on first use
+_REPORT = ("breakdown", "explain_dataset", "shares_frame")
+
+
+def __getattr__(name: str):
+    if name in _REPORT:
+        from . import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module 'mmfuse.explain' has no attribute {name!r}")

@@ -75,6 +75,9 @@ def build_model(
     regression targets; ``task``: multiclass | multilabel | regression.
     """
     cfg = parse_model_config(config if isinstance(config, BaseModel) else dict(config or {}))
+    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+        raise ConfigError(f"build_model: num_outputs (classes, labels or regression targets) must be a positive int, "
+                          f"got {num_outputs!r}; check the data's targets (a dataset with no classes?)")
     MODELS.check_task(cfg.family, task, "model.family")
     check_modalities(cfg, input_shapes)
     return MODELS.get(cfg.family)(cfg, input_shapes, num_outputs, task)

@@ -24,6 +24,11 @@ class MLPHead(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"head: dropout must be in [0, 1), got {dropout}")
         hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden or ())
+        for what, v in (("in_dim", in_dim), ("out_dim (the number of outputs)", out_dim), *(("hidden", h) for h in hidden)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"head: {what} must be a positive int, got {v!r}"
+                                  + ("; use e.g. model.head.options.hidden: [64] (or [] for no hidden layer)"
+                                     if what == "hidden" else ""))
         layers, d = [], in_dim
         for h in hidden:
             layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..batch import MultimodalBatch, require_modalities
-from ..errors import ConfigError, MissingModalityError
+from ..encoders.base import call_encoder, frozen_forward, is_frozen
+from ..errors import ConfigError, MissingModalityError, ShapeError
 from ..fusion.base import FusionOp
 from .output import ModelOutput
 
@@ -106,9 +107,18 @@ class MultimodalModel(nn.Module):
     def encode(self, batch: MultimodalBatch, pool: bool = True) -> dict[str, Tensor]:
         """Per-modality embeddings: Tensor[B, D_m] (or Tensor[B, T, D_m] for sequence encoders when not pooled)."""
         out = {}
+        cache = self.__dict__.get("embedding_cache")  # mmfuse.embedding_cache.EmbeddingCache, when attached
         for m, enc in self.encoders.items():
             x, ln = batch.inputs[m], batch.lengths.get(m)
-            h = enc(x, ln) if getattr(enc, "accepts_lengths", False) else enc(x)
+            try:
+                h = cache.lookup(m, x, ln) if cache is not None else None
+                if h is None:
+                    # a frozen encoder runs on fixed-size chunks: a row's embedding is the same floats in any batch,
+                    # so cached and fresh embeddings agree exactly (see encoders/base.py:frozen_forward)
+                    h = frozen_forward(enc, x, ln) if is_frozen(enc) else call_encoder(enc, x, ln)
+            except ShapeError as exc:
+                raise ShapeError(f"modality {m!r}: {exc}; the model was built for this modality's shape in the "
+                                 "training data, give inputs of that shape") from None
             if h.dim() == 3 and pool:
                 h = _pool(h, ln)
             out[m] = h

@@ -9,18 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.loggers import CSVLogger
 
 from ..config import ExperimentConfig
 from ..errors import ConfigError
-from ..evaluation import evaluate, make_loader
-from .callbacks import BestWeights, EpochCheckpoints
 from .checkpoint import FolderLock, save_checkpoint
 from .signals import catch_stop_signals
-from .system import FusionSystem
+
+# Lightning (and, through torchmetrics, matplotlib and transformers), scikit-learn (the metrics) are imported by
+# _fit, where they are used: importing this module (e.g. for load_checkpoint or load_data) stays cheap.
 
 
 @dataclass
@@ -114,7 +111,7 @@ def warm_start(model: torch.nn.Module, checkpoint: str | Path) -> list[str]:
 
 
 def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path | None = None,
-        save: bool = True, progress: bool | None = None, evaluate_patterns: bool = True,
+        save: bool = True, progress: bool | None = None, evaluate_patterns: bool | None = None,
         resume: bool | None = None, callbacks: list | None = None) -> RunResult:
     """Train the configured model; the same seed, data and config give the same metrics on CPU.
 
@@ -123,7 +120,8 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
     runs. ``resume`` (default ``training.resume``): continue the run saved in ``OUT/last`` (bit-identical to
     an uninterrupted run on CPU); without ``OUT/last`` the run starts from the beginning. SIGTERM / SIGINT
     stop at the end of the current batch with :class:`mmfuse.training.signals.TrainingInterrupted`.
-    ``callbacks``: extra Lightning callbacks.
+    ``callbacks``: extra Lightning callbacks. ``evaluate_patterns`` (default ``training.evaluate_patterns``):
+    also evaluate the test split once per simulated missing-modality pattern (see :func:`pattern_evaluation_due`).
     """
     from ..config import check_devices
 
@@ -146,11 +144,26 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
             lock.release()
 
 
-def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evaluate_patterns: bool, resume: bool,
+def pattern_evaluation_due(setting, n_test: int, n_modalities: int, trained_samples: int) -> bool:
+    """``training.evaluate_patterns``: ``True`` / ``False`` as given; ``"auto"``: evaluate the 2^M - 1 simulated
+    patterns only when those passes over the test split cost no more samples than the run trained on (one
+    epoch of a real run always qualifies; a smoke run of a few batches is not charged 2^M - 1 test passes)."""
+    if setting is None or setting == "auto":
+        return n_modalities > 1 and n_test * (2 ** n_modalities - 1) <= trained_samples
+    return bool(setting)
+
+
+def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evaluate_patterns, resume: bool,
          extra_callbacks: list) -> RunResult:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from ..evaluation import evaluate, make_loader
     from ..models import build_model
+    from .callbacks import BestWeights, EpochCheckpoints
+    from .system import FusionSystem
     from . import resume as R
 
     quiet_lightning()
@@ -178,6 +191,11 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
     model = build_model(cfg.model, train.shapes, int(train.num_classes), task)
     if cfg.model.init_from and state is None:
         warm_start(model, cfg.model.init_from)
+    if cfg.training.embedding_cache == "auto" and cfg.training.precision in ("32-true", "32", 32):
+        from ..embedding_cache import attach_embedding_cache
+
+        # frozen encoders: their embeddings of every split computed once (or read from disk), looked up by row
+        attach_embedding_cache(model, datasets, specs=cfg.model.encoders, batch_size=cfg.data.eval_batch_size)
     system = FusionSystem(model, task, cfg.training, cfg.model.family)
     best = BestWeights(cfg.training.monitor)
     callbacks: list[L.Callback] = [best]
@@ -246,8 +264,18 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
     best.restore(model)
     model.eval()
     val = evaluate(model, datasets["val"], task, g.eval_batch_size, per_pattern=False)
-    test = (evaluate(model, datasets["test"], task, g.eval_batch_size, per_pattern=evaluate_patterns)
-            if "test" in datasets and len(datasets["test"]) else {})
+    has_test = "test" in datasets and len(datasets["test"]) > 0
+    if has_test:
+        if evaluate_patterns is None:
+            lim, batches = cfg.training.limit_train_batches, len(train_loader)
+            if lim is not None:
+                batches = min(batches, int(lim) if isinstance(lim, int) else int(batches * lim))
+            trained = min(len(train), batches * g.batch_size) * max(1, len(system.history))
+            evaluate_patterns = pattern_evaluation_due(cfg.training.evaluate_patterns, len(datasets["test"]),
+                                                       len(train.modalities), trained)
+        test = evaluate(model, datasets["test"], task, g.eval_batch_size, per_pattern=evaluate_patterns)
+    else:
+        test = {}
     params = sum(p.numel() for p in model.parameters())
     result = RunResult(model, cfg, task, system.history, test, val, params, seconds, best.best_epoch)
     result.extras["resumed_from_epoch"] = resumed_from

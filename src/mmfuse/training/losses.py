@@ -5,12 +5,26 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import DataError
+from ..errors import DataError, ShapeError
+
+
+def _where(index: Tensor | None, i: int) -> str:
+    return f"sample {int(index[i])}" if index is not None else f"batch row {i}"
 
 
 def task_loss(task: str, scores: Tensor, target: Tensor, index: Tensor | None = None) -> Tensor:
+    if task != "multiclass" and target.numel() != scores.numel():
+        raise ShapeError(f"{task} targets have shape {tuple(target.shape)} but the model gives {tuple(scores.shape)} "
+                         "(batch, outputs); give every sample a target of the model's width, or rebuild the model "
+                         "for this data")
     if task == "multiclass":
-        t = target.long().view(-1)
+        if target.is_floating_point() or target.is_complex():
+            bad = (target != target.round()).reshape(-1) if target.is_floating_point() else target.imag.reshape(-1) != 0
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                raise DataError(f"{_where(index, i)}: label {target.reshape(-1)[i].item()} is not a class id; "
+                                "multiclass labels must be whole numbers 0..num_classes-1")
+        t = target.real.long().view(-1) if target.is_complex() else target.long().view(-1)
         bad = (t < 0) | (t >= scores.shape[1])
         if bad.any():
             i = int(bad.nonzero()[0])
@@ -19,6 +33,11 @@ def task_loss(task: str, scores: Tensor, target: Tensor, index: Tensor | None = 
                             "check the target column or num_classes")
         return F.cross_entropy(scores, t)
     if task == "multilabel":
+        bad = ~((target == 0) | (target == 1)).reshape(len(target), -1).all(1)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise DataError(f"{_where(index, i)}: multilabel target {target[i].tolist()} is not 0/1; each label is "
+                            "1 (on) or 0 (off)")
         return F.binary_cross_entropy_with_logits(scores, target.float().view_as(scores))
     if task == "regression":
         return F.mse_loss(scores, target.float().view_as(scores))
