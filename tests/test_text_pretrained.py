@@ -66,3 +66,26 @@ def test_tokenizer_with_embeddings_or_a_missing_folder_is_an_error(tmp_path):
     _table(tmp_path, str(tmp_path / "no_such_model"))
     with pytest.raises(ConfigError, match="not a local folder"):
         load_table(str(tmp_path / "schema.yaml"), seed=0)
+
+
+def test_the_sentence_transformer_route_trains_and_predicts(tmp_path):
+    """Caption -> MiniLM's own ids -> the frozen sentence_transformer encoder, end to end (train, reload, predict)."""
+    import mmfuse
+    from mmfuse.training.fit import fit
+
+    _table(tmp_path, "minilm")
+    cfg = parse_config({"data": {"name": str(tmp_path / "schema.yaml"), "batch_size": 8},
+                        "model": {"encoders": {"caption": {"name": "sentence_transformer"}}},
+                        "training": {"max_epochs": 1, "progress": False, "limit_train_batches": 2}})
+    run = fit(cfg, out_dir=tmp_path / "run")
+    model, _, _ = mmfuse.load_checkpoint(run.checkpoint)
+    assert type(model.encoders["caption"]).__name__ == "SentenceTransformerEncoder"
+    from mmfuse.training.fit import load_data
+
+    test = load_data(mmfuse.load_checkpoint(run.checkpoint)[1])["test"]
+    batch = test.batch(list(range(len(test))))
+    assert batch.inputs["caption"].dtype.is_floating_point is False  # MiniLM ids, not embeddings
+    import torch
+
+    with torch.no_grad():  # the checkpoint (weights + fitted pipeline) reproduces the trained model exactly
+        assert torch.equal(run.model.eval()(batch).logits, model(batch).logits)

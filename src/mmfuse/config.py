@@ -299,6 +299,11 @@ class TrainingConfig(_Strict):
     # frozen encoders' outputs computed once per split and cached on disk (mmfuse.embedding_cache); auto = on
     # whenever an encoder is frozen (float32 training); results are identical with and without it
     embedding_cache: Literal["auto", "off"] = "auto"
+
+    @field_validator("embedding_cache", mode="before")
+    @classmethod
+    def _cache_bool(cls, v):  # YAML reads a bare `off` as false
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
     # the test split evaluated once per simulated missing-modality pattern (2^M - 1 passes): true | false | "auto"
     # ("auto": only when those passes cost no more test samples than the run trained on, so a tiny run stays tiny)
     evaluate_patterns: bool | Literal["auto"] = True
