@@ -172,3 +172,15 @@ def test_cli_out_checked_before_any_compute(tmp_path, capsys, monkeypatch):
         assert main(cmd) == 2
         err = capsys.readouterr().err
         assert "--out" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tfn_width_32_refused_by_default_without_a_memory_limit(monkeypatch):
+    """Whatever memory the machine has, a fused vector of 33^4 = 1,185,921 features (a 76 M-parameter head) is
+    refused by training.max_fused_width (default 1,000,000) before anything is allocated; low_rank is suggested."""
+    monkeypatch.setattr(guards, "available_memory_bytes", lambda: 1000 * guards.GB)
+    err = guards.memory_problem(_tfn_cfg(), {m: (6,) for m in MODS}, 3, "multiclass")
+    assert isinstance(err, MemoryBudgetError)
+    msg = str(err)
+    assert "1,185,921 features" in msg and "max_fused_width=1,000,000" in msg and "low_rank" in msg
+    assert guards.memory_problem(_tfn_cfg(max_fused_width=None), {m: (6,) for m in MODS}, 3, "multiclass") is None
+    assert guards.memory_problem(_tfn_cfg(width=16), {m: (6,) for m in MODS}, 3, "multiclass") is None  # 17^4 = 83,521

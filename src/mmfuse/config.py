@@ -296,6 +296,9 @@ class TrainingConfig(_Strict):
     resume: bool = False
     # a memory budget (GB) checked before the model is built (mmfuse.guards); the machine's available memory always is
     memory_limit_gb: float | None = Field(None, gt=0)
+    # refuse a fusion operator whose fused vector is wider than this (e.g. TFN over 4 modalities of width 32:
+    # 33^4 = 1.19 M features and a 76 M-parameter head); null disables the check
+    max_fused_width: int | None = Field(1_000_000, ge=1)
     # frozen encoders' outputs computed once per split and cached on disk (mmfuse.embedding_cache); auto = on
     # whenever an encoder is frozen (float32 training); results are identical with and without it
     embedding_cache: Literal["auto", "off"] = "auto"

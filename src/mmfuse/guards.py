@@ -203,20 +203,24 @@ def memory_problem(cfg, shapes: Mapping[str, tuple], num_outputs: int, task: str
         share = avail * AVAILABLE_SHARE / max(int(processes), 1)
         each = f" shared by {processes} processes" if processes > 1 else ""
         budgets.append((share, f"{AVAILABLE_SHARE:.0%} of the {avail / GB:.1f} GB available on this machine{each}"))
-    if not budgets:
-        return None
-    budget, why = min(budgets, key=lambda b: b[0])
-    if est.total_bytes <= budget:
-        return None
     hints = []
     if est.operator == "model.fusion 'tensor'":
         hints.append("use model.fusion.name=low_rank (LMF: the same interactions in rank-R factors, no fused tensor)")
     hints.append("give the encoders a smaller output_dim (model.encoders.<m>.options.output_dim)")
-    hints.append(f"lower data.batch_size (now {cfg.data.batch_size}) / data.eval_batch_size "
-                 f"(now {cfg.data.eval_batch_size}) or the head's hidden widths")
-    return MemoryBudgetError(
-        f"{est.operator}: this model needs {est.describe()} at batch size {cfg.data.batch_size}, over the budget of "
-        f"{budget / GB:.2f} GB ({why}); " + "; or ".join(hints), est)
+    budget, why = min(budgets, key=lambda b: b[0]) if budgets else (None, "")
+    if budget is not None and est.total_bytes > budget:
+        hints.append(f"lower data.batch_size (now {cfg.data.batch_size}) / data.eval_batch_size "
+                     f"(now {cfg.data.eval_batch_size}) or the head's hidden widths")
+        return MemoryBudgetError(
+            f"{est.operator}: this model needs {est.describe()} at batch size {cfg.data.batch_size}, over the budget "
+            f"of {budget / GB:.2f} GB ({why}); " + "; or ".join(hints), est)
+    max_width = getattr(cfg.training, "max_fused_width", None)
+    if max_width is not None and est.fused_width is not None and est.fused_width > max_width:
+        return MemoryBudgetError(
+            f"{est.operator}: its fused vector has {est.fused_width:,} features ({est.describe()}), over "
+            f"training.max_fused_width={max_width:,}: a head on it is mostly parameters no data can fit; "
+            + "; or ".join(hints) + "; or raise training.max_fused_width (null disables the check)", est)
+    return None
 
 
 def check_memory(cfg, shapes: Mapping[str, tuple], num_outputs: int, task: str, *, processes: int = 1,
