@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from tables import write_numeric_table
 
 from mmfuse import cli
 from mmfuse.compare import run_compare
@@ -28,17 +29,7 @@ N_RUNS = len(METHODS) * len(SEEDS)
 
 
 def _write(tmp_path):
-    rng = np.random.default_rng(0)
-    y = np.arange(N_ROWS) % 2
-    lines = ["a1,a2,b1,b2,label,split"]
-    for i in range(N_ROWS):
-        vals = rng.normal(size=4) + y[i]
-        split = "train" if i < 40 else ("val" if i < 52 else "test")
-        lines.append(",".join(f"{v:.4f}" for v in vals) + f",{'xy'[y[i]]},{split}")
-    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
-    (tmp_path / "schema.yaml").write_text(
-        "table: t.csv\ntarget: label\nsplit: split\nmodalities:\n"
-        "  a: {columns: [a1, a2], loader: numeric}\n  b: {columns: [b1, b2], loader: numeric}\n")
+    write_numeric_table(tmp_path, N_ROWS, 40, 12)
     (tmp_path / "cfg.yaml").write_text(f"""seed: 0
 data: {{name: table, options: {{schema: {tmp_path / 'schema.yaml'}}}, batch_size: 8}}
 model:

@@ -558,18 +558,23 @@ def parse_config(raw: dict | None, overrides: list[str] | None = None, devices: 
     return cfg
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+def read_config_file(path: str | Path, who: str = "config file") -> dict:
+    """The raw mapping of a YAML config file (schema paths resolved next to it); clear errors, no traceback."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+        raise ConfigError(f"{who} {str(p)!r} does not exist")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{who} {str(p)!r} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(p)!r}: the top level must be a mapping of sections")
+        raise ConfigError(f"{who} {str(p)!r}: the top level must be a mapping of sections")
     _resolve_schema_paths(raw, p.parent)
-    return parse_config(raw, overrides)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    return parse_config(read_config_file(path), overrides)
 
 
 def _resolve_schema_paths(raw: dict, base: Path) -> None:

@@ -191,18 +191,9 @@ def _raw_config(config) -> tuple[dict, Path | None]:
     if isinstance(config, Mapping):
         return json.loads(json.dumps(dict(config), default=str)), None
     if isinstance(config, (str, os.PathLike)):
-        import yaml
+        from .config import read_config_file
 
-        p = Path(config)
-        if not p.is_file():
-            raise ConfigError(f"Predictor: config file {str(p)!r} does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Predictor: config file {str(p)!r} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"Predictor: config file {str(p)!r}: the top level must be a mapping of sections")
-        return raw, p.parent
+        return read_config_file(config, "Predictor: config file"), Path(config).parent
     raise ConfigError(f"Predictor: config must be None, a dict, an ExperimentConfig or a YAML path, "
                       f"got {type(config).__name__}")
 
