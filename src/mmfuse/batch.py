@@ -39,15 +39,17 @@ class MultimodalBatch:
         if set(self.inputs) != set(self.mask):
             raise MissingModalityError(
                 f"batch: inputs have modalities {sorted(self.inputs)} but mask has {sorted(self.mask)}; "
-                "every modality needs both a tensor and a presence mask"
+                "give every modality both a tensor and a presence mask (the same keys in both)"
             )
         sizes = {m: int(x.shape[0]) for m, x in self.inputs.items()}
         sizes.update({f"mask[{m}]": int(v.shape[0]) for m, v in self.mask.items()})
         if len(set(sizes.values())) > 1:
-            raise ShapeError(f"batch: batch sizes differ between entries: {sizes}")
+            raise ShapeError(f"batch: batch sizes differ between entries: {sizes}; give every input and mask the "
+                             "same first dimension (one row per sample)")
         for m, v in self.mask.items():
             if v.dtype != torch.bool or v.dim() != 1:
-                raise ShapeError(f"batch: mask[{m!r}] must be a 1-D bool tensor, got {v.dtype} of shape {tuple(v.shape)}")
+                raise ShapeError(f"batch: mask[{m!r}] must be a 1-D bool tensor, got {v.dtype} of shape {tuple(v.shape)}; "
+                                 "pass one bool per sample (True = present), e.g. mask.bool()")
 
     @property
     def modalities(self) -> list[str]:
@@ -93,7 +95,7 @@ def require_modalities(batch: MultimodalBatch, expected: Sequence[str]) -> None:
     if missing:
         raise MissingModalityError(
             f"batch lacks modality {missing[0]!r}; the model expects {list(expected)} and the batch has "
-            f"{batch.modalities}. Absent values belong in the batch as zeros with mask False"
+            f"{batch.modalities}. Give absent values in the batch as zeros with mask False"
         )
 
 
@@ -157,11 +159,13 @@ def collate(
     padded with zeros along their first axis and get ``lengths``.
     """
     if len(samples) == 0:
-        raise DataError("collate: got an empty list of samples")
+        raise DataError("collate: got an empty list of samples; pass at least one sample (check that the "
+                        "dataset or index list is not empty)")
     idx = list(indices) if indices is not None else list(range(len(samples)))
     for i, s in zip(idx, samples):
         if not isinstance(s, Mapping):
-            raise DataError(f"sample {i}: expected a dict of modality name to value, got {type(s).__name__}")
+            raise DataError(f"sample {i}: expected a dict of modality name to value, got {type(s).__name__}; "
+                            "give each sample as {modality: value}")
     if modalities is None:
         names = sorted({k for s in samples for k in s if k != TARGET_KEY})
     else:
@@ -170,7 +174,8 @@ def collate(
             unknown = sorted(set(s) - set(names) - {TARGET_KEY})
             if unknown:
                 raise MissingModalityError(
-                    f"sample {i}: unknown modality {unknown[0]!r}; expected one of {names}"
+                    f"sample {i}: unknown modality {unknown[0]!r}; expected one of {names}: remove it, or add it to the "
+                    "modalities passed to collate"
                 )
     if not names:
         raise DataError("collate: samples contain no modality (only 'target' or nothing)")
@@ -191,7 +196,7 @@ def collate(
                 if t.dim() != ref.dim():
                     raise ShapeError(
                         f"{where}: has {t.dim()} dims {tuple(t.shape)} but {other} has "
-                        f"{ref.dim()} dims {tuple(ref.shape)}; every sample of a modality needs the same rank"
+                        f"{ref.dim()} dims {tuple(ref.shape)}; give every sample of a modality the same rank"
                     )
                 if t.shape[1:] != ref.shape[1:] or (t.shape[:1] != ref.shape[:1] and t.dim() == 0):
                     raise ShapeError(
@@ -199,7 +204,8 @@ def collate(
                         f"{tuple(ref.shape)} of {other}; only the first axis may vary (it is padded)"
                     )
                 if t.dtype.is_floating_point != ref.dtype.is_floating_point:
-                    raise ShapeError(f"{where}: dtype {t.dtype} differs from {ref.dtype} of {other}")
+                    raise ShapeError(f"{where}: dtype {t.dtype} differs from {ref.dtype} of {other}; give every sample "
+                                     "of a modality one dtype (e.g. np.float32 for features)")
                 if t.shape[:1] != ref.shape[:1]:
                     variable = True
             if variable or (shapes.get(m) is not None and len(shapes[m]) > 0 and shapes[m][0] is None):
@@ -213,7 +219,8 @@ def collate(
                 for r, t in tensors.items():
                     if len(want) != t.dim() or any(w is not None and w != n for w, n in zip(want, t.shape)):
                         raise ShapeError(
-                            f"sample {idx[r]}, modality {m!r}: expected shape {want} (None = any), got {tuple(t.shape)}"
+                            f"sample {idx[r]}, modality {m!r}: expected shape {want} (None = any), got {tuple(t.shape)}; "
+                            "give every sample of this modality that shape"
                         )
             rest = tuple(ref.shape[1:])
             if variable:

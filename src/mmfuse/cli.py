@@ -259,7 +259,7 @@ def cmd_explain(args) -> int:
 
     for flag, value in (("--max-samples", args.max_samples), ("--permutations", args.permutations)):
         if value < 1:
-            raise ConfigError(f"{flag}: must be an integer >= 1, got {value}; e.g. {flag} 10")
+            raise ConfigError(f"{flag}: must be an integer >= 1, got {value}; use e.g. {flag} 10")
     check_output_path(args.out, "dir", "--out")  # before any compute
     model, cfg, meta = load_checkpoint(args.checkpoint)
     out = check_output_path(Path(args.out or Path(meta["_dir"]).parent / f"explain_{args.method}"), "dir", "--out")
@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     try:
         if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            parser.error(f"unrecognized arguments: {' '.join(rest)}; remove them (see `mmfuse "
+                         f"{argv[0] if argv and not argv[0].startswith('-') else ''} --help` for the valid options)")
         return args.fn(args)
     except MMFuseError as exc:
         print(f"mmfuse {args.command}: error: {exc}", file=sys.stderr)

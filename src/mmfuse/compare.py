@@ -51,6 +51,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -566,7 +567,7 @@ def _run_pool(workers: int, datasets: dict, todo: list[_Job], args: list[tuple],
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(datasets,))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(datasets, os.getpid()))
     try:
         futures = {pool.submit(_run_one, *a): j for j, a in zip(todo, args)}
         pending = set(futures)
@@ -668,7 +669,7 @@ def _display(label: str, point: dict) -> str:
 _WORKER_DATA: dict | None = None
 
 
-def _init_worker(datasets) -> None:
+def _init_worker(datasets, parent: int | None = None) -> None:
     """Each worker process: one torch thread (the runs themselves are the parallelism); Ctrl-C in the terminal
     (SIGINT to the whole process group) is left to the parent, which ends the workers."""
     import torch
@@ -676,7 +677,37 @@ def _init_worker(datasets) -> None:
     global _WORKER_DATA
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     _WORKER_DATA = datasets
+
+
+def _die_with_parent(parent: int | None = None) -> None:
+    """A worker ends when its parent dies, even by SIGKILL (e.g. the kernel's out-of-memory killer), instead of
+    living on as an orphan holding its memory: Linux's PR_SET_PDEATHSIG, plus a watchdog thread elsewhere (and
+    as a second guard) that exits once the parent's pid is no longer our parent."""
+    import os
+    import sys
+    import threading
+
+    parent = os.getppid() if parent is None else int(parent)  # the pid the parent passed: no race with its death
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1: SIGTERM when the parent thread exits
+        except OSError:  # pragma: no cover - no libc: the watchdog below still covers it
+            pass
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watchdog, name="mmfuse-parent-watchdog", daemon=True).start()
 
 
 def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patterns: bool, run_dir: str,

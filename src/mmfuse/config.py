@@ -272,6 +272,9 @@ def parse_model_config(raw: Any):
         raise ConfigError("invalid model config:\n  " + "\n  ".join(lines)) from None
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+
+
 class TrainingConfig(_Strict):
     max_epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -302,6 +305,16 @@ class TrainingConfig(_Strict):
     # frozen encoders' outputs computed once per split and cached on disk (mmfuse.embedding_cache); auto = on
     # whenever an encoder is frozen (float32 training); results are identical with and without it
     embedding_cache: Literal["auto", "off"] = "auto"
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _finite_float32(cls, v: float, info) -> float:
+        # the optimiser computes in float32: a larger (or infinite / NaN) value overflows inside torch
+        if not (v <= FLOAT32_MAX):
+            example = "1e-3" if info.field_name == "lr" else "1e-4 (0 = none)"
+            raise ValueError(f"{v!r} is not a finite float32 (at most {FLOAT32_MAX:.4g}), which the optimiser "
+                             f"computes in; set training.{info.field_name} to a usual value, e.g. {example}")
+        return v
 
     @field_validator("embedding_cache", mode="before")
     @classmethod
@@ -484,7 +497,7 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel] | None =
                 known = _model_fields(root or ExperimentConfig, rel[:-1], tag)
             hits = close_matches(str(rel[-1]), known)
             hint = (f"did you mean {' or '.join(map(repr, hits))}?" if hits else
-                    f"valid keys: {', '.join(known)}" if known else "this section takes no keys")
+                    f"valid keys: {', '.join(known)}" if known else "this section takes no keys; remove it")
             where = f" (model family {tag!r})" if tag and len(rel) == (1 if prefix == ("model",) else 2) else ""
             lines.append(f"{path}: unknown key; {hint}{where}")
         elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -497,8 +510,36 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel] | None =
                 path, msg = f"{path}.{key}" if path != "<root>" else key, rest
             lines.append(f"{path}: {msg}")
         else:
-            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r}); {_pydantic_fix(path, err)}")
     return lines
+
+
+def _yaml_where(exc: Exception) -> str:
+    """'line L, column C: problem' of a YAML error, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def _pydantic_fix(path: str, err: dict) -> str:
+    """How to fix a built-in pydantic error at ``path`` (bounds, choices, types, lengths)."""
+    ctx = err.get("ctx") or {}
+    bound = {"greater_than": ("greater than", "gt"), "greater_than_equal": ("at least", "ge"),
+             "less_than": ("less than", "lt"), "less_than_equal": ("at most", "le")}.get(err["type"])
+    if bound:
+        return f"set {path} to a value {bound[0]} {ctx.get(bound[1])}"
+    if err["type"] == "literal_error":
+        return f"choose one of {ctx.get('expected')} for {path}"
+    if err["type"] == "too_short":
+        return f"give {path} at least {ctx.get('min_length')} item(s)"
+    if err["type"] == "too_long":
+        return f"give {path} at most {ctx.get('max_length')} item(s)"
+    if err["type"].startswith(("int_", "float_", "bool_", "string_", "list_", "dict_")):
+        kind = err["type"].split("_")[0].replace("int", "a whole number").replace("float", "a number") \
+            .replace("bool", "true or false").replace("string", "a string").replace("list", "a list") \
+            .replace("dict", "a mapping")
+        return f"set {path} to {kind}"
+    return f"set {path} to a valid value"
 
 
 def _set_dotted(d: dict, key: str, value: Any) -> None:
@@ -517,7 +558,7 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. training.max_epochs=5")
+            raise ConfigError(f"--set {item!r}: expected key=value; write it as e.g. --set training.max_epochs=5")
         key, text = item.split("=", 1)
         try:
             value = yaml.safe_load(text)
@@ -562,11 +603,11 @@ def read_config_file(path: str | Path, who: str = "config file") -> dict:
     """The raw mapping of a YAML config file (schema paths resolved next to it); clear errors, no traceback."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{who} {str(p)!r} does not exist")
+        raise ConfigError(f"{who} {str(p)!r} does not exist; check the path (relative paths start at the current folder)")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{who} {str(p)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{who} {str(p)!r} is not valid YAML ({_yaml_where(exc)}); fix the YAML syntax there") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{who} {str(p)!r}: the top level must be a mapping of sections")
     _resolve_schema_paths(raw, p.parent)

@@ -294,16 +294,21 @@ def check_finite_loss(loss: Any, epoch: int, step: int, batch_idx: int | None = 
                     "values")
 
 
-def check_finite_weights(model) -> None:
-    """Non-finite parameters or buffers are never saved: a DataError naming the first few."""
+def check_finite_weights(model, epoch: int | None = None) -> None:
+    """Non-finite parameters or buffers are never saved: a DataError naming the first few.
+
+    ``model`` is a module or a state dict (name -> tensor); ``epoch`` (0-based) names the epoch whose
+    per-epoch checkpoint was about to be written."""
     import torch
 
-    bad = [name for name, t in list(model.named_parameters()) + list(model.named_buffers())
-           if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
+    items = (list(model.items()) if hasattr(model, "items") else
+             list(model.named_parameters()) + list(model.named_buffers()))
+    bad = [name for name, t in items if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise DataError(f"training: the trained weights hold NaN or inf values ({shown}); no checkpoint was saved. "
-                        "Lower training.lr or set training.gradient_clip")
+        when = "" if epoch is None else f" after epoch {epoch + 1}"
+        raise DataError(f"training: the trained weights{when} hold NaN or inf values ({shown}); no checkpoint was "
+                        "saved for them. Lower training.lr or set training.gradient_clip")
 
 
 def training_processes(training) -> int:

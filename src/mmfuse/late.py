@@ -56,7 +56,7 @@ class LateCombiner(nn.Module):
         if len(set(modalities)) != len(modalities) or not all(isinstance(m, str) and m for m in modalities):
             raise ConfigError(f"late combiner {self.name!r}: modalities must be distinct non-empty strings, got {list(modalities)}")
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ConfigError(f"late combiner {self.name!r}: num_classes must be a positive int, got {num_classes!r}")
+            raise ConfigError(f"late combiner {self.name!r}: num_classes must be a positive int, got {num_classes!r}; pass the number of classes (>= 1)")
         self.modalities = sorted(modalities)
         self.num_classes = num_classes
 
@@ -86,7 +86,7 @@ class LateCombiner(nn.Module):
             if v is None:
                 v = torch.ones(B, dtype=torch.bool, device=first.device)
             if tuple(v.shape) != (B,):
-                raise ShapeError(f"{cls}: mask[{m!r}] has shape {tuple(v.shape)}, expected ({B},)")
+                raise ShapeError(f"{cls}: mask[{m!r}] has shape {tuple(v.shape)}, expected ({B},); give one bool per sample")
             present_cols.append(v.to(device=first.device, dtype=torch.bool))
         present = torch.stack(present_cols, dim=1)  # [B, N]
         stacked = torch.stack([logits[m] for m in self.modalities], dim=1)  # [B, N, C]

@@ -137,7 +137,7 @@ def load_table_rows(meta: dict, table=None, schema=None):
 
     if not meta.get("pipeline"):
         raise ConfigError(f"{meta.get('_dir', 'this model')}: was not trained on a user table, so it holds no table "
-                          "pipeline to read a new table with; predict a dataset or a split name instead")
+                          "pipeline to read a new table with; pass a dataset or a split name instead of --table")
     return load_table(schema, pipeline=load_pipeline(meta), table=table, split="none")
 
 

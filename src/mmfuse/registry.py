@@ -7,6 +7,7 @@ Wherever a registry name is accepted, a user's own ``nn.Module`` instance is acc
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Callable, Iterator
 
 from torch import nn
@@ -120,7 +121,40 @@ class Registry:
         except (TypeError, ValueError, RuntimeError) as exc:  # wrong keyword or value: say which entry
             if isinstance(exc, ConfigError):
                 raise
-            raise ConfigError(f"{self.kind} {name_or_module!r}: {exc}") from exc
+            unknown = self._unknown_options(factory, kwargs) if isinstance(exc, TypeError) else []
+            if unknown:
+                bad = unknown[0]
+                valid = self._options_of(factory)
+                hint = suggestion(bad, valid)
+                raise ConfigError(f"unknown option {bad!r} for {self.kind} {name_or_module!r}; valid options: "
+                                  f"{', '.join(valid) or '(none)'}" + (f"; {hint}" if hint.startswith("did") else "")
+                                  ) from exc
+            raise ConfigError(f"{self.kind} {name_or_module!r}: {exc}; check its options") from exc
+
+    @staticmethod
+    def _signature(factory: Any) -> inspect.Signature | None:
+        try:
+            return inspect.signature(factory)
+        except (TypeError, ValueError):
+            return None
+
+    @classmethod
+    def _options_of(cls, factory: Any) -> list[str]:
+        """The keyword options ``factory`` accepts (positional-only and ``*args``/``**kwargs`` left out)."""
+        sig = cls._signature(factory)
+        if sig is None:
+            return []
+        return [n for n, p in sig.parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
+
+    @classmethod
+    def _unknown_options(cls, factory: Any, kwargs: dict[str, Any]) -> list[str]:
+        """Keywords in ``kwargs`` that ``factory`` does not take (none when it takes ``**kwargs``)."""
+        sig = cls._signature(factory)
+        if sig is None or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            return []
+        valid = set(cls._options_of(factory))
+        return [k for k in kwargs if k not in valid]
 
     def list(self) -> list[str]:
         self._load_builtins()

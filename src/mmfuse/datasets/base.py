@@ -180,7 +180,7 @@ class ArrayDataset(MultimodalDataset):
         for m in arrays:
             if not isinstance(m, str) or not m or m == TARGET_KEY:
                 raise ConfigError(f"dataset {name!r}: invalid modality name {m!r} "
-                                  f"(names must be non-empty strings other than {TARGET_KEY!r})")
+                                  f"(names must be non-empty strings other than {TARGET_KEY!r}); rename the modality")
         self.name = name
         self.task = task
         self.targets = self._check_targets(targets, task, name)
@@ -196,14 +196,15 @@ class ArrayDataset(MultimodalDataset):
         unknown = sorted(set(present) - set(arrays))
         if unknown:
             raise ConfigError(f"dataset {name!r}: present has modality {unknown[0]!r} that is not in arrays "
-                              f"({self.modalities})")
+                              f"({self.modalities}); remove it from present or rename it to one of these")
         for m in self.modalities:
             values = arrays[m]
             if _is_ragged(values):
                 values = [None if v is None else np.asarray(v) for v in values]
                 values = [v.astype(np.float32) if v is not None and v.dtype == np.float64 else v for v in values]
                 if len(values) != n:
-                    raise ShapeError(f"dataset {name!r}, modality {m!r}: {len(values)} samples but {n} targets")
+                    raise ShapeError(f"dataset {name!r}, modality {m!r}: {len(values)} samples but {n} targets; "
+                                     "give one target per sample (and one value per sample for every modality)")
                 mask = np.array([v is not None for v in values], dtype=bool)
                 if m in present:
                     mask &= self._check_mask(present[m], n, m)
@@ -221,7 +222,7 @@ class ArrayDataset(MultimodalDataset):
                         if v is not None and mask[i] and (v.ndim != ref.ndim or v.shape[1:] != ref.shape[1:] or v.ndim == 0):
                             raise ShapeError(
                                 f"dataset {name!r}, sample {i}, modality {m!r}: shape {v.shape} is incompatible "
-                                f"with {ref.shape} of the first present sample; only the first axis may vary")
+                                f"with {ref.shape} of the first present sample; pad or crop the samples so only the first axis varies")
                     rest = tuple(int(s) for s in ref.shape[1:])
                 else:
                     rest = ()
@@ -236,7 +237,8 @@ class ArrayDataset(MultimodalDataset):
                     if values.dtype == np.float64:
                         values = values.astype(np.float32)
                 if len(values) != n:
-                    raise ShapeError(f"dataset {name!r}, modality {m!r}: {len(values)} samples but {n} targets")
+                    raise ShapeError(f"dataset {name!r}, modality {m!r}: {len(values)} samples but {n} targets; "
+                                     "give one target per sample (and one value per sample for every modality)")
                 shape = tuple(int(s) for s in values.shape[1:])
                 if len(shape) == 0:  # one number per sample -> a vector of size 1
                     if isinstance(values, Gather):
@@ -255,7 +257,7 @@ class ArrayDataset(MultimodalDataset):
             if n and (self.targets.min() < 0 or self.targets.max() >= num_classes):
                 bad = int(np.flatnonzero((self.targets < 0) | (self.targets >= num_classes))[0])
                 raise DataError(f"dataset {name!r}, sample {bad}: target {int(self.targets[bad])} is outside "
-                                f"[0, {num_classes}); targets must be class ids 0..num_classes-1")
+                                f"[0, {num_classes}); give class ids 0..num_classes-1 (remap the labels) or pass a larger num_classes")
         else:
             width = int(self.targets.shape[1])
             if num_classes is not None and int(num_classes) != width:
@@ -265,7 +267,8 @@ class ArrayDataset(MultimodalDataset):
         if class_names is not None:
             class_names = [str(c) for c in class_names]
             if len(class_names) != self.num_classes:
-                raise ConfigError(f"dataset {name!r}: {len(class_names)} class names for {self.num_classes} classes")
+                raise ConfigError(f"dataset {name!r}: {len(class_names)} class_names for {self.num_classes} classes; "
+                                  f"give one name per class ({self.num_classes}) or leave class_names out")
         self.class_names = class_names
         self.attrs = dict(attrs or {})
         for k, v in self.attrs.items():
@@ -285,7 +288,9 @@ class ArrayDataset(MultimodalDataset):
             if y.dtype.kind == "f":
                 bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
                 if len(bad):
-                    raise DataError(f"dataset {name!r}, sample {int(bad[0])}: target {y[bad[0]]} is not a class id")
+                    raise DataError(f"dataset {name!r}, sample {int(bad[0])}: target {y[bad[0]]} is not a class id; "
+                                    "give whole-number class ids 0..num_classes-1 (round or remap the labels), "
+                                    "or use task='regression' for continuous targets")
             elif y.dtype.kind not in "iub":
                 raise DataError(f"dataset {name!r}: multiclass targets must be integers, got dtype {y.dtype}")
             return y.astype(np.int64)
@@ -296,11 +301,11 @@ class ArrayDataset(MultimodalDataset):
         y = y.astype(np.float32)
         bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
         if len(bad):
-            raise DataError(f"dataset {name!r}, sample {int(bad[0])}: target contains NaN or infinity")
+            raise DataError(f"dataset {name!r}, sample {int(bad[0])}: target contains NaN or infinity; drop or impute these rows")
         if task == "multilabel" and not np.isin(y, (0.0, 1.0)).all():
             bad = int(np.flatnonzero(~np.isin(y, (0.0, 1.0)).all(axis=1))[0])
             raise DataError(f"dataset {name!r}, sample {bad}: multilabel target {y[bad].tolist()} is not 0/1; "
-                            "multilabel targets must be 0/1 indicator rows (1 = label on)")
+                            "give 0/1 indicator rows (1 = label on), e.g. binarise with (target > 0.5)")
         return y
 
     def _check_values(self, values: np.ndarray, m: str, row: int | None, mask: np.ndarray | None = None) -> None:
@@ -327,7 +332,8 @@ class ArrayDataset(MultimodalDataset):
         mk = np.asarray(mask)
         if mk.shape != (n,) or mk.dtype != bool:
             raise ShapeError(f"dataset {self.name!r}: present[{m!r}] must be a bool array of shape ({n},), "
-                             f"got {mk.dtype} of shape {mk.shape}")
+                             f"got {mk.dtype} of shape {mk.shape}; pass one bool per sample (True = present), "
+                             f"e.g. present[{m!r}] = values.astype(bool)")
         return mk.copy()
 
     # ------------------------------------------------------------------ access

@@ -177,12 +177,16 @@ class FileLoader(ColumnLoader):
                                  f"{self.roots[0]} (the schema's folder); move the file under it, or set "
                                  "`allow_outside_root: true` in the schema if files outside are intended")
         if not p.is_file():
-            raise _CellError(f"{self.where(i, row)}: file {str(value)!r} not found (looked for {p})")
+            raise _CellError(f"{self.where(i, row)}: file {str(value)!r} not found (looked for {p}); fix the path "
+                             "(relative to the data root) or leave the cell empty if the modality is absent")
         try:
             self.headers[i] = type(self).header(p)
         except Exception as exc:  # noqa: BLE001
-            raise _CellError(f"{self.where(i, row)}: cannot read {self.loader_name} file {p} "
-                             f"({type(exc).__name__}: {exc})") from None
+            why = ("it holds pickled (object) data or is not an .npy file, which is never loaded"
+                   if "pickle" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise _CellError(f"{self.where(i, row)}: cannot read {self.loader_name} file {p} ({why}); replace it "
+                             f"with a valid {self.loader_name} file (or leave the cell empty if the modality is "
+                             "absent)") from None
         return p
 
     def check(self, cells, row):
@@ -404,7 +408,7 @@ class NpyLoader(FileLoader):
                     against = f"shape {ref_shape} of {row(ref_i)}" if ref_i is not None else \
                         f"the shape {ref_shape} learned in training"
                     problems.append(f"{self.where(i, row)}: array of shape {shape} does not match {against}; "
-                                    "only the first axis may differ")
+                                    f"re-save it with shape {ref_shape} (only the first axis may differ)")
                     parsed[i] = None
         return parsed, problems
 

@@ -231,8 +231,8 @@ def _load_schema(schema: Any, base_dir: str | os.PathLike | None) -> tuple[dict,
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise ConfigError(f"table schema {path}: invalid YAML{at} ({problem}); give the path of a YAML "
-                              "schema file") from None
+            raise ConfigError(f"table schema {path}: invalid YAML{at} ({problem}); fix the YAML syntax there "
+                              "(or give the path of another YAML schema file)") from None
         return data, path.resolve().parent, str(path)
     if isinstance(schema, dict):
         return schema, Path(base_dir or ".").resolve(), "table schema"
@@ -251,7 +251,7 @@ def _parse_modality(name: Any, spec: Any, columns: list[str], problems: _Problem
     known = COLUMN_LOADERS.list()
     if loader not in COLUMN_LOADERS:
         problems.schema.append(f"{where}.loader: {'is required' if loader is None else repr(loader) + ' is unknown'}"
-                               f"; expected one of {known}"
+                               f"; choose one of {known}"
                                + ("" if loader is None else f" ({suggestion(str(loader), known)})"))
         return None
     klass = COLUMN_LOADERS.get(loader)
@@ -334,7 +334,8 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     if not table_path.is_absolute():
         table_path = schema_dir / table_path
     if not table_path.is_file():
-        problems.schema.append(f"schema.table: file {raw['table']!r} not found (looked for {table_path})")
+        problems.schema.append(f"schema.table: file {raw['table']!r} not found (looked for {table_path}); "
+                               "give the table's path relative to the schema's folder, or an absolute path")
         problems.raise_if_any()
     cols, n, is_csv = _read_table(table_path, raw.get("format") if isinstance(raw.get("format"), str) else None)
     where = f"table {table_path}"
@@ -354,7 +355,7 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
         return f"row {i} (line {i + 2})" if is_csv else f"row {i}"
 
     if n == 0:
-        problems.data.append("the table has no rows")
+        problems.data.append("the table has no rows (only a header); add data rows under the header")
 
     # ---- row ids
     id_col = (sch.id if sch is not None else None) or (pipeline.id_column if pipeline is not None else None)

@@ -22,7 +22,8 @@ def as_shape(input_shape, encoder: str) -> tuple:
 def int_tuple(value, key: str, encoder: str) -> tuple[int, ...]:
     vals = (value,) if isinstance(value, int) else tuple(value)
     if not vals or any(not isinstance(v, int) or v < 1 for v in vals):
-        raise ConfigError(f"encoder {encoder!r}: {key} must be positive int(s), got {value!r}")
+        raise ConfigError(f"encoder {encoder!r}: {key} must be positive int(s), got {value!r}; "
+                          f"use e.g. {key}: [64]" + (" (or [] for none)" if key == "hidden" else ""))
     return vals
 
 

@@ -32,7 +32,7 @@ class MLPEncoder(Encoder):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"encoder 'mlp': dropout must be in [0, 1), got {dropout}")
         if isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1:
-            raise ConfigError(f"encoder 'mlp': output_dim must be a positive int, got {output_dim!r}; e.g. output_dim: 64")
+            raise ConfigError(f"encoder 'mlp': output_dim must be a positive int, got {output_dim!r}; set e.g. output_dim: 64")
         self.in_features, self.output_dim = in_features, int(output_dim)
         layers, d = [], in_features
         for h in hidden:

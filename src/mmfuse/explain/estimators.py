@@ -35,7 +35,7 @@ EXACT_HARD_LIMIT = 20
 def check_count(name: str, value: object, minimum: int = 1) -> int:
     """``value`` as an int ≥ ``minimum``, or a ConfigError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}; pass e.g. {name}={max(minimum, 10)}")
     return value
 
 

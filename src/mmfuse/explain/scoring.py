@@ -66,7 +66,7 @@ class ScoreFunction:
         if task not in TASKS:
             raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
         if target not in TARGETS:
-            raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
+            raise ConfigError(f"target must be one of {TARGETS}, got {target!r}; choose one of them")
         if target == "class" and class_index is None:
             raise ConfigError("target='class' needs class_index (an int, or one class per sample)")
         if class_index is not None and not isinstance(class_index, (int, Tensor)):

@@ -121,7 +121,7 @@ def resolve_players(batch: MultimodalBatch, players: Sequence[str] | None, what:
         players = [players]
     unknown = [m for m in players if m not in known]
     if unknown:
-        raise MissingModalityError(f"{what}: unknown modality {unknown[0]!r}; the batch has {known}")
+        raise MissingModalityError(f"{what}: unknown modality {unknown[0]!r}; the batch has {known}: choose among them")
     if len(set(players)) != len(players):
         raise ConfigError(f"{what}: modalities listed twice in {list(players)}")
     if not players:
@@ -177,7 +177,7 @@ def modality_shapley(
     """
     score_fn = as_score_fn(score_fn)
     if method not in METHODS:
-        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}; choose one of them")
     check_count("n_permutations", n_permutations)
     check_count("exact_max", exact_max, minimum=0)
     players = resolve_players(batch, modalities)

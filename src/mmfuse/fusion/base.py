@@ -24,13 +24,13 @@ def check_input_dims(input_dims: Mapping[str, int], op: str, min_modalities: int
     """Validate ``input_dims`` and return it as a dict in sorted key order."""
     if not isinstance(input_dims, Mapping) or len(input_dims) < min_modalities:
         raise ConfigError(
-            f"fusion {op!r}: input_dims must map at least {min_modalities} modality name(s) to widths, got {input_dims!r}"
+            f"fusion {op!r}: input_dims must map at least {min_modalities} modality name(s) to widths, got {input_dims!r}; pass e.g. {{'a': 64, 'b': 32}} (each encoder's output_dim)"
         )
     out = {}
     for m in sorted(input_dims):
         d = input_dims[m]
         if not isinstance(d, int) or isinstance(d, bool) or d < 1:
-            raise ConfigError(f"fusion {op!r}: input_dims[{m!r}] must be a positive int, got {d!r}")
+            raise ConfigError(f"fusion {op!r}: input_dims[{m!r}] must be a positive int, got {d!r}; give every modality a width >= 1 (its encoder's output_dim)")
         out[m] = d
     return out
 
@@ -94,7 +94,8 @@ class FusionOp(nn.Module):
                 if v is None:
                     v = torch.ones(B, dtype=torch.bool, device=xs[0].device)
                 if v.shape != (B,):
-                    raise ShapeError(f"{type(self).__name__}: mask[{m!r}] has shape {tuple(v.shape)}, expected ({B},)")
+                    raise ShapeError(f"{type(self).__name__}: mask[{m!r}] has shape {tuple(v.shape)}, expected ({B},); "
+                                     "give one bool per sample")
                 cols.append(v.to(torch.bool))
             present = torch.stack(cols, dim=1)
         return present

@@ -30,7 +30,7 @@ from ..registry import suggestion
 
 def _check_rate(name: str, rate: object) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
-        raise ConfigError(f"ModalityDropout: rate for {name} must be a number in [0, 1], got {rate!r}")
+        raise ConfigError(f"ModalityDropout: rate for {name} must be a number in [0, 1], got {rate!r}; use e.g. 0.3 (0 = never drop)")
     return float(rate)
 
 

@@ -88,10 +88,12 @@ def check_modalities(cfg, input_shapes: Mapping[str, tuple]) -> list[str]:
     mods = sorted(cfg.modalities) if cfg.modalities else sorted(input_shapes)
     unknown = [m for m in mods if m not in input_shapes]
     if unknown:
-        raise ConfigError(f"model.modalities: {unknown[0]!r} is not a modality of the data; the data has {sorted(input_shapes)}")
+        raise ConfigError(f"model.modalities: {unknown[0]!r} is not a modality of the data; the data has "
+                          f"{sorted(input_shapes)}: remove it or fix its name")
     extra = [m for m in cfg.encoders if m not in input_shapes]
     if extra:
-        raise ConfigError(f"model.encoders.{extra[0]}: not a modality of the data; the data has {sorted(input_shapes)}")
+        raise ConfigError(f"model.encoders.{extra[0]}: not a modality of the data; the data has "
+                          f"{sorted(input_shapes)}: remove or rename this entry")
     return mods
 
 

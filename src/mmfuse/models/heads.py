@@ -28,7 +28,9 @@ class MLPHead(nn.Module):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"head: {what} must be a positive int, got {v!r}"
                                   + ("; use e.g. model.head.options.hidden: [64] (or [] for no hidden layer)"
-                                     if what == "hidden" else ""))
+                                     if what == "hidden" else
+                                     "; pass the number of classes, labels or regression targets (>= 1)"
+                                     if what.startswith("out_dim") else "; pass the width of the fused vector (>= 1)"))
         layers, d = [], in_dim
         for h in hidden:
             layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]

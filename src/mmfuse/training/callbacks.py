@@ -70,6 +70,11 @@ class EpochCheckpoints(L.Callback):
         if self.save_fn is None or not trainer.is_global_zero:  # fit(save=False) / ddp rank > 0: only the signal check
             self._check_signal(trainer, during=False)
             return
+        from ..guards import check_finite_weights
+
+        check_finite_weights(pl_module.model, epoch)  # NaN / inf weights are never saved, not even as `last`
+        if self.best.best_epoch == epoch and self.best.state is not None:
+            check_finite_weights(self.best.state, epoch)
         doc, tensors = capture(trainer, pl_module, self.best, self.early)
         metrics = {"val": pl_module.history[-1] if pl_module.history else {}}
         self.save_fn(self.out / LAST, state_of(pl_module.model), metrics, lambda tmp: write_state(tmp, doc, tensors))

@@ -175,8 +175,13 @@ def verify_files(meta: dict[str, Any]) -> None:
     """Check every file recorded in ``config.json`` against its sha256 (a CheckpointError naming the file)."""
     d = Path(meta["_dir"])
     files = meta.get("files")
-    if files is None:  # written before digests were recorded
-        return
+    if files is None:
+        if meta.get("mmfuse_version") is not None:  # this version always records the digests: it was removed
+            raise CheckpointError(f"{d / META}: has no 'files' entry (the sha256 of every file), which every "
+                                  f"checkpoint written by mmfuse {meta['mmfuse_version']} records; the file was "
+                                  "edited or damaged, so its weights cannot be verified. Restore the whole folder "
+                                  "or retrain")
+        return  # written before digests were recorded
     if not isinstance(files, dict):
         raise CheckpointError(f"{d / META}: 'files' is not a mapping of file name to sha256; the file was edited")
     for name, digest in files.items():
@@ -265,11 +270,14 @@ def read_meta(directory: str | Path, verify: bool = True) -> dict[str, Any]:
         raise CheckpointError(
             f"{str(d)!r} is not an mmfuse checkpoint: expected a folder with {WEIGHTS} and {META} "
             "(written by `mmfuse train`)"
+            + ("" if not d.is_dir() else
+               f"; {' and '.join(n for n in (WEIGHTS, META) if not (d / n).is_file())} missing")
+            + "; check the path, restore the folder, or train one with `mmfuse train CONFIG --out FOLDER`"
         )
     try:
         meta = json.loads((d / META).read_text())
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{str(d / META)!r} is not valid JSON ({exc}); the checkpoint is damaged") from None
+        raise CheckpointError(f"{str(d / META)!r} is not valid JSON ({exc}); the checkpoint is damaged: restore the folder or retrain") from None
     if not isinstance(meta, dict) or meta.get("format") != "mmfuse-checkpoint-1":
         fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{str(d / META)!r}: unknown checkpoint format {fmt!r}")

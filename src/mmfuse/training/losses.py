@@ -23,7 +23,7 @@ def task_loss(task: str, scores: Tensor, target: Tensor, index: Tensor | None = 
             if bad.any():
                 i = int(bad.nonzero()[0])
                 raise DataError(f"{_where(index, i)}: label {target.reshape(-1)[i].item()} is not a class id; "
-                                "multiclass labels must be whole numbers 0..num_classes-1")
+                                "multiclass labels must be whole numbers 0..num_classes-1: round or remap them")
         t = target.real.long().view(-1) if target.is_complex() else target.long().view(-1)
         bad = (t < 0) | (t >= scores.shape[1])
         if bad.any():
@@ -37,7 +37,7 @@ def task_loss(task: str, scores: Tensor, target: Tensor, index: Tensor | None = 
         if bad.any():
             i = int(bad.nonzero()[0])
             raise DataError(f"{_where(index, i)}: multilabel target {target[i].tolist()} is not 0/1; each label is "
-                            "1 (on) or 0 (off)")
+                            "1 (on) or 0 (off): binarise the targets, e.g. (target > 0.5)")
         return F.binary_cross_entropy_with_logits(scores, target.float().view_as(scores))
     if task == "regression":
         return F.mse_loss(scores, target.float().view_as(scores))
