@@ -2,7 +2,9 @@
 warning) whose message names the key, row, column or file and says how to fix it -- never a raw exception
 from torch, numpy or pandas, and never a silent change of results.
 
-One table-driven test: ``CASES`` holds ``(id, callable, expected type, regex[, text that must NOT appear])``;
+One table-driven test: ``CASES`` holds ``(id, callable, expected type, regex, fix regex[, text that must NOT
+appear])``: the regex checks that the message names the key / row / column / file, the fix regex that it says
+how to fix it (``None`` only for a case whose correct outcome is no message at all);
 each callable gets a context (a tiny trained checkpoint shared by the module, its data, a fresh tmp folder).
 CLI cases go through ``mmfuse.cli.main([...])`` and must exit 2 with no traceback on stderr.
 
@@ -312,6 +314,42 @@ def _yaml(c, text, name="cfg.yaml"):
 
 
 # ---------------------------------------------------------------------------------------------- the corpus
+# how a message says what to do: an imperative, a suggestion, or the valid choices
+FIX = (r"(?i)\b(set|use|pass|remove|add|give|rename|lower|raise|choose|drop|clean|impute|encode|check|create|move|"
+       r"delete|retrain|restore|replace|wait|stop|fix|leave|mark|round|remap|binarise|re-save|pad|write|train)\b|"
+       r"did you mean|valid (keys|options)")
+
+
+def _lr_overflow(c):
+    parse_config(_raw(optimizer="sgd"), ["training.lr=1e300"])
+
+
+def _no_digests(c):
+    """config.json of this version without its 'files' digests: the weights cannot be verified, so refuse."""
+    ck = _copy_ckpt(c)
+    meta = json.loads((ck / "config.json").read_text())
+    assert meta.get("mmfuse_version") and meta.pop("files")
+    (ck / "config.json").write_text(json.dumps(meta))
+    _load_ckpt(ck)
+
+
+def _epoch_nan_not_saved(c):
+    """The per-epoch `last` / `best` writer refuses NaN weights before writing anything."""
+    from mmfuse.training.callbacks import EpochCheckpoints
+
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.bias[1] = float("nan")
+    saved = []
+    best = SimpleNamespace(best_epoch=0, state={k: v.clone() for k, v in model.state_dict().items()})
+    cb = EpochCheckpoints(c.tmp, best, None, lambda *a: saved.append(a))
+    trainer = SimpleNamespace(current_epoch=0, is_global_zero=True)
+    try:
+        cb.on_train_epoch_end(trainer, SimpleNamespace(model=model, history=[]))
+    finally:
+        assert saved == [], "a checkpoint with NaN weights was written"
+        assert not any(c.tmp.iterdir())
+
 NAN_A = np.full(A, np.nan, np.float32)
 CASES = [
     # ---- configs (parse_config, --set)
@@ -324,14 +362,14 @@ CASES = [
      r"model\.missing\.modality_dropout", FIX),
     ("cfg-dropout-dict-negative", lambda c: parse_config({**_raw(), "model": {**_raw()["model"], "missing": {
         "modality_dropout": {"a": -0.1}}}}), ConfigError, r"modality_dropout", FIX),
-    ("cfg-family-unknown", cfg_case(**{"model.family": "fusionn"}), ConfigError, r"model", FIX),
+    ("cfg-family-unknown", cfg_case(**{"model.family": "fusionn"}), ConfigError, r"model\.family: unknown model family 'fusionn'", FIX),
     ("cfg-top-key-typo", lambda c: parse_config({**_raw(), "trainig": {}}), ConfigError, r"trainig", FIX),
     ("cfg-fusion-unknown", lambda c: _build(fusion={"name": "concatt"}), ConfigError, r"concatt.*concat", FIX),
     ("cfg-optimizer-unknown", cfg_case(**{"training.optimizer": "rmsprop"}), ConfigError, r"training\.optimizer", FIX),
     ("cfg-scheme-option-unknown", cfg_case(**{"training.scheme_options.bogus": 1}), ConfigError,
-     r"scheme_options", FIX),
-    ("cfg-task-unknown", cfg_case(task="classification"), ConfigError, r"task", FIX),
-    ("cfg-seed-string", cfg_case(seed="abc"), ConfigError, r"seed", FIX),
+     r"training\.scheme_options\.bogus: unknown key", FIX),
+    ("cfg-task-unknown", cfg_case(task="classification"), ConfigError, r"^invalid config:\n  task: .*'classification'", FIX),
+    ("cfg-seed-string", cfg_case(seed="abc"), ConfigError, r"^invalid config:\n  seed: ", FIX),
     ("cfg-set-without-equals", lambda c: parse_config(_raw(), ["training.lr"]), ConfigError, r"training\.lr", FIX),
     ("cfg-grad-clip-zero", cfg_case(**{"training.gradient_clip": 0}), ConfigError, r"training\.gradient_clip", FIX),
     ("cfg-compare-seeds-empty", lambda c: parse_config({**_raw(), "compare": {"seeds": []}}), ConfigError,
@@ -339,7 +377,7 @@ CASES = [
     ("cfg-present-fraction", lambda c: parse_config({**_raw(), "data": {"missing": {
         "modality": "a", "present_fraction": 1.5}}}), ConfigError, r"present_fraction", FIX),
     ("cfg-monitor-regression", lambda c: __import__("mmfuse.training.fit", fromlist=["x"]).check_monitor(
-        "val_accuracy", "regression"), ConfigError, r"monitor", FIX),
+        "val_accuracy", "regression"), ConfigError, r"training\.monitor: 'val_accuracy'", FIX),
     ("cfg-init-from-missing", lambda c: __import__("mmfuse.training.fit", fromlist=["x"]).warm_start(
         c.model, c.tmp / "nope"), (ConfigError, CheckpointError), r"nope", FIX),
     ("cfg-dropout-dict-above-one", lambda c: _build(missing={"modality_dropout": {"b": 2}}), ConfigError,
@@ -347,9 +385,9 @@ CASES = [
     # ---- models (build_model, encoders, heads)
     ("model-zero-outputs", lambda c: _build(num_outputs=0), ConfigError, r"num_outputs|output", FIX),
     ("model-head-hidden-zero", lambda c: _build(head={"name": "mlp", "options": {"hidden": [0]}}), ConfigError,
-     r"hidden", FIX),
+     r"head: hidden must be a positive int, got 0", FIX),
     ("model-encoder-hidden-zero", lambda c: _build(encoders={"a": {"name": "mlp", "options": {"hidden": [0]}}}),
-     ConfigError, r"hidden", FIX),
+     ConfigError, r"model\.encoders\.a: encoder 'mlp': hidden", FIX),
     ("model-encoder-output-zero", lambda c: _build(encoders={"a": {"name": "mlp", "options": {"output_dim": 0}}}),
      ConfigError, r"encoder 'mlp': output_dim", FIX),
     ("model-task-unknown", lambda c: _build(task="classify"), ConfigError, r"classify", FIX),
@@ -357,17 +395,17 @@ CASES = [
      r"model\.encoders\.zz", FIX),
     ("model-modalities-unknown", lambda c: _build(modalities=["a", "c"]), ConfigError, r"model\.modalities.*'c'", FIX),
     ("model-encoder-option-unknown", lambda c: _build(encoders={"a": {"name": "mlp", "options": {"widht": 3}}}),
-     ConfigError, r"widht", FIX),
+     ConfigError, r"model\.encoders\.a: encoder 'mlp': unknown option 'widht'; valid options: .*hidden", FIX),
     ("model-encoder-name-unknown", lambda c: _build(encoders={"a": {"name": "mlpp"}}), ConfigError, r"mlpp", FIX),
     ("model-head-zero-outputs", lambda c: __import__("mmfuse.models.heads", fromlist=["x"]).create_head(
-        "mlp", 8, 0), ConfigError, r"out", FIX),
+        "mlp", 8, 0), ConfigError, r"head: out_dim", FIX),
     ("model-dropout-module-negative", lambda c: __import__("mmfuse.missing", fromlist=["x"]).ModalityDropout(-0.2),
      ConfigError, r"-0\.2", FIX),
     # ---- API tensors: MultimodalBatch / collate
     ("batch-mask-keys", lambda c: MultimodalBatch({"a": torch.zeros(2, A)}, {"b": torch.ones(2, dtype=torch.bool)}),
-     MissingModalityError, r"mask", FIX),
+     MissingModalityError, r"inputs have modalities \['a'\] but mask has \['b'\]", FIX),
     ("batch-mask-dtype", lambda c: _batch(mask_a=torch.ones(4)), ShapeError, r"mask\['a'\]", FIX),
-    ("batch-size-mismatch", lambda c: _batch(a=torch.zeros(3, A)), ShapeError, r"batch sizes", FIX),
+    ("batch-size-mismatch", lambda c: _batch(a=torch.zeros(3, A)), ShapeError, r"batch sizes differ.*'a': 3", FIX),
     ("collate-nan", lambda c: collate([{"a": np.ones(A, np.float32)}, {"a": NAN_A}]), DataError,
      r"sample 1, modality 'a'.*NaN", FIX),
     ("collate-inf", lambda c: collate([{"a": np.array([np.inf] * A, np.float32)}]), DataError,
@@ -378,7 +416,7 @@ CASES = [
      r"sample 0, modality 'a'.*complex", FIX),
     ("collate-string", lambda c: collate([{"a": np.array(["x", "y"])}]), DataError, r"sample 0, modality 'a'", FIX),
     ("collate-object", lambda c: collate([{"a": object()}]), DataError, r"sample 0, modality 'a'", FIX),
-    ("collate-empty", lambda c: collate([]), DataError, r"empty", FIX),
+    ("collate-empty", lambda c: collate([]), DataError, r"collate: got an empty list", FIX),
     ("collate-not-dict", lambda c: collate([[1, 2]]), DataError, r"sample 0", FIX),
     ("collate-rank", lambda c: collate([{"a": np.ones(3)}, {"a": np.ones((3, 1))}]), ShapeError, r"sample 1", FIX),
     ("collate-width", lambda c: collate([{"a": np.ones(3)}, {"a": np.ones(4)}], shapes={"a": (3,)}), ShapeError,
@@ -425,7 +463,7 @@ CASES = [
      ShapeError, r"sample 1, modality 's'", FIX),
     ("ds-empty-present-sequence", _ragged_empty, DataError, r"sample 1, modality 's'.*length 0.*None", FIX),
     ("ds-target-name", lambda c: _arrays(arrays={"target": np.ones((6, 1))}), ConfigError, r"'target'", FIX),
-    ("ds-class-names-count", lambda c: _arrays(class_names=["x"]), ConfigError, r"class names", FIX),
+    ("ds-class-names-count", lambda c: _arrays(class_names=["x"]), ConfigError, r"class_names for 2 classes", FIX),
     # ---- evaluation / prediction
     ("eval-empty-set", _empty_eval, DataError, r"evaluation set .* empty", FIX),
     ("eval-regression-width", _regression_width, ShapeError, r"1 output\(s\) but the targets have 2.*width", FIX),
@@ -444,9 +482,9 @@ CASES = [
     ("predict-all-absent-row", _all_absent_predict, NoModalityWarning, r"1 row.*no modality.*id", FIX),
     ("transformer-all-empty", _transformer_all_empty, _Ok, r"^$", None),
     # ---- fusion operators and late combiners
-    ("fusion-no-inputs", lambda c: _fusion("concat", {}), ConfigError, r"input_dims", FIX),
+    ("fusion-no-inputs", lambda c: _fusion("concat", {}), ConfigError, r"fusion 'ConcatFusion': input_dims", FIX),
     ("fusion-zero-width", lambda c: _fusion("sum", {"a": 0, "b": 3}), ConfigError, r"'a'", FIX),
-    ("fusion-unknown-option", lambda c: _fusion("tensor", {"a": 2, "b": 3}, rnak=2), ConfigError, r"rnak", FIX),
+    ("fusion-unknown-option", lambda c: _fusion("tensor", {"a": 2, "b": 3}, rnak=2), ConfigError, r"fusion operator 'tensor': unknown option 'rnak'; valid options", FIX),
     ("fusion-missing-input", lambda c: _fusion("concat", {"a": 2, "b": 3})({"a": torch.ones(2, 2)},
                                                                             {"a": torch.ones(2, dtype=torch.bool)}),
      MissingModalityError, r"'b'", FIX),
@@ -463,7 +501,7 @@ CASES = [
     ("explain-unknown-player", lambda c: _shapley(c, modalities=["a", "zz"]), MissingModalityError, r"'zz'", FIX),
     ("explain-zero-permutations", lambda c: _shapley(c, method="permutation", n_permutations=0), ConfigError,
      r"n_permutations", FIX),
-    ("explain-bad-method", lambda c: _shapley(c, method="kernel"), ConfigError, r"method", FIX),
+    ("explain-bad-method", lambda c: _shapley(c, method="kernel"), ConfigError, r"method must be one of .*'kernel'", FIX),
     ("explain-bad-target", lambda c: __import__("mmfuse.explain", fromlist=["x"]).make_score_fn(c.model, "bogus"),
      ConfigError, r"bogus", FIX),
     # ---- tables and schemas
@@ -496,7 +534,7 @@ CASES = [
         "y.npy", np.zeros((2, 2), np.float32)))), DataError, r"row 8.*'emb'", FIX),
     ("table-npy-corrupt", lambda c: _load(_table(c, _good_rows() + ["bad.npy,1,a"], extra_file=("bad.npy", b"junk"))),
      DataError, r"row 8.*'emb'.*bad\.npy", FIX),
-    ("table-header-only", lambda c: _load(_table(c, [])), DataError, r"t\.csv", FIX),
+    ("table-header-only", lambda c: _load(_table(c, [])), DataError, r"t\.csv: 1 problem[\s\S]*the table has no rows", FIX),
     # ---- checkpoints
     ("ckpt-flipped-bit", _flip_bit, CheckpointError, r"model\.safetensors.*sha256", FIX),
     ("ckpt-mixed", _mixed, CheckpointError, r"model\.safetensors", FIX),
@@ -508,7 +546,7 @@ CASES = [
     ("ckpt-weights-truncated", lambda c: _damaged(c, "model.safetensors", b"\x08\x00"), CheckpointError,
      r"model\.safetensors", FIX),
     ("ckpt-two-writers", _two_writers, CheckpointError, r"another mmfuse process.*pid", FIX),
-    ("train-lr-1e6-nan", _nan_lr, DataError, r"(epoch \d+, step \d+|weights hold NaN).*training\.lr", FIX),
+    ("train-lr-1e6-nan", _nan_lr, DataError, r"(epoch \d+, step \d+|weights( after epoch \d+)? hold NaN).*training\.lr", FIX),
     # ---- CLI arguments
     ("cli-out-is-file", cli_case("train", lambda c: _yaml(c, json.dumps(_raw())),
                                  "--out", lambda c: _yaml(c, "x", "afile")), CLIError, r"--out.*file", FIX),
@@ -531,6 +569,12 @@ CASES = [
                                                    "--out", lambda c: c.tmp / "ex"), CLIError, r"--permutations", FIX),
     ("cli-list-unknown", cli_case("list", "datasetz"), CLIError, r"datasetz", FIX),
     ("cli-unknown-flag", cli_case("evaluate", lambda c: c.ckpt, "--bogus"), CLIError, r"--bogus", FIX),
+    # ---- issue 11 follow-ups: overflowing hyper-parameters, stripped digests, NaN per-epoch saves
+    ("cfg-lr-overflow-sgd", _lr_overflow, ConfigError, r"training\.lr: 1e\+300 is not a finite float32", FIX),
+    ("cfg-weight-decay-inf", cfg_case(**{"training.weight_decay": ".inf"}), ConfigError,
+     r"training\.weight_decay: inf is not a finite float32", FIX),
+    ("ckpt-digests-removed", _no_digests, CheckpointError, r"config\.json: has no 'files' entry", FIX),
+    ("train-epoch-nan-weights", _epoch_nan_not_saved, DataError, r"after epoch 1 hold NaN.*bias", FIX),
 ]
 
 IDS = [c[0] for c in CASES]
@@ -539,7 +583,7 @@ assert len(set(IDS)) == len(IDS) >= 80, "the corpus needs at least 80 distinct c
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_bad_input(case, ctx):
-    name, run, expected, pattern, *forbidden = case
+    name, run, expected, pattern, fix, *forbidden = case
     if isinstance(expected, type) and issubclass(expected, Warning):  # a documented warning; the work completes
         with pytest.warns(expected, match=pattern) as record:
             run(ctx)
@@ -548,5 +592,9 @@ def test_bad_input(case, ctx):
         with pytest.raises(expected, match=pattern) as info:
             run(ctx)
         msg = str(info.value)
+    if fix is None:
+        assert msg == "", f"{name}: a case without a fix regex must end with no message, got {msg!r}"
+    else:
+        assert __import__("re").search(fix, msg), f"{name}: the message does not say how to fix it: {msg}"
     for text in forbidden:
         assert text not in msg, f"{name}: the message echoes {text!r}: {msg}"

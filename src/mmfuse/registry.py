@@ -126,7 +126,7 @@ class Registry:
                 bad = unknown[0]
                 valid = self._options_of(factory)
                 hint = suggestion(bad, valid)
-                raise ConfigError(f"unknown option {bad!r} for {self.kind} {name_or_module!r}; valid options: "
+                raise ConfigError(f"{self.kind} {name_or_module!r}: unknown option {bad!r}; valid options: "
                                   f"{', '.join(valid) or '(none)'}" + (f"; {hint}" if hint.startswith("did") else "")
                                   ) from exc
             raise ConfigError(f"{self.kind} {name_or_module!r}: {exc}; check its options") from exc
