@@ -465,15 +465,10 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write a file whole or not at all: a temporary file in the same folder, then a rename."""
-    import os
+    """Write a text file whole or not at all (see :func:`mmfuse._io.atomic_write`)."""
+    from ._io import atomic_write
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), fsync=True)
 
 
 def _train_runs(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, progress: bool, tqdm) -> dict[str, dict]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._io import atomic_write
 from .encoders.base import FROZEN_CHUNK, encoder_identity, frozen_forward, is_frozen
 
 CACHE_VERSION = 1
@@ -194,20 +194,8 @@ def _write(path: Path, key: str, digests: list[bytes], emb: Tensor) -> bool:
 
     dig = torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).reshape(len(digests), DIGEST_BYTES)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({"digests": dig, "embeddings": emb.detach().cpu().contiguous()}, tmp,
-                      metadata={"encoder_key": key, "cache_version": str(CACHE_VERSION)})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)  # readers never see a half-written file
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, lambda tmp: save_file({"digests": dig, "embeddings": emb.detach().cpu().contiguous()}, tmp,
+                                                 metadata={"encoder_key": key, "cache_version": str(CACHE_VERSION)}))
     except OSError as exc:
         warnings.warn(f"mmfuse: could not write embedding cache {path} ({exc}); continuing without the file", stacklevel=3)
         return False

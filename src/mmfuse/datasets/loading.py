@@ -20,7 +20,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._io import atomic_write
 from ..errors import ConfigError
 from ..registry import DATASETS, suggestion
 from .base import SPLITS, ArrayDataset, MultimodalDataset
@@ -116,18 +116,17 @@ def save_splits(path: Path, splits: dict[str, ArrayDataset]) -> None:
     payload: dict[str, np.ndarray] = {"splits": np.array(json.dumps(list(splits)))}
     for k, ds in splits.items():
         payload.update(ds.to_npz_dict(prefix=f"{k}__"))
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    write_npz(path, payload)
+
+
+def write_npz(path: Path, payload: dict[str, np.ndarray]) -> None:
+    """``np.savez`` written whole or not at all (read back with ``allow_pickle=False``)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare path
             np.savez(fh, **payload)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is plain public data
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    atomic_write(path, write)
 
 
 def load_splits(path: Path) -> dict[str, ArrayDataset]:

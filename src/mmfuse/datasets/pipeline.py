@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._io import atomic_write as _atomic
 from ..errors import CheckpointError
 from .columns import ColumnLoader, TargetEncoder
 
@@ -117,12 +116,3 @@ def has_pipeline(directory: str | Path) -> bool:
     return (Path(directory) / PIPELINE_JSON).is_file()
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

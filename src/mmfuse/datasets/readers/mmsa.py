@@ -47,14 +47,13 @@ correlation.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..loading import write_npz
 from ...errors import ConfigError, DataError
 from ..base import ArrayDataset, choice
 from ..loading import cache_root, register_dataset
@@ -107,11 +106,7 @@ def _read(path: Path, sha256: str | None, convert_dir: Any, where: str) -> tuple
                           stacklevel=3)
     payload = _to_npz_payload(load_pickle(path, sha256=sha256, where=where), f"{where}: {path}")
     try:
-        conv.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=conv.stem + ".", suffix=".tmp.npz", dir=conv.parent)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
-        os.replace(tmp, conv)
+        write_npz(conv, payload)
     except OSError as exc:
         warnings.warn(f"{where}: could not write the converted file {conv} ({exc}); the pickle will be read "
                       "again next time", stacklevel=3)
