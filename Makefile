@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmfuse-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 setup: $(STAMP)
 
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/mmfuse demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# headless Chromium for tests/test_report_browser.py (Debian's packages; run as root): installed only when missing
+browser:
+	@command -v chromium >/dev/null && test -x /usr/bin/chromedriver || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 bench: setup
 	$(PY) benchmarks/run_all.py

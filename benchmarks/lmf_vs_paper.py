@@ -99,6 +99,7 @@ def main(argv=None):
           f"{args.threads}, {args.repeats} interleaved samples of {args.inner} calls after {args.warmup} warm-up calls "
           f"(torch {torch.__version__}, pyperf {pyperf.__version__})")
     benches = []
+    verdicts = []
     for B in args.batches:
         g = torch.Generator().manual_seed(B)
         z = {m: torch.randn(B, d, generator=g) for m, d in dims.items()}
@@ -148,9 +149,15 @@ def main(argv=None):
                 rm, r1, r3 = quantiles(ratios)
                 line.append(f"mmfuse/paper {rm:.3f}x (IQR {r1:.3f}-{r3:.3f})")
                 print(" | ".join(line))
+                if B == 64 and clock == "cpu":
+                    verdicts.append((mode, rm))
     if args.output:
         pyperf.BenchmarkSuite(benches).dump(args.output, replace=True)
+    for mode, rm in verdicts:
+        print(f"{'PASS' if rm <= 1.0 else 'FAIL'}: batch 64 {mode} mmfuse/paper {rm:.3f}x (paired median, CPU time; "
+              f"target <= 1.0x)")
+    return 0 if all(rm <= 1.0 for _, rm in verdicts) else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,7 +2,9 @@
 
 Protocol (issue 13): whole processes, paired and interleaved A/B/A/B (so load drift hits both sides alike),
 after warm-up runs of each (file cache, .pyc); per pair the ratio B/A; reported: median time of each side,
-median ratio and its spread (25th-75th percentile of the per-pair ratios, and min-max). Thread count: the
+median ratio and its spread (25th-75th percentile of the per-pair ratios, and min-max), and the same for the
+children's CPU time (user + sys: on a loaded machine the steadier figure); PASS/FAIL of each pair against the
+issue's target (median wall ratio <= 1.5x); exit status 1 if any fails. Thread count: the
 children get OMP_NUM_THREADS / MKL_NUM_THREADS = --threads and the training scripts call
 torch.set_num_threads(--threads). The raw timings are written as a pyperf BenchmarkSuite (one benchmark per
 command) so ``python -m pyperf stats|compare_to FILE`` can read them.
@@ -99,16 +101,26 @@ def pairs_for(only: str | None, tmp: Path, threads: int) -> list[tuple[str, list
     return out
 
 
+CPU: dict[str, float] = {}  # command line -> CPU seconds (user + sys) of its last run
+
+
 def run(cmd: list[str], env: dict, tmp: Path) -> float:
+    import resource
     import shutil
 
     shutil.rmtree(tmp / "mm", ignore_errors=True)  # mmfuse train refuses a non-empty output folder
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[" ".join(cmd)] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
     return dt
+
+
+TARGET = 1.5  # issue 13: every B / A ratio here <= 1.5x (median of the paired wall-clock ratios)
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -118,7 +130,7 @@ def quantile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=7, help="interleaved A/B pairs per comparison (after warm-up)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up runs of each side, not timed")
@@ -137,22 +149,31 @@ def main() -> None:
         for a_name, a_cmd, b_name, b_cmd in pairs_for(args.only, tmp, args.threads):
             for _ in range(args.warmup):
                 run(a_cmd, env, tmp), run(b_cmd, env, tmp)
-            ta, tb = [], []
+            ta, tb, ca, cb = [], [], [], []
+            ka, kb = " ".join(a_cmd), " ".join(b_cmd)
             for i in range(args.pairs):  # A/B, then B/A: neither side always runs first
                 if i % 2 == 0:
                     ta.append(run(a_cmd, env, tmp)), tb.append(run(b_cmd, env, tmp))
                 else:
                     tb.append(run(b_cmd, env, tmp)), ta.append(run(a_cmd, env, tmp))
+                ca.append(CPU[ka]), cb.append(CPU[kb])
             ratios = [b / a for a, b in zip(ta, tb)]
+            cpu_ratios = [b / a for a, b in zip(ca, cb)]
             row = {"a": a_name, "b": b_name, "a_median_s": statistics.median(ta), "b_median_s": statistics.median(tb),
                    "ratio_median": statistics.median(ratios), "ratio_q25": quantile(ratios, 0.25),
                    "ratio_q75": quantile(ratios, 0.75), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                   "pairs": args.pairs, "threads": args.threads}
+                   "pairs": args.pairs, "threads": args.threads,
+                   "a_cpu_median_s": statistics.median(ca), "b_cpu_median_s": statistics.median(cb),
+                   "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratio_q25": quantile(cpu_ratios, 0.25),
+                   "cpu_ratio_q75": quantile(cpu_ratios, 0.75), "target": TARGET,
+                   "pass": statistics.median(ratios) <= TARGET}
             rows.append(row)
             print(f"{b_name:>20} vs {a_name:<22} {row['b_median_s']:6.2f} s vs {row['a_median_s']:6.2f} s   ratio "
                   f"{row['ratio_median']:.2f}x (IQR {row['ratio_q25']:.2f}-{row['ratio_q75']:.2f}, "
-                  f"min-max {row['ratio_min']:.2f}-{row['ratio_max']:.2f}; {args.pairs} pairs, {args.threads} thread(s))",
-                  flush=True)
+                  f"min-max {row['ratio_min']:.2f}-{row['ratio_max']:.2f}; {args.pairs} pairs, {args.threads} thread(s)); "
+                  f"CPU {row['b_cpu_median_s']:.2f} s vs {row['a_cpu_median_s']:.2f} s, ratio {row['cpu_ratio_median']:.2f}x "
+                  f"(IQR {row['cpu_ratio_q25']:.2f}-{row['cpu_ratio_q75']:.2f})  "
+                  f"{'PASS' if row['pass'] else 'FAIL'} (target <= {TARGET}x)", flush=True)
             for name, ts in ((a_name, ta), (b_name, tb)):
                 key = f"{name} [{b_name} pair]"
                 benches[key] = pyperf.Benchmark([pyperf.Run(ts, metadata={"name": key, "unit": "second",
@@ -164,7 +185,10 @@ def main() -> None:
     print(f"raw timings (pyperf): {args.json}; summary: {Path(args.json).with_suffix('.summary.json')}")
     load = os.getloadavg()
     print(f"load average during the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores")
+    failed = [f"{r['b']} vs {r['a']}" for r in rows if not r["pass"]]
+    print("PASS: every ratio <= 1.5x" if not failed else f"FAIL: {', '.join(failed)} above {TARGET}x")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -36,3 +36,31 @@ def test_switches_validate():
     assert parse_config(base).training.evaluate_patterns is True  # default output unchanged
     with pytest.raises(ConfigError, match="training.evaluate_patterns"):
         parse_config(base, ["training.evaluate_patterns=sometimes"])
+
+
+HEAVY = ("lightning", "matplotlib", "sklearn", "transformers", "pandas")
+
+
+def _heavy_after(code: str) -> list[str]:
+    probe = (f"{code}\nimport sys, json\n"
+             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_help_and_config_validation_import_no_heavy_library():
+    """``mmfuse --help`` and config validation (the start-up guard of benchmarks/startup.py) load none of
+    lightning, matplotlib, scikit-learn, transformers, pandas."""
+    from pathlib import Path
+
+    example = str(Path(__file__).resolve().parents[1] / "examples" / "avmnist_families.yaml")
+    assert _heavy_after("import contextlib, io\nfrom mmfuse.cli import main\n"
+                        "with contextlib.redirect_stdout(io.StringIO()):\n"
+                        "    try:\n        main(['--help'])\n    except SystemExit:\n        pass") == []
+    assert _heavy_after(f"from mmfuse.config import load_config\nload_config({example!r})") == []
+
+
+def test_training_imports_lightning_without_torchmetrics_extras_nor_sklearn():
+    """The training system imports Lightning (hence torchmetrics) without transformers / matplotlib, and the
+    metrics need no scikit-learn (tests/test_metrics_numpy.py checks they equal its numbers)."""
+    assert _heavy_after("import mmfuse.training.system, mmfuse.evaluation.metrics") == ["lightning"]

@@ -1,4 +1,4 @@
-"""The ``mmfuse`` command line: train | evaluate | predict | compare | explain | missing-study | list | demo.
+"""The ``mmfuse`` command line: train | evaluate | predict | compare | explain | missing-study | report | list | demo.
 
 Every command validates its whole config before any compute; an mmfuse error is printed as one
 clear message (exit code 2), never as a traceback.
@@ -24,10 +24,18 @@ DEMO_CONFIG = {
         },
         "head": {"name": "mlp", "options": {"hidden": [64], "dropout": 0.1}},
     },
-    "training": {"max_epochs": 8, "lr": 0.005, "weight_decay": 0.0001, "monitor": "val_accuracy", "progress": False},
+    # diagnostics without the per-modality linear probe: in a compare the unimodal runs are the reference (the
+    # probe costs more than a demo run's training on 2 cores)
+    "training": {"max_epochs": 6, "lr": 0.005, "weight_decay": 0.0001, "monitor": "val_accuracy", "patience": 2,
+                 "progress": False, "diagnostics": "no_probe"},
+    # the fair protocol (mmfuse.tuning): every method gets the same 2 Optuna trials (lr, weight decay, dropout and
+    # its own knobs; ≤ 6 epochs, early stopping), then its best setting is retrained on 3 seeds; paired t-tests
+    # against the best (Holm), convergence marks and the budget are on the leaderboard
     "compare": {
-        "fusions": ["concat", "sum", "gated", "multconcat", "tensor", "low_rank"],
-        "late": ["mean_prob"], "unimodal": True, "seeds": [0, 1, 2], "workers": 2,
+        "methods": ["fusion:concat", "fusion:gated", "fusion:multconcat", "fusion:tensor", "fusion:low_rank",
+                    "fusion:late", "unimodal:image", "unimodal:audio"],
+        "seeds": [0, 1, 2], "workers": 2, "tuning": {"trials": 2, "seed": 0},
+        "ensemble": {"size": 5, "top": 4},
     },
     "output_dir": "runs/demo",
 }
@@ -80,6 +88,31 @@ def _print_report(report: dict, title: str) -> None:
     _print_table(_metrics_rows(report), title)
     for line in _observed_lines(report):
         print(line)
+    diag = report.get("diagnostics")
+    if diag:  # mmfuse train: ignored-modality warnings, encoder gradient-norm ratios (mmfuse.diagnostics)
+        from .diagnostics import warning_lines
+
+        for line in ([f"warning: {diag['error']}"] if diag.get("error") else []) + warning_lines(diag):
+            print(line)
+
+
+def _auto_report(run_dir) -> None:
+    """The HTML report written at the end of train / compare / explain; a failure only warns (the run is kept)."""
+    try:
+        from .report import write_report
+
+        print(f"report: {write_report(run_dir)}")
+    except Exception as exc:  # noqa: BLE001  (the run's outputs are already written: never lose them here)
+        print(f"warning: the HTML report of {run_dir} could not be written ({type(exc).__name__}: {exc}); "
+              f"the run's files are complete; retry with: mmfuse report {run_dir}", file=sys.stderr)
+
+
+def cmd_report(args) -> int:
+    """``mmfuse report RUN_DIR [--out FILE]``: one self-contained HTML page of a train / compare / explain folder."""
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out)}")
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -111,9 +144,10 @@ def cmd_train(args) -> int:
 
         metric = "val_accuracy" if res.task == "multiclass" else "val_loss"
         learning_curves({"model": [[h.get(metric, float("nan")) for h in res.history]]}, out / "learning_curve.png",
-                        metric)
+                        metric, seeds=[cfg.seed])
     _print_report(res.test, f"test metrics ({res.params:,} parameters, {res.train_seconds:.1f} s training):")
     print(f"checkpoint: {res.checkpoint}")
+    _auto_report(out)
     return 0
 
 
@@ -215,11 +249,13 @@ def _run_compare(cfg, out) -> int:
         print(f"best fusion {summ['best_fusion']} ({summ['best_fusion_mean']:.4f} ± {summ['best_fusion_std']:.4f}) vs best "
               f"unimodal {summ['best_unimodal']} ({summ['best_unimodal_mean']:.4f} ± {summ['best_unimodal_std']:.4f}): "
               f"margin {summ['margin']:+.4f}")
-    names = ["leaderboard.md", "leaderboard.csv", "runs.csv", "learning_curves.png", "leaderboard.png", "tsne.png"]
+    names = ["leaderboard.md", "leaderboard.csv", "runs.csv", "learning_curves.png", "leaderboard.png", "tsne.png",
+             "summary.json", "tuning.db"]
     print(f"files in {out}: " + ", ".join(n for n in names if (out / n).is_file()))
     if summ.get("best_checkpoint"):
         print(f"best model ({summ['best_method']}, seed {summ.get('best_seed')}): {summ['best_checkpoint']} "
               "(mmfuse evaluate / predict / explain take it)")
+    _auto_report(out)
     return 0
 
 
@@ -242,11 +278,15 @@ def cmd_demo(args) -> int:
     from .config import parse_config
 
     overrides = list(args.set or [])
-    if args.quick:
-        overrides += ["compare.seeds=[0]", "training.max_epochs=3", "compare.fusions=[concat,gated]"]
+    if args.quick:  # a smoke run of the same protocol: 1 trial, 2 seeds, 2 epochs, 4 methods
+        overrides = ["compare.seeds=[0,1]", "training.max_epochs=2", "training.patience=1", "compare.tuning.trials=1",
+                     "compare.methods=[fusion:concat,fusion:gated,unimodal:image,unimodal:audio]",
+                     "compare.ensemble.size=3"] + overrides
     cfg = parse_config(json.loads(json.dumps(DEMO_CONFIG)), overrides)
-    print("mmfuse demo: which fusion works best on AV-MNIST (hard)? "
-          f"{len(cfg.compare.fusions)} fusion operators + late fusion + unimodal baselines, seeds {cfg.compare.seeds}")
+    c = cfg.compare
+    print(f"mmfuse demo: which fusion works best on AV-MNIST (hard)? {len(c.methods or [])} methods "
+          f"({', '.join(c.methods or [])}), each tuned with the same {c.tuning.trials} Optuna trials, then retrained "
+          f"on seeds {c.seeds} (≤ {cfg.training.max_epochs} epochs, early stopping patience {cfg.training.patience})")
     return _run_compare(cfg, args.out)
 
 
@@ -274,6 +314,10 @@ def cmd_explain(args) -> int:
                             max_samples=args.max_samples, target=args.target)
     _print_summary(summary)
     print(f"files: {out}")
+    _auto_report(out)
+    for run in (out.parent, out.parent.parent):  # the train / compare folder's report now shows the contributions
+        if (run / "report.html").is_file():
+            _auto_report(run)
     return 0
 
 
@@ -355,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("config")
     sp.add_argument("--out")
     sp.set_defaults(fn=cmd_missing_study)
+    sp = sub.add_parser("report", help="one self-contained HTML report (RUN_DIR/report.html) of a train, "
+                                       "compare or explain folder")
+    sp.add_argument("run_dir", metavar="RUN_DIR")
+    sp.add_argument("--out", default=None, help="the HTML file (default: RUN_DIR/report.html)")
+    sp.set_defaults(fn=cmd_report)
     sp = sub.add_parser("list", help="list registered encoders, fusions, heads, late combiners, blocks, datasets")
     sp.add_argument("what", nargs="?", default=None)
     sp.set_defaults(fn=cmd_list)

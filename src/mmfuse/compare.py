@@ -40,6 +40,41 @@ time, the metric per missing-modality pattern), ``learning_curves.png``, ``leade
 usable by ``mmfuse evaluate / predict / explain`` without retraining (``best_checkpoint`` in the summary).
 Without ``compare.save_checkpoints`` only each method's first-seed run at the first grid point keeps its
 checkpoint; the other runs' folders are removed at the end.
+
+The fair protocol (issue 14):
+
+- ``compare.tuning.trials: N`` (:mod:`mmfuse.tuning`): every method × grid point gets the same N Optuna trials
+  (seeded TPE; each trial an ordinary stored run with early stopping on ``val_<metric>``; studies in
+  ``OUT/tuning.db``, resumable), then its best setting is retrained on every seed of ``compare.seeds``; those
+  runs make the leaderboard. Trial runs keep their ``runs/<key>.json``; their folders are removed.
+- Paired tests (:mod:`mmfuse.stats`, ``compare.test: ttest | wilcoxon``, ``compare.alpha``): each method
+  against the best method of its grid point, paired by seed, Holm-corrected.
+- Convergence (:func:`convergence`): a method is ``converged`` when every seed's run stopped early or had its
+  best validation epoch before its last ``patience`` epochs.
+- ``compare.ensemble: {size, top}`` (:mod:`mmfuse.ensemble`): a Caruana ensemble per seed over the top methods'
+  stored predictions (``runs/<key>.preds.npz``: ``val_scores``, ``val_target``, ``test_scores``,
+  ``test_target``, raw outputs of the best weights), one more leaderboard row of kind ``ensemble``.
+
+Files that other tools read (the HTML report) and their columns:
+
+- ``runs.csv``: one row per run: ``method``, ``kind``, ``seed``, the grid keys, ``run`` (the key), ``params``,
+  ``train_seconds``, ``best_epoch`` (0-based), ``epochs_run``, ``max_epochs``, ``patience`` (0 = none),
+  ``wall_seconds``, ``n_train``, ``test_<metric>`` for every metric, ``pattern[<mods>]_<metric>`` (simulated),
+  ``observed[<mods>]_<metric>`` / ``observed[<mods>]_n`` (real), ``<split>_<modality>_present`` / ``_masked``.
+- ``leaderboard.csv``: one row per grid point and method, best first (the ensemble row last): the grid keys,
+  ``method``, ``kind``, ``seeds``, ``params``, ``train_seconds``, ``<metric>_mean`` / ``<metric>_std`` for every
+  test metric and pattern column, ``vs_best`` (``best`` | ``≈ best`` | ``worse`` | ``untested`` | ``—`` for the
+  ensemble), ``p`` and ``p_holm`` (raw and Holm-corrected p against the best), ``converged`` (``converged`` |
+  ``not converged (still improving at epoch E of N)`` | ``unknown``).
+- ``summary.json`` (strict JSON, NaN written as null): ``metric``, ``best_method``, ``grid_point``,
+  ``best_fusion`` / ``best_unimodal`` (+ ``_mean`` / ``_std``), ``margin``, ``budget`` (``trials_per_method``,
+  ``trial_max_epochs``, ``max_epochs``, ``patience``, ``seeds``, ``test``, ``alpha``, ``workers``,
+  ``wall_seconds``, ``tuning_wall_seconds``, ``final_runs_compute_seconds``), ``paired_test`` (``test``,
+  ``alpha``, ``correction``, ``methods``: label -> ``mark``, ``p``, ``p_holm``), ``convergence`` (label ->
+  mark), ``tuning`` (when tuned: per method ``study``, ``trials``, ``completed``, ``best_value``,
+  ``best_params``, ``space``, ``trial_runs``), ``ensemble`` (when on: ``label``, ``mean_weights``,
+  ``per_seed``), ``best_checkpoint``, ``best_run``, ``best_seed``, ``skipped``; ``diagnostics`` is reserved for
+  the per-run diagnostics section (issue 14 item 2).
 """
 
 from __future__ import annotations
@@ -420,7 +455,11 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
     train0 = next(iter(pl.datasets.values()))["train"]
     task = train0.task
     metric, direction = primary_metric(task)
+    t_start = time.perf_counter()
     with FolderLock(out):  # a second compare into the same folder fails at once, naming the holder
+        tuning_info = None
+        if cfg.compare.tuning.trials > 0:  # equal-budget tuning first; its best settings are then retrained
+            pl.jobs, tuning_info = _tune(cfg, pl, out, metric, direction, progress, tqdm)
         results = _train_runs(cfg, pl, out, metric, progress, tqdm)
         rows, curves = [], {}
         for job in pl.jobs:  # fixed order, whatever order the runs finished in
@@ -433,9 +472,14 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
         runs = pd.DataFrame(rows)
         _write_atomic(out / "runs.csv", runs.to_csv(index=False))
         grid_cols = list(cfg.compare.grid)
-        board = leaderboard(runs, metric, direction, grid_cols)
+        board = annotate(leaderboard(runs, metric, direction, grid_cols), runs, cfg, metric, direction, grid_cols)
+        ranked = board  # the methods (the ensemble row, when any, is appended below and never "best")
+        ens = _ensemble(cfg, pl, out, board, task, metric, direction) if cfg.compare.ensemble.size else None
+        if ens is not None:
+            board = pd.concat([board, pd.DataFrame([ens["row"]])], ignore_index=True)
+        budget = _budget(cfg, runs, results, tuning_info, time.perf_counter() - t_start)
         _write_atomic(out / "leaderboard.csv", board.to_csv(index=False))
-        md = leaderboard_markdown(board, metric, cfg, pl.reports)
+        md = leaderboard_markdown(board, metric, cfg, pl.reports, budget=budget)
         if pl.skipped:  # methods that would not fit in memory: reported, not trained
             md += "\nSkipped (would not fit in memory; estimated before building, nothing was trained):\n" + "".join(
                 f"- `{k}`: {v}\n" for k, v in pl.skipped.items())
@@ -444,13 +488,28 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
             for k, v in pl.skipped.items():
                 warnings.warn(f"compare: skipped {k}: {v}", stacklevel=2)
         _write_atomic(out / "leaderboard.md", md)
-        plots.learning_curves(curves, out / "learning_curves.png", f"val_{metric}")
+        plots.learning_curves(curves, out / "learning_curves.png", f"val_{metric}", seeds=list(cfg.compare.seeds))
         names = [_display(r["method"], {k: r[k] for k in grid_cols}) for _, r in board.iterrows()]
         plots.bar_chart(names, list(board[f"{metric}_mean"]), list(board[f"{metric}_std"].fillna(0)),
-                        out / "leaderboard.png", metric, highlight={n for n, k in zip(names, board["kind"]) if k == "unimodal"})
+                        out / "leaderboard.png", metric, highlight={n for n, k in zip(names, board["kind"]) if k == "unimodal"},
+                        seeds=list(cfg.compare.seeds))
         if cfg.compare.tsne and task == "multiclass":
             _tsne(board, pl, cfg, out)
-        summ = summary(board, metric, direction, grid_cols)
+        summ = summary(ranked, metric, direction, grid_cols)
+        summ["budget"] = budget
+        summ["paired_test"] = {"test": cfg.compare.test, "alpha": cfg.compare.alpha, "correction": "holm",
+                               "paired_by": "seed", "methods": {
+                                   _display(r["method"], {c: r[c] for c in grid_cols}):
+                                       {"mark": r["vs_best"], "p": _num(r["p"]), "p_holm": _num(r["p_holm"])}
+                                   for _, r in ranked.iterrows()}}
+        summ["convergence"] = {_display(r["method"], {c: r[c] for c in grid_cols}): r["converged"]
+                               for _, r in ranked.iterrows()}
+        if tuning_info is not None:
+            summ["tuning"] = tuning_info
+        if ens is not None:
+            summ["ensemble"] = ens["info"]
+        # issue 14 item 2 (diagnostics: unimodal gap, interaction index, gradient-norm ratio, ignored-modality
+        # warning) adds its section here as summ["diagnostics"], computed from `ranked`, `runs` and `pl`
         best = _best_job(pl, summ, cfg)
         summ.update(_publish_best(best, pl, out, results[best.key]))
         if not cfg.compare.save_checkpoints:  # kept: each method's first-seed run at the first grid point (so
@@ -458,10 +517,113 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
             first = pl.jobs[0].point
             _prune_checkpoints(pl, out, keep={best.key} | {j.key for j in pl.jobs if j.point == first
                                                            and j.seed == cfg.compare.seeds[0]})
+        if tuning_info is not None:  # the trials' run folders (checkpoints); their runs/<key>.json stay
+            final = {j.key for j in pl.jobs}
+            for t in tuning_info["methods"].values():
+                _remove(*(out / "runs" / k for k in t["trial_runs"] if k not in final))
         if pl.skipped:
             summ["skipped"] = dict(pl.skipped)
-        _write_atomic(out / "summary.json", json.dumps(summ, indent=2, default=str))
+        _write_atomic(out / "summary.json", json.dumps(_strict_json(summ), indent=2, default=str, allow_nan=False))
     return board
+
+
+def _tuned_method(m: Method, params: dict, extra: dict) -> Method:
+    """The method with a trial's (or the best trial's) parameters and the tuning protocol's training keys."""
+    return Method(m.label, m.kind, merge(m.overlay, nest({**params, **extra})), m.modality)
+
+
+def _tune(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, direction: str, progress: bool,
+          tqdm) -> tuple[list[_Job], dict]:
+    """``compare.tuning``: the same number of Optuna trials for every (grid point, method), each trial one
+    stored run; returns the retraining jobs (best parameters × every seed) and what the studies found."""
+    import optuna
+
+    from . import tuning as T
+
+    tc = cfg.compare.tuning
+    n = tc.trials
+    patience = cfg.training.patience or tc.patience
+    trial_epochs = tc.epochs or cfg.training.max_epochs
+    protocol = {"training.patience": patience, "training.monitor": f"val_{metric}"}
+    # a trial's only output is its objective: no per-run diagnostics (the retrained runs keep the config's)
+    trial_extra = {"training.diagnostics": False} if "diagnostics" in type(cfg.training).model_fields else {}
+    seed0 = cfg.compare.seeds[0]
+    groups: dict[tuple, _Job] = {}
+    for j in pl.jobs:  # the first job of each (method, grid point): its seed-0 config
+        groups.setdefault((j.method.label, json.dumps(j.point, sort_keys=True, default=str)), j)
+    states, problems = [], []
+    for j in groups.values():  # every search space is checked before any trial runs
+        base = run_config(cfg, j.method, seed0, j.point)
+        space, bad = T.method_space(cfg, j.method, j.point, base)
+        problems += bad
+        states.append({"job": j, "space": space, "base_key": run_key(base), "base": base.model_dump(), "trials": []})
+    if problems:
+        raise ConfigError("compare.tuning: invalid search space:\n  " + "\n  ".join(dict.fromkeys(problems)))
+    for st in states:
+        j = st["job"]
+        st["name"] = T.study_name(j.method.label, j.point)
+        fp = T.fingerprint(st["space"], {"epochs": trial_epochs, "patience": patience, "seed": seed0,
+                                         "monitor": protocol["training.monitor"]}, st["base_key"])
+        st["study"] = T.open_study(out, st["name"], direction, tc.seed, fp)
+        if not st["study"].trials:  # trial 0: the method's own (untuned) setting
+            st["study"].enqueue_trial(T.config_trial(st["space"], st["base"]))
+        k = min(len(T.done_trials(st["study"])), n)
+        print(f"compare: tuning {st['name']}: {k} of {n} trials done", flush=True)
+    left = sum(max(0, n - len(T.done_trials(st["study"]))) for st in states)
+    bar = tqdm(total=left, desc="tuning", unit="trial", disable=not progress or not left)
+    t0 = time.perf_counter()
+    try:
+        while True:
+            batch = []
+            for st in states:  # one trial per study per round: the rounds run in compare.workers processes
+                study, j = st["study"], st["job"]
+                if len(T.done_trials(study)) >= n:
+                    continue
+                stale = T.stale_trials(study)  # asked but never told (the study stopped): run it again
+                if stale:
+                    number, params = stale[0].number, dict(stale[0].params)
+                else:
+                    trial = study.ask()
+                    number, params = trial.number, T.suggest(trial, st["space"])
+                m = _tuned_method(j.method, params, {**protocol, **trial_extra, "training.max_epochs": trial_epochs})
+                rc = run_config(cfg, m, seed0, j.point)
+                batch.append((st, number, params, _Job(j.method, seed0, j.point, rc, run_key(rc), j.data_key, j.kind)))
+            if not batch:
+                break
+            results = _train_runs(cfg, _Plan([b[3] for b in batch], pl.datasets, pl.reports), out, metric,
+                                  progress, tqdm, bar=bar, quiet=True)
+            for st, number, params, job in batch:
+                value = T.objective(results[job.key]["curve"], direction)
+                if math.isfinite(value):
+                    st["study"].tell(number, value)
+                else:  # a diverged run: a failed trial (it counts in the budget)
+                    st["study"].tell(number, state=optuna.trial.TrialState.FAIL)
+    finally:
+        bar.close()
+    info: dict[str, Any] = {}
+    jobs: list[_Job] = []
+    best: dict[tuple, dict] = {}
+    for key, st in zip(groups, states):
+        trials = [t for t in T.done_trials(st["study"]) if t.state == optuna.trial.TrialState.COMPLETE]
+        params = dict(st["study"].best_trial.params) if trials else {}
+        best[key] = params
+        keys = set()
+        for t in T.done_trials(st["study"]):
+            m = _tuned_method(st["job"].method, dict(t.params), {**protocol, **trial_extra,
+                                                                   "training.max_epochs": trial_epochs})
+            keys.add(run_key(run_config(cfg, m, seed0, st["job"].point)))
+        info[_display(st["job"].method.label, st["job"].point)] = {
+            "study": st["name"], "trials": len(T.done_trials(st["study"])), "completed": len(trials),
+            "best_value": st["study"].best_value if trials else None, "best_params": params,
+            "space": st["space"], "trial_runs": sorted(keys)}
+    for j in pl.jobs:
+        key = (j.method.label, json.dumps(j.point, sort_keys=True, default=str))
+        m = _tuned_method(j.method, best[key], {**protocol, "training.max_epochs": cfg.training.max_epochs})
+        rc = run_config(cfg, m, j.seed, j.point)
+        jobs.append(_Job(j.method, j.seed, j.point, rc, run_key(rc), j.data_key, j.kind))
+    return jobs, {"methods": info, "trials_per_method": n, "trial_max_epochs": trial_epochs, "patience": patience,
+                  "sampler": f"{tc.sampler} (seed {tc.seed})", "storage": str(out / "tuning.db"),
+                  "tuning_wall_seconds": time.perf_counter() - t0}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -471,9 +633,12 @@ def _write_atomic(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text), fsync=True)
 
 
-def _train_runs(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, progress: bool, tqdm) -> dict[str, dict]:
+def _train_runs(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, progress: bool, tqdm,
+                preds: bool = True, bar=None, quiet: bool = False) -> dict[str, dict]:
     """The result of every run of the plan: read from ``runs/<key>.json`` when stored, else trained (in
-    ``compare.workers`` processes) and stored as soon as it finishes."""
+    ``compare.workers`` processes) and stored as soon as it finishes. ``preds``: the runs write their val / test
+    predictions (``runs/<key>.preds.npz``); ``bar``: an outer progress bar to advance (tuning's rounds);
+    ``quiet``: no "k of n runs already done" line."""
     from .training.signals import TrainingInterrupted, signal_name
 
     results: dict[str, dict] = {}
@@ -490,10 +655,12 @@ def _train_runs(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, progre
             todo.append(job)
             seen.add(job.key)
     n = len(set(j.key for j in pl.jobs))
-    if results:
+    if results and not quiet:
         print(f"compare: {len(results)} of {n} runs already done in {out / 'runs'}, training the other {n - len(results)}",
               flush=True)
-    bar = tqdm(total=len(todo), desc="compare", unit="run", disable=not progress or not todo)
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=len(todo), desc="compare", unit="run", disable=not progress or not todo)
 
     def done(job: _Job, res: dict) -> None:
         res["config"] = job.cfg.model_dump()
@@ -510,7 +677,8 @@ def _train_runs(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, progre
         return TrainingInterrupted(signum, f"interrupted by {signal_name(signum)}; {len(results)} of {n} runs are "
                                            f"stored in {out / 'runs'}; rerun the same command to train the other {left}")
 
-    args = [(j.cfg, j.kind, metric, j.data_key, cfg.compare.missing_patterns, str(out / "runs" / j.key)) for j in todo]
+    args = [(j.cfg, j.kind, metric, j.data_key, cfg.compare.missing_patterns, str(out / "runs" / j.key), preds)
+            for j in todo]
     try:
         with _stop_signals() as stop:
             if cfg.compare.workers > 1 and len(todo) > 1:
@@ -527,7 +695,8 @@ def _train_runs(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, progre
                 if stop:
                     raise interrupted(stop[0])
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
     return results
 
 
@@ -706,9 +875,11 @@ def _die_with_parent(parent: int | None = None) -> None:
 
 
 def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patterns: bool, run_dir: str,
-             datasets: dict | None = None) -> dict:
+             preds: bool = True, datasets: dict | None = None) -> dict:
     """Train one run through :func:`mmfuse.fit` into ``run_dir`` (per-epoch checkpoints; a run interrupted
     earlier continues from ``run_dir/last``); returns its metrics, learning curve and checkpoint path.
+    ``preds``: also write the best weights' raw outputs on the val and test rows to ``<run_dir>.preds.npz``
+    (atomically; arrays ``val_scores``, ``val_target``, ``test_scores``, ``test_target``; the ensemble's input).
     In a worker process, a stop signal during training ends the worker once its last epoch is saved."""
     from .datasets.pairing import missing_reports
     from .training.fit import fit
@@ -726,7 +897,11 @@ def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patter
 
             os._exit(exc.exit_code)
         raise
+    if preds:
+        _write_preds(res.model, data, rc, Path(f"{run_dir}.preds.npz"))
     mets = {"params": res.params, "train_seconds": res.train_seconds, "best_epoch": res.best_epoch,
+            "epochs_run": len(res.history), "max_epochs": rc.training.max_epochs,
+            "patience": rc.training.patience or 0,
             "wall_seconds": time.perf_counter() - t0, "n_train": len(data["train"])}
     for rep in missing_reports(data):
         mets[f"{rep['split']}_{rep['modality']}_present"] = rep["present_after"]
@@ -741,6 +916,28 @@ def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patter
         mets["test_rows_no_modality"] = res.test["rows_without_modality"]["n"]
     return {"metrics": mets, "curve": [h.get(f"val_{metric}", float("nan")) for h in res.history],
             "checkpoint": str(res.checkpoint) if res.checkpoint else None}
+
+
+def _write_preds(model, data: dict, rc: ExperimentConfig, path: Path) -> None:
+    """The model's raw outputs (logits / regression outputs) and targets on val and test, one .npz, atomically."""
+    from ._io import atomic_write
+    from .evaluation import collect, make_loader
+
+    arrays = {}
+    for split in ("val", "test"):
+        ds = data.get(split)
+        if ds is None or len(ds) == 0:
+            continue
+        r = collect(model, make_loader(ds, rc.data.eval_batch_size))
+        arrays[f"{split}_scores"] = r["scores"]
+        if "target" in r:
+            arrays[f"{split}_target"] = r["target"]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 def leaderboard(runs: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None) -> pd.DataFrame:
@@ -768,6 +965,158 @@ def leaderboard(runs: pd.DataFrame, metric: str, direction: str, grid: list[str]
     return board.drop(columns=[f"_{c}" for c in grid]).reset_index(drop=True)
 
 
+def _point_mask(df: pd.DataFrame, row, grid: list[str]):
+    mask = np.ones(len(df), bool)
+    for c in grid:
+        mask &= (df[c] == row[c]).to_numpy()
+    return mask
+
+
+def convergence(runs: pd.DataFrame, default_patience: int) -> str:
+    """``converged`` when every seed's run stopped early or its best validation epoch lies before its last
+    ``patience`` epochs (``training.patience``, else ``default_patience``); else ``not converged (still improving
+    at epoch E)`` with E (1-based) the latest best epoch among the runs that were still improving."""
+    cols = ("epochs_run", "best_epoch", "max_epochs", "patience")
+    if len(runs) == 0 or any(c not in runs.columns or runs[c].isna().any() for c in cols):
+        return "unknown"  # runs stored by an older mmfuse, without their epoch counts
+    late, ran = [], 0
+    for _, r in runs.iterrows():
+        e, b = int(r["epochs_run"]), int(r["best_epoch"])
+        ran = max(ran, e)
+        pat = int(r["patience"]) or default_patience
+        stopped = int(r["patience"]) > 0 and e < int(r["max_epochs"])
+        if not (stopped or b < e - pat):
+            late.append(b + 1)
+    return "converged" if not late else f"not converged (still improving at epoch {max(late)} of {ran})"
+
+
+def annotate(board: pd.DataFrame, runs: pd.DataFrame, cfg: ExperimentConfig, metric: str, direction: str,
+             grid: list[str] | None = None) -> pd.DataFrame:
+    """Add to the leaderboard: ``vs_best`` (best | ≈ best | worse), ``p`` / ``p_holm`` (the paired test against
+    the best method of the grid point, by seed, Holm-corrected across the methods; :mod:`mmfuse.stats`) and
+    ``converged`` (:func:`convergence`)."""
+    from .stats import compare_to_best
+
+    grid = list(grid or [])
+    board = board.copy()
+    board["vs_best"], board["p"], board["p_holm"], board["converged"] = "", float("nan"), float("nan"), ""
+    pat = cfg.training.patience or cfg.compare.tuning.patience
+    col = f"test_{metric}"
+    done: set = set()
+    for i, row in board.iterrows():
+        pkey = tuple(row[c] for c in grid)
+        sub = runs[_point_mask(runs, row, grid)]
+        board.at[i, "converged"] = convergence(sub[sub["method"] == row["method"]], pat)
+        if pkey in done:
+            continue
+        done.add(pkey)
+        rows = board[_point_mask(board, row, grid)]
+        best = rows["method"].iloc[0]
+        seeds = list(dict.fromkeys(sub["seed"]))
+        scores = {m: [float(g.set_index("seed")[col].get(s, float("nan"))) if col in g else float("nan")
+                      for s in seeds] for m, g in sub.groupby("method", sort=False)}
+        res = compare_to_best(scores, best, direction, cfg.compare.test, cfg.compare.alpha)
+        for j in rows.index:
+            r = res.get(board.at[j, "method"], {})
+            board.at[j, "vs_best"], board.at[j, "p"], board.at[j, "p_holm"] = r.get("mark", ""), r.get("p"), r.get("p_holm")
+    return board
+
+
+def _ensemble(cfg: ExperimentConfig, pl: _Plan, out: Path, board: pd.DataFrame, task: str, metric: str,
+              direction: str) -> dict | None:
+    """``compare.ensemble``: a Caruana ensemble per seed over the top methods of the first grid point (their
+    stored val / test predictions); the leaderboard row and the summary's record."""
+    from . import ensemble as E
+
+    first = pl.jobs[0].point
+    top = [m for m in board["method"] if m in {j.method.label for j in pl.jobs if j.point == first}]
+    top = list(dict.fromkeys(top))[: cfg.compare.ensemble.top]
+    val: dict[str, dict] = {}
+    test: dict[str, dict] = {}
+    y = {}
+    params = {}
+    for j in pl.jobs:
+        f = out / "runs" / f"{j.key}.preds.npz"
+        if j.point != first or j.method.label not in top or not f.is_file():
+            continue
+        with np.load(f) as z:
+            if "test_scores" not in z or "val_target" not in z:
+                continue
+            val.setdefault(j.method.label, {})[j.seed] = z["val_scores"]
+            test.setdefault(j.method.label, {})[j.seed] = z["test_scores"]
+            y.setdefault("val", z["val_target"])
+            y.setdefault("test", z["test_target"])
+    val = {m: val[m] for m in top if m in val}
+    if not val:
+        return None
+    res = E.seedwise(val, test, y["val"], y["test"], task, metric, direction, cfg.compare.ensemble.size,
+                     cfg.compare.seeds)
+    if not res["per_seed"]:
+        return None
+    mean_w: dict[str, float] = {}
+    for p in res["per_seed"]:
+        for m, w in p["weights"].items():
+            mean_w[m] = mean_w.get(m, 0.0) + w / len(res["per_seed"])
+    mean_w = dict(sorted(mean_w.items(), key=lambda kv: -kv[1]))
+    row: dict[str, Any] = {"method": E.label(mean_w), "kind": "ensemble", "seeds": len(res["per_seed"]),
+                           "params": int(sum(board.loc[board["method"] == m, "params"].iloc[0] for m in mean_w)),
+                           "train_seconds": float(sum(board.loc[board["method"] == m, "train_seconds"].iloc[0]
+                                                      for m in mean_w)),
+                           "vs_best": "—", "converged": "—"}
+    for c in first:
+        row[c] = _grid_value(first[c])
+    for name in res["per_seed"][0]["test"]:
+        v = np.array([p["test"].get(name, np.nan) for p in res["per_seed"]], float)
+        row[f"{name}_mean"], row[f"{name}_std"] = float(np.nanmean(v)), float(np.nanstd(v))
+    info = {"label": row["method"], "size": cfg.compare.ensemble.size, "candidates": list(val),
+            "mean_weights": mean_w, "per_seed": res["per_seed"], f"test_{metric}_mean": row[f"{metric}_mean"],
+            f"test_{metric}_std": row[f"{metric}_std"]}
+    return {"row": row, "info": info}
+
+
+def _num(v) -> float | None:
+    """A float for JSON (NaN -> null: summary.json stays strict JSON)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _strict_json(x):
+    """NaN / inf -> null, numpy scalars -> Python numbers, recursively (summary.json is strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict_json(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return _num(x)
+    return x
+
+
+def _budget(cfg: ExperimentConfig, runs: pd.DataFrame, results: dict, tuning_info: dict | None,
+            wall: float) -> dict:
+    """The study's budget, stated on the leaderboard and in summary.json."""
+    t = tuning_info or {}
+    compute = float(runs["wall_seconds"].sum()) if "wall_seconds" in runs else 0.0
+    return {"trials_per_method": t.get("trials_per_method", 0), "trial_max_epochs": t.get("trial_max_epochs"),
+            "max_epochs": cfg.training.max_epochs,
+            "patience": t.get("patience", cfg.training.patience), "seeds": list(cfg.compare.seeds),
+            "test": cfg.compare.test, "alpha": cfg.compare.alpha, "workers": cfg.compare.workers,
+            "wall_seconds": round(wall, 1), "tuning_wall_seconds": round(t.get("tuning_wall_seconds", 0.0), 1),
+            "final_runs_compute_seconds": round(compute, 1)}
+
+
+def budget_line(b: dict) -> str:
+    tr = (f"{b['trials_per_method']} Optuna trials per method (≤ {b['trial_max_epochs']} epochs each)"
+          if b.get("trials_per_method") else "no tuning (every method with the config's settings)")
+    pat = f"early stopping patience {b['patience']}" if b.get("patience") else "no early stopping"
+    return (f"Budget: {tr}; retrained ≤ {b['max_epochs']} epochs, {pat}, seeds {b['seeds']}; "
+            f"wall time {b['wall_seconds']:.0f} s (this invocation, {b['workers']} worker(s)).")
+
+
 def summary(board: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None) -> dict:
     grid = list(grid or [])
     first = board
@@ -791,8 +1140,16 @@ def _all_mods(board, obs: list[str]) -> str:
     return max(pats, key=lambda p: len(p.split("+"))) if pats else ""
 
 
+def _mark(r) -> str:
+    mark = r.get("vs_best", "") if hasattr(r, "get") else ""
+    if not isinstance(mark, str) or not mark:
+        return ""
+    p = r.get("p_holm", float("nan"))
+    return mark if mark in ("best", "—") or p is None or math.isnan(float(p)) else f"{mark} (p={float(p):.3g})"
+
+
 def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig,
-                         reports: dict[str, list[dict]] | None = None) -> str:
+                         reports: dict[str, list[dict]] | None = None, budget: dict | None = None) -> str:
     grid = list(cfg.compare.grid)
     pats = [c[:-5] for c in board.columns if c.startswith("pattern[") and c.endswith("_mean")]
     extra = [m for m in ("macro_f1", "auroc", "f1_macro", "pearson_r") if f"{m}_mean" in board.columns and m != metric]
@@ -809,13 +1166,19 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
         n = obs_n[o]
         same = n is not None and n.notna().all() and n.nunique() == 1
         obs_head.append(o.replace(f"_{metric}", "") + (f" n={int(n.iloc[0])}" if same else ""))
-    head = (["#"] + grid + ["method", "kind", metric] + extra[:2] + ["params", "train s"]
+    marks = "vs_best" in board.columns
+    head = (["#"] + grid + ["method", "kind", metric] + (["vs best (Holm p)", "converged"] if marks else [])
+            + extra[:2] + ["params", "train s"]
             + [p.replace(f"_{metric}", "") for p in pats] + obs_head)
     lines = [f"Dataset `{cfg.data.name}` {cfg.data.options or ''}; seeds {cfg.compare.seeds}; "
-             f"test {metric} mean ± std over seeds.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             f"test {metric} mean ± std over seeds.", ""]
+    if budget:
+        lines += [budget_line(budget), ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in board.iterrows():
         cells = [str(i + 1)] + [str(r[c]) for c in grid] + [r["method"], r["kind"], _fmt(r[f"{metric}_mean"], r[f"{metric}_std"])]
+        if marks:
+            cells += [_mark(r), str(r.get("converged", ""))]
         cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in extra[:2]]
         cells += [f"{int(r['params']):,}", f"{r['train_seconds']:.1f}"]
         cells += [_fmt(r.get(f"{p}_mean", float("nan")), r.get(f"{p}_std", float("nan"))) for p in pats]
@@ -825,6 +1188,15 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
             cells.append(cell if " n=" in h or math.isnan(float(n)) else f"{cell} (n={float(n):g})")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if marks:
+        test = {"ttest": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test (exact)"}[cfg.compare.test]
+        lines.append(f"`vs best`: {test} of each method against the best, paired by seed, Holm-corrected across the "
+                     f"methods; `≈ best` = corrected p ≥ {cfg.compare.alpha:g} (no evidence of a difference), "
+                     "`worse` = below." + (" With fewer than 6 seeds the Wilcoxon test cannot reach p < 0.05 "
+                                            "(smallest two-sided p = 2/2^n: 0.25 for 3 seeds)."
+                                            if cfg.compare.test == "wilcoxon" else ""))
+        lines.append("`converged`: every seed's run stopped early or had its best validation epoch before its last "
+                     "`patience` epochs; else the latest epoch at which it was still improving.")
     lines.append(f"`pattern[x]`: simulated — test {metric} with only modalities x kept (the others hidden at test time "
                  "in every row).")
     if obs:

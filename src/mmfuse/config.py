@@ -325,6 +325,10 @@ class TrainingConfig(_Strict):
     evaluate_patterns: bool | Literal["auto"] = True
     # mmfuse train's learning_curve.png: true | false | "auto" (only when there are at least two epochs to draw)
     plots: bool | Literal["auto"] = True
+    # diagnostics of every run (mmfuse.diagnostics): each modality's only-present test metric, a linear probe on its
+    # encoder's embeddings, the ignored-modality warning and the per-modality encoder gradient norms;
+    # "no_probe": all but the probe (its few seconds saved where unimodal runs give the reference, e.g. compare)
+    diagnostics: bool | Literal["no_probe"] = True
 
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
@@ -394,6 +398,22 @@ def check_devices(training: TrainingConfig | dict) -> list[str]:
     return []
 
 
+class TuningConfig(_Strict):
+    """``compare.tuning`` (see :mod:`mmfuse.tuning`): the same number of Optuna trials for every method."""
+
+    trials: int = Field(0, ge=0)  # trials per method (and grid point); 0 = no tuning
+    seed: int = 0  # the TPE sampler's seed
+    epochs: int | None = Field(None, ge=1)  # max epochs of a trial (None = training.max_epochs)
+    patience: int = Field(3, ge=1)  # early stopping when tuning, unless training.patience is set
+    sampler: Literal["tpe"] = "tpe"
+    space: dict[str, dict[str, Any]] = Field(default_factory=dict)  # dotted key -> {low, high, log} | {choices}
+
+
+class EnsembleConfig(_Strict):
+    size: int = Field(0, ge=0)  # Caruana selection steps (with replacement); 0 = no ensemble
+    top: int = Field(5, ge=1)  # the best methods of the leaderboard that may enter
+
+
 class CompareConfig(_Strict):
     # methods from any family, e.g. ["fusion:concat", "fusion:late", "intermediate:mmtm", "mea", "smil",
     # "ngiam:shared", "unimodal:image"] or names of ``overlays``; when set, replaces fusions/late/early/intermediate
@@ -412,6 +432,11 @@ class CompareConfig(_Strict):
     tsne_samples: int = Field(600, ge=10)
     workers: int = Field(1, ge=1)  # parallel training processes (one torch thread each)
     save_checkpoints: bool = False  # a checkpoint per run in output_dir/runs/<key>/ (else only for t-SNE)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    # paired test of each method against the best, by seed (mmfuse.stats): ttest | wilcoxon; Holm-corrected
+    test: Literal["ttest", "wilcoxon"] = "ttest"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
 
 class ExperimentConfig(_Strict):
@@ -706,6 +731,10 @@ def check_names(cfg: ExperimentConfig | dict) -> list[str]:
     name = get(raw, "data", "name", default="avmnist")
     if isinstance(name, str) and not name.lower().endswith((".yaml", ".yml")):
         chk(DATASETS, name, "data.name")
+    if isinstance(name, str) and (name == "table" or name.lower().endswith((".yaml", ".yml"))):
+        from .datasets.table import check_table_options
+
+        out.extend(check_table_options(get(raw, "data", "options", default={})))
     return out
 
 

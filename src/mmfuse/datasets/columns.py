@@ -20,6 +20,8 @@ subclass; a schema then uses it with ``loader: name``.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
@@ -103,13 +105,30 @@ class ColumnLoader:
             raise DataError(f"column loader of modality {self.modality!r}: transform before fit")
         out: list[Any] = [None] * len(cells)
         problems: list[str] = []
+        shape = self.empty_shape()
+        buf: np.ndarray | None = None  # rows written straight into one array when the fitted shape is fixed
+        use_buf = shape is not None
         for i, c in enumerate(cells):
             if c is None:
                 continue
             try:
-                out[i] = self.transform_cell(c)
+                v = self.transform_cell(c)
             except Exception as exc:  # noqa: BLE001 - reported with the row
                 problems.append(f"{self.where(i, row)}: decoding {c} failed ({type(exc).__name__}: {exc})")
+                continue
+            if use_buf and getattr(v, "shape", None) == tuple(shape):
+                if buf is None:
+                    buf = np.zeros((len(cells),) + tuple(shape), dtype=v.dtype)
+                if v.dtype == buf.dtype:
+                    buf[i] = v
+                    continue
+            if buf is not None:  # an odd row: back to a list (assemble decides, as before)
+                out = [None if cc is None or j >= i else buf[j] for j, cc in enumerate(cells)]
+                buf = None
+            use_buf = False
+            out[i] = v
+        if buf is not None:
+            return buf, problems
         return self.assemble(out), problems
 
     def transform_cell(self, cell: Any) -> np.ndarray:
@@ -164,34 +183,241 @@ def _pos(v: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- file loaders
-class FileLoader(ColumnLoader):
-    header: Callable[[Path], Any] = staticmethod(lambda p: None)
+class Cell:
+    """A checked file cell: its ``path`` (a string), the table ``row`` and the file's ``(size, mtime_ns)``."""
 
-    def check_cell(self, value, i, row, problems):
-        p = Path(str(value).strip()).expanduser()
-        p = p if p.is_absolute() else self.base_dir / p
+    __slots__ = ("path", "row", "stat")
+
+    def __init__(self, path: str, row: int, stat: tuple[int, int] = (0, 0)):
+        self.path, self.row, self.stat = path, row, stat
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"Cell({str(self.path)!r}, row={self.row})"
+
+
+def cell_path(c: Any) -> Any:
+    """A parsed file cell's path (a str or Path; both open alike)."""
+    return c.path if isinstance(c, Cell) else c
+
+
+class ColumnData:
+    """A file column decoded once (before fitting): ``fixed`` one array ``[N, *shape]``; ``ragged`` a flat
+    array + ``offsets`` (row i = ``flat[offsets[i]:offsets[i+1]]``); ``list`` one value per row. ``present``:
+    the rows holding a value. ``extra``: rows kept aside (e.g. images of another size, resized after fitting)."""
+
+    def __init__(self, kind: str, n: int, values: Any = None, offsets: np.ndarray | None = None,
+                 present: np.ndarray | None = None, meta: dict | None = None):
+        self.kind, self.n, self.values, self.offsets = kind, n, values, offsets
+        self.present = np.zeros(n, dtype=bool) if present is None else np.asarray(present, dtype=bool)
+        self.meta = dict(meta or {})
+        self.extra: dict[int, Any] = {}
+
+    def get(self, i: int) -> Any:
+        if i in self.extra:
+            return self.extra[i]
+        if not self.present[i]:
+            return None
+        if self.kind == "fixed":
+            return np.asarray(self.values[i])
+        if self.kind == "ragged":
+            return np.asarray(self.values[int(self.offsets[i]):int(self.offsets[i + 1])])
+        return self.values[i]
+
+    @classmethod
+    def pack(cls, values: list[Any]) -> "ColumnData":
+        """One array when every value shares shape and dtype, flat + offsets when only the first axis varies."""
+        n = len(values)
+        present = np.array([v is not None for v in values], dtype=bool)
+        vals = [v for v in values if v is not None]
+        if not vals:
+            return cls("list", n, list(values), present=present)
+        dtypes = {v.dtype for v in vals}
+        shapes = {v.shape for v in vals}
+        if len(dtypes) == 1 and len(shapes) == 1:
+            out = np.zeros((n,) + vals[0].shape, dtype=vals[0].dtype)
+            for i, v in enumerate(values):
+                if v is not None:
+                    out[i] = v
+            return cls("fixed", n, out, present=present)
+        if len(dtypes) == 1 and all(v.ndim >= 1 for v in vals) and len({s[1:] for s in shapes}) == 1:
+            lens = np.array([0 if v is None else len(v) for v in values], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+            return cls("ragged", n, np.concatenate(vals, axis=0), offsets, present)
+        return cls("list", n, list(values), present=present)
+
+    def cacheable(self) -> bool:
+        return self.kind in ("fixed", "ragged") and not self.extra
+
+    def save(self, writer: Any) -> None:
+        if "values" not in writer.maps:
+            writer.put("values", self.values)
+        if self.kind == "ragged":
+            writer.put("offsets", self.offsets)
+        writer.put("present", self.present)
+
+    @classmethod
+    def from_cache(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "ColumnData":
+        present = np.asarray(arrays["present"], dtype=bool)
+        return cls(meta["kind"], len(present), arrays["values"], arrays.get("offsets"), present, meta)
+
+
+class FileLoader(ColumnLoader):
+    """A column of file paths. Checking decodes each file once (``decode``, independent of the fitted state),
+    catching decode errors by row in that same pass; ``fit`` / ``transform`` then use the decoded values.
+    ``check_mode = "header"`` only reads each file's header (streaming: rows are decoded on access)."""
+
+    header: Callable[[Path], Any] = staticmethod(lambda p: None)
+    check_mode = "decode"
+    cache: Any = None  # a table_cache.ColumnCache, set by load_table (None: no on-disk cache)
+    data: ColumnData | None = None
+
+    def resolve(self, value, i, row) -> Path:
+        return Path(self.resolve_stat(value, i, row)[0])
+
+    def resolve_stat(self, value, i, row) -> tuple[str, os.stat_result]:
+        """The checked path of a cell and its ``stat``: one ``lstat`` per file (folders' real paths are cached;
+        plain string operations, as this runs once per row)."""
+        s = str(value).strip()
+        if s.startswith("~"):
+            s = os.path.expanduser(s)
+        base = self.__dict__.get("_base_str")
+        if base is None or self.__dict__.get("_base_of") is not self.base_dir:
+            base = self._base_str = str(self.base_dir)
+            self._base_of = self.base_dir
+        full = s if s.startswith(os.sep) else (base.rstrip(os.sep) + os.sep + s if base else s)
+        try:
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                st = os.stat(full)
+                real = os.path.realpath(full)
+            else:
+                d, _, name = full.rpartition(os.sep)
+                real = self._realdir(d or os.sep) .rstrip(os.sep) + os.sep + name
+        except OSError:
+            st, real = None, os.path.realpath(full)
         if self.roots is not None:
-            real = p.resolve()
-            if not any(real == r or r in real.parents for r in self.roots):
+            roots = self.__dict__.get("_root_strs")
+            if roots is None or self.__dict__.get("_roots_of") is not self.roots:
+                roots = self._root_strs = [(str(r), str(r).rstrip(os.sep) + os.sep) for r in self.roots]
+                self._roots_of = self.roots
+            if not any(real == r or real.startswith(pre) for r, pre in roots):
                 raise _CellError(f"{self.where(i, row)}: path {str(value)!r} resolves to {real}, outside the data root "
                                  f"{self.roots[0]} (the schema's folder); move the file under it, or set "
                                  "`allow_outside_root: true` in the schema if files outside are intended")
-        if not p.is_file():
-            raise _CellError(f"{self.where(i, row)}: file {str(value)!r} not found (looked for {p}); fix the path "
-                             "(relative to the data root) or leave the cell empty if the modality is absent")
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise _CellError(f"{self.where(i, row)}: file {str(value)!r} not found (looked for {Path(full)}); fix the "
+                             "path (relative to the data root) or leave the cell empty if the modality is absent")
+        return full, st
+
+    def _realdir(self, d: str) -> str:
+        cache = self.__dict__.setdefault("_realdirs", {})
+        r = cache.get(d)
+        if r is None:
+            r = cache[d] = os.path.realpath(d)
+        return r
+
+    def read_error(self, i: int, row: RowFn, p: Path, exc: BaseException) -> str:
+        why = ("it holds pickled (object) data or is not an .npy file, which is never loaded"
+               if "pickle" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return (f"{self.where(i, row)}: cannot read {self.loader_name} file {p} ({why}); replace it "
+                f"with a valid {self.loader_name} file (or leave the cell empty if the modality is absent)")
+
+    def check_cell(self, value, i, row, problems):
+        p = self.resolve(value, i, row)
         try:
             self.headers[i] = type(self).header(p)
         except Exception as exc:  # noqa: BLE001
-            why = ("it holds pickled (object) data or is not an .npy file, which is never loaded"
-                   if "pickle" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            raise _CellError(f"{self.where(i, row)}: cannot read {self.loader_name} file {p} ({why}); replace it "
-                             f"with a valid {self.loader_name} file (or leave the cell empty if the modality is "
-                             "absent)") from None
+            raise _CellError(self.read_error(i, row, p, exc)) from None
         return p
 
     def check(self, cells, row):
         self.headers: dict[int, Any] = {}
-        return super().check(cells, row)
+        self.data = None
+        if self.check_mode != "decode":
+            return super().check(cells, row)
+        n = len(cells[0]) if cells else 0
+        parsed: list[Any] = []
+        problems: list[str] = []
+        col = cells[0] if cells else []
+        for i in range(n):
+            v = col[i]
+            if not (isinstance(v, str) and v.strip()) and empty(v):
+                parsed.append(None)
+                continue
+            try:
+                p, st = self.resolve_stat(v, i, row)
+                parsed.append(Cell(p, i, (st.st_size, st.st_mtime_ns)))
+            except _CellError as exc:
+                problems.append(str(exc))
+                parsed.append(None)
+        cache = self.cache if not problems else None
+        key = None
+        if cache is not None:
+            key = cache.key(self, parsed, self.decode_params())
+            hit = cache.load(key)
+            if hit is not None:
+                self.data = ColumnData.from_cache(*hit)
+                self.after_decode(parsed)
+                return parsed, problems
+        writer = cache.writer(key) if cache is not None else None
+        try:
+            self.data = self.decode_all(parsed, row, problems, writer)
+            if writer is not None and not problems and self.data.cacheable():
+                self.data.meta["kind"] = self.data.kind
+                self.data.save(writer)
+                hit = writer.commit(self.data.meta)
+                if hit is not None:
+                    self.data = ColumnData.from_cache(*hit)
+            elif writer is not None:
+                writer.abort()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        self.after_decode(parsed)
+        return parsed, problems
+
+    def decode_params(self) -> dict[str, Any]:
+        """What the decoded values depend on besides the files and the options (part of the cache key)."""
+        return {}
+
+    def decode(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def decode_one(self, path: Path) -> Any:
+        """One file decoded (used to estimate a column's decoded size)."""
+        return self.decode(path)
+
+    def decode_all(self, parsed: list[Any], row: RowFn, problems: list[str], writer: Any) -> ColumnData:
+        values: list[Any] = [None] * len(parsed)
+        for i, c in enumerate(parsed):
+            if c is None:
+                continue
+            try:
+                values[i] = self.decode(c.path)
+            except Exception as exc:  # noqa: BLE001 - reported with the row, column and file
+                problems.append(self.read_error(i, row, c.path, exc))
+                parsed[i] = None
+        return ColumnData.pack(values)
+
+    def after_decode(self, parsed: list[Any]) -> None:
+        """Hook run once the column is decoded (or read from the cache)."""
+
+    def decoded(self, c: Any) -> Any:
+        """The decoded value of a parsed cell (None when it was not decoded in this check)."""
+        if isinstance(c, Cell) and self.data is not None and c.row < self.data.n:
+            return self.data.get(c.row)
+        return None
+
+    def release(self) -> None:
+        """Drop the decoded values (called once the column's arrays are built)."""
+        self.data = None
 
 
 def _image_header(path: Path) -> tuple[int, int]:
@@ -226,17 +452,90 @@ class ImageLoader(FileLoader):
     loader_name = "image"
     header = staticmethod(_image_header)
 
+    def _channels(self) -> int:
+        return int(self.channels) if self.fitted else int(self.options.channels)
+
+    def _target(self) -> tuple[int, int] | None:
+        """The (height, width) files are decoded to: the option, the fitted size, else each file's own."""
+        if self.options.size is not None:
+            return tuple(self.options.size)
+        if self.fitted and getattr(self, "size", None) is not None:
+            return tuple(self.size)
+        return None
+
+    def decode_params(self):
+        return {"size": self._target(), "channels": self._channels()}
+
+    def decode_all(self, parsed, row, problems, writer):
+        """Each image opened once and decoded straight into one preallocated array (a memory map when cached)."""
+        from PIL import Image
+
+        n, ch = len(parsed), self._channels()
+        mode = "L" if ch == 1 else "RGB"
+        target = self._target()
+        data = ColumnData("fixed", n)
+        buf = ref = None
+        scale = np.float32(255.0)
+        for i, c in enumerate(parsed):
+            if c is None:
+                continue
+            try:
+                with Image.open(c.path) as im:
+                    native = im.size
+                    im = im.convert(mode)
+                    hw = target if target is not None else (native[1], native[0])
+                    if buf is None:
+                        ref = hw
+                        shape = (n, ch) + tuple(hw)
+                        buf = writer.alloc("values", shape, np.float32) if writer is not None else \
+                            np.zeros(shape, dtype=np.float32)
+                        data.values = buf
+                        data.meta["native"] = list(ref)
+                    if hw != ref:  # another size, no size option: resized once the size is fitted
+                        data.extra[i] = (np.asarray(im).copy(), native)
+                        data.present[i] = True
+                        continue
+                    if im.size != (hw[1], hw[0]):
+                        im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32)
+                np.divide(arr[None] if ch == 1 else arr.transpose(2, 0, 1), scale, out=buf[i])
+                data.present[i] = True
+            except Exception as exc:  # noqa: BLE001 - reported with the row, column and file
+                problems.append(self.read_error(i, row, c.path, exc))
+                parsed[i] = None
+        if buf is None:
+            data = ColumnData("list", n, [None] * n)
+        return data
+
+    def decode_one(self, path):
+        from PIL import Image
+
+        target = self._target()
+        with Image.open(path) as im:
+            im = im.convert("L" if self._channels() == 1 else "RGB")
+            if target is not None and im.size != (target[1], target[0]):
+                im = im.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.float32)
+
+    def _native(self, c) -> tuple[int, int]:
+        """(width, height) of a training image, from the decode pass when there was one."""
+        d = self.data
+        if isinstance(c, Cell) and d is not None and c.row < d.n:
+            if c.row in d.extra:
+                return d.extra[c.row][1]
+            if d.kind == "fixed" and "native" in d.meta:
+                return (int(d.meta["native"][1]), int(d.meta["native"][0]))
+        from PIL import Image
+
+        with Image.open(cell_path(c)) as im:
+            return im.size
+
     def fit(self, cells):
         o = self.options
         if o.size is not None:
             self.size = list(o.size)
         else:
-            from PIL import Image
-
-            sizes = set()
-            for p in cells:
-                with Image.open(p) as im:
-                    sizes.add(im.size)
+            sizes = {self._native(c) for c in cells}
             if len(sizes) > 1:
                 raise DataError(f"modalities.{self.modality}: training images of column {self.columns[0]!r} have "
                                 f"different sizes {sorted(sizes)[:5]}; set 'size: [height, width]' to resize them")
@@ -248,11 +547,27 @@ class ImageLoader(FileLoader):
         self.fitted = True
         return self
 
+    def transform(self, cells, row):
+        d = self.data
+        want = self.empty_shape()
+        if (d is not None and d.kind == "fixed" and want is not None and len(cells) == d.n
+                and tuple(d.values.shape[1:]) == tuple(want)
+                and all(c is None or (isinstance(c, Cell) and c.row == i) for i, c in enumerate(cells))):
+            from PIL import Image
+
+            out = d.values  # decoded in place: no copy
+            for i, (u8, _) in d.extra.items():
+                im = Image.fromarray(u8).resize((want[2], want[1]), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+                out[i] = arr[None] if self.channels == 1 else arr.transpose(2, 0, 1)
+            return out, []
+        return super().transform(cells, row)
+
     def transform_cell(self, path):
         from PIL import Image
 
         h, w = self.size if self.size is not None else (None, None)
-        with Image.open(path) as im:
+        with Image.open(cell_path(path)) as im:
             im = im.convert("L" if self.channels == 1 else "RGB")
             if h is not None and im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
@@ -310,8 +625,8 @@ class AudioLoader(FileLoader):
 
         from .audio import log_mel, mfcc, resample, to_mono
 
-        data, sr = sf.read(str(path), dtype="float64", always_2d=False)
-        x, sr = resample(to_mono(data), int(sr), self.sample_rate)
+        data, sr = sf.read(str(cell_path(path)), dtype="float64", always_2d=False)
+        x, sr = resample(to_mono(data), int(sr), self.sample_rate if self.fitted else self.options.sample_rate)
         if not np.isfinite(x).all():
             raise ValueError("the signal contains NaN or infinite samples")
         o = self.options
@@ -325,9 +640,37 @@ class AudioLoader(FileLoader):
         self.n_features = int(o.n_mfcc if o.features == "mfcc" else o.n_mels)
         self.max_frames = o.max_frames
         self.mean = self.std = None
-        if o.normalize:
+        if o.normalize and self.check_mode == "header":  # streaming: one pass, merged per-file moments
+            count, mean, m2 = 0, None, None
+            for p in cells:
+                try:
+                    a = np.asarray(self._features(p), dtype=np.float64)
+                except Exception:  # noqa: BLE001 - reported when the row is read
+                    continue
+                k = len(a)
+                if k == 0:
+                    continue
+                am = a.mean(axis=0)
+                a2 = ((a - am) ** 2).sum(axis=0)
+                if mean is None:
+                    count, mean, m2 = k, am, a2
+                else:
+                    d = am - mean
+                    tot = count + k
+                    mean = mean + d * (k / tot)
+                    m2 = m2 + a2 + d * d * (count * k / tot)
+                    count = tot
+            if mean is not None:
+                self.mean = mean.astype(np.float32)
+                std = np.sqrt(m2 / count).astype(np.float32)
+                self.std = np.where(std > 1e-8, std, 1.0)
+        elif o.normalize:
             frames = []
             for p in cells:
+                a = self.decoded(p)
+                if a is not None:
+                    frames.append(a)
+                    continue
                 try:
                     frames.append(self._features(p))
                 except Exception:  # noqa: BLE001 - reported by transform with its row
@@ -340,8 +683,12 @@ class AudioLoader(FileLoader):
         self.fitted = True
         return self
 
+    def decode(self, path):
+        return self._features(path)
+
     def transform_cell(self, path):
-        a = self._features(path)
+        a = self.decoded(path)
+        a = self._features(path) if a is None else a
         if self.mean is not None:
             a = ((a - self.mean) / self.std).astype(np.float32)
         if self.max_frames is not None:
@@ -418,8 +765,28 @@ class NpyLoader(FileLoader):
     def _out_dtype(dtype: np.dtype) -> str:
         return "int64" if dtype.kind in "iu" else "float32"
 
+    def decode(self, path):
+        arr = np.load(path, allow_pickle=False)
+        if not isinstance(arr, np.ndarray):
+            arr.close()
+            raise ValueError("not a single .npy array (an .npz archive?)")
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"dtype {arr.dtype} is not numeric")
+        return arr
+
+    def after_decode(self, parsed):
+        for c in parsed:
+            if c is not None:
+                a = self.data.get(c.row)
+                if a is not None:
+                    self.headers[c.row] = (tuple(a.shape) or (1,), a.dtype)
+
+    def _header_of(self, c):
+        a = self.decoded(c)
+        return (tuple(a.shape) or (1,), a.dtype) if a is not None else _npy_header(cell_path(c))
+
     def fit(self, cells):
-        headers = [_npy_header(p) for p in cells]
+        headers = [self._header_of(p) for p in cells]
         shapes = [h[0] for h in headers]
         self.ref_shape = tuple(shapes[0]) if shapes else None
         self.fixed = len({s for s in shapes}) <= 1
@@ -430,7 +797,8 @@ class NpyLoader(FileLoader):
         return self
 
     def transform_cell(self, path):
-        arr = np.load(path, allow_pickle=False)
+        arr = self.decoded(path)
+        arr = np.load(cell_path(path), allow_pickle=False) if arr is None else arr
         if arr.ndim == 0:
             arr = arr.reshape(1)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -600,6 +968,17 @@ class NumericLoader(ColumnLoader):
             return ((v - self.mean) / self.std).astype(np.float32)
         return v.astype(np.float32)
 
+    def transform(self, cells, row):
+        """Vectorised: the same element-wise arithmetic as :meth:`transform_cell`, on all present rows at once."""
+        if not self.fitted:
+            raise DataError(f"column loader of modality {self.modality!r}: transform before fit")
+        out = np.zeros((len(cells), len(self.columns)), dtype=np.float32)
+        rows = [i for i, c in enumerate(cells) if c is not None]
+        if rows:
+            v = np.stack([cells[i] for i in rows])
+            out[rows] = ((v - self.mean) / self.std).astype(np.float32) if self.mean is not None else v
+        return out, []
+
     def empty_shape(self):
         return (len(self.columns),)
 
@@ -690,8 +1069,9 @@ class TargetEncoder:
         if self.given is None and not self.fitted:  # mixed label types: 'seven' among integers
             flat = [(i, lab) for i, v in enumerate(labels) if v is not None
                     for lab in ([v] if self.task == "multiclass" else v)]
-            nums = [(i, lab) for i, lab in flat if _is_number(lab)]
-            words = [(i, lab) for i, lab in flat if not _is_number(lab)]
+            kind = {lab: _is_number(lab) for lab in {lab for _, lab in flat}}  # once per distinct label
+            nums = [(i, lab) for i, lab in flat if kind[lab]]
+            words = [(i, lab) for i, lab in flat if not kind[lab]]
             if nums and words:
                 odd = words if len(nums) >= len(words) else nums
                 shown = ", ".join(f"{row(i)} ({lab!r})" for i, lab in odd[:10])

@@ -153,6 +153,8 @@ def load_dataset(name: str, *, seed: int = 0, cache_dir: str | os.PathLike | Non
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"load_dataset({name!r}): seed must be an integer, got {seed!r}")
     builder = DATASETS.get(name)
+    if "cache" in inspect.signature(builder).parameters and "cache" not in options:
+        options = {**options, "cache": cache}  # a builder with its own cache (user tables: decoded columns)
     opts = builder_options(name, builder, options)
     use_cache = cache and getattr(builder, "cacheable", False)
     path = None

@@ -16,9 +16,59 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
 
 from ..errors import ConfigError, DataError, ShapeError
+
+# F1 and AUROC are computed here with numpy (the same definitions as scikit-learn's f1_score with
+# zero_division=0 and roc_auc_score, checked against them in tests/test_metrics_numpy.py): importing
+# scikit-learn (and pandas, which it loads) took seconds of every training process's start-up.
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 = 2 TP / (2 TP + FP + FN) element-wise; 0 where the denominator is 0 (``zero_division=0``)."""
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+
+
+def macro_f1(target: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Unweighted mean over the labels 0..n_classes-1 of the per-class F1 (absent classes count, as 0 or 1 / F1)."""
+    labels = np.arange(n_classes)
+    t, p = target[:, None] == labels, pred[:, None] == labels
+    return float(_f1((t & p).sum(0), (~t & p).sum(0), (t & ~p).sum(0)).mean())
+
+
+def multilabel_f1(t: np.ndarray, pred: np.ndarray, average: str) -> float:
+    """F1 of 0/1 label matrices [N, K]: ``micro`` (pooled counts), ``macro`` (mean over labels), ``samples``."""
+    t, p = t.astype(bool), pred.astype(bool)
+    tp, fp, fn = t & p, ~t & p, t & ~p
+    if average == "micro":
+        return float(_f1(tp.sum(), fp.sum(), fn.sum()))
+    axis = 0 if average == "macro" else 1
+    return float(_f1(tp.sum(axis), fp.sum(axis), fn.sum(axis)).mean())
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..N of ``x``, ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
+    ends = np.r_[starts[1:], len(xs)]
+    avg = (starts + ends + 1) / 2.0  # mean of the ranks start+1 .. end
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve = P(score of a positive > a negative's) + P(tie) / 2 (Mann-Whitney U)."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both classes")
+    if not np.isfinite(score).all():  # as scikit-learn: no AUROC of NaN / inf scores
+        raise ValueError("AUROC of non-finite scores")
+    r = _average_ranks(np.asarray(score, dtype=np.float64))
+    return float((r[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -36,7 +86,7 @@ def compute_metrics(task: str, scores: np.ndarray, target: np.ndarray, top_k: in
     if task == "multiclass":
         pred = scores.argmax(1)
         out = {"accuracy": float((pred == target).mean()),
-               "macro_f1": float(f1_score(target, pred, average="macro", labels=np.arange(scores.shape[1]), zero_division=0))}
+               "macro_f1": macro_f1(target, pred, scores.shape[1])}
         if scores.shape[1] > top_k:
             top = np.argsort(-scores, 1)[:, :top_k]
             out[f"top{top_k}_accuracy"] = float((top == target[:, None]).any(1).mean())
@@ -47,9 +97,10 @@ def compute_metrics(task: str, scores: np.ndarray, target: np.ndarray, top_k: in
                 warnings.simplefilter("ignore")
                 try:
                     if scores.shape[1] == 2:
-                        out["auroc"] = float(roc_auc_score(target, probs[:, 1]))
-                    elif len(present) == scores.shape[1]:
-                        out["auroc"] = float(roc_auc_score(target, probs, multi_class="ovr", average="macro"))
+                        out["auroc"] = binary_auroc(target == present.max(), probs[:, 1])
+                    elif len(present) == scores.shape[1]:  # one-vs-rest, macro average
+                        out["auroc"] = float(np.mean([binary_auroc(target == c, probs[:, c])
+                                                      for c in range(scores.shape[1])]))
                 except ValueError:
                     pass
         return out
@@ -60,9 +111,9 @@ def compute_metrics(task: str, scores: np.ndarray, target: np.ndarray, top_k: in
             raise DataError("multilabel metrics: targets must be 0/1 per label; check the target columns or the task")
         t = t.astype(int)
         return {
-            "f1_micro": float(f1_score(t, pred, average="micro", zero_division=0)),
-            "f1_macro": float(f1_score(t, pred, average="macro", zero_division=0)),
-            "f1_samples": float(f1_score(t, pred, average="samples", zero_division=0)),
+            "f1_micro": multilabel_f1(t, pred, "micro"),
+            "f1_macro": multilabel_f1(t, pred, "macro"),
+            "f1_samples": multilabel_f1(t, pred, "samples"),
             "subset_accuracy": float((pred == t).all(1).mean()),
             "label_accuracy": float((pred == t).mean()),
         }

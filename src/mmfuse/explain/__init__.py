@@ -22,16 +22,18 @@ from .maskers import (
     WindowMasker,
     patch_grid_for_tokens,
 )
+from .interaction import ModalityInteractions, modality_interactions
 from .mmshap import FeatureExplanation, MMShapResult, mmshap
 from .scoring import ScoreFunction, make_score_fn
 from .shapley import ModalityShapley, modality_shapley
 from .shares import abs_shares
 
 __all__ = [
-    "MASKERS", "FeatureExplanation", "FeatureLayout", "FeatureMasker", "MMShapResult", "ModalityShapley",
+    "MASKERS", "FeatureExplanation", "FeatureLayout", "FeatureMasker", "MMShapResult", "ModalityInteractions",
+    "ModalityShapley",
     "PatchMasker", "ScoreFunction", "TokenMasker", "VectorMasker", "VideoMasker", "WindowMasker",
     "abs_shares", "all_coalitions", "breakdown", "exact_from_values", "explain_dataset", "make_score_fn",
-    "mmshap", "modality_shapley", "patch_grid_for_tokens", "permutation_coalitions",
+    "mmshap", "modality_interactions", "modality_shapley", "patch_grid_for_tokens", "permutation_coalitions",
     "permutation_from_values", "shares_frame",
 ]
 

@@ -160,3 +160,102 @@ def permutation_from_values(values: Tensor, perms: Tensor, antithetic: bool = Tr
         bwd = torch.cat([ends_f[1], body[:, 1], ends_f[0]], dim=1)  # v(all \ P_0 .. all \ P_n)
         total = total + (bwd[rows, rank] - bwd[rows, rank + 1])
     return total.sum(0) / (P * blocks)
+
+
+# --- permutations of structured players: one order per group (modality), all interleavings at once ---
+
+def interleave_grid_size(sizes: list[int]) -> int:
+    """Rows of one draw of :func:`interleave_from_values`: Π_m (n_m + 1)."""
+    return math.prod(n + 1 for n in sizes)
+
+
+def interleave_weights(sizes: list[int], m: int) -> Tensor:
+    """W_m Tensor[grid with axis m of size n_m, the others n_j + 1] (float64).
+
+    Players come in groups (modalities) of sizes n_1..n_G. A uniform permutation of all N players is a
+    uniform order within each group plus a uniform interleaving of the groups. For fixed group orders,
+    ``W_m[k−1, l_{−m}]`` is the probability, over the interleavings, that the k-th player of group m is
+    switched on when exactly l_j players of every other group j are already on:
+    ``C(k−1+L; k−1, l) · C(n_m−k + Σ(n_j−l_j); n_m−k, n−l) / C(N; n_1..n_G)`` (multinomials, L = Σ_j l_j).
+    For every k the weights sum to 1.
+    """
+    G = len(sizes)
+    N = sum(sizes)
+
+    def lf(x: Tensor) -> Tensor:
+        return torch.lgamma(x + 1.0)
+
+    axes = []
+    for i, n in enumerate(sizes):
+        shape = [1] * G
+        shape[i] = n if i == m else n + 1
+        start = 1 if i == m else 0
+        axes.append(torch.arange(start, start + shape[i], dtype=torch.float64).view(shape))
+    k = axes[m]
+    before = k - 1.0
+    after = sizes[m] - k
+    log_w = -lf(before) - lf(after)
+    total_before, total_after = before, after
+    for j, (n, a) in enumerate(zip(sizes, axes)):
+        if j == m:
+            continue
+        log_w = log_w - lf(a) - lf(n - a)
+        total_before = total_before + a
+        total_after = total_after + (n - a)
+    log_w = log_w + lf(total_before) + lf(total_after)
+    log_w = log_w - (math.lgamma(N + 1) - sum(math.lgamma(n + 1) for n in sizes))
+    return log_w.exp()
+
+
+def interleave_from_values(values: Tensor, orders: list[Tensor]) -> Tensor:
+    """Shapley estimates Tensor[N, *] from the grid values of :func:`interleave_coalitions`.
+
+    ``orders[m]``: LongTensor[D, n_m], one order of group m's players per draw (player ids local to the group;
+    global id = offset of the group + local id, groups in list order). ``values``: Tensor[D·Π(n_m+1), *], draw-major,
+    then the grid row-major over (k_1, .., k_G) where k_m = how many of group m's players (the first k_m of its
+    order) are on. Each draw's estimate is the *exact* expectation of the permutation estimator over all
+    interleavings of the groups' orders (a Rao–Blackwellised permutation sample): unbiased, and Σ φ = v(all) − v(none)
+    for every draw.
+    """
+    sizes = [int(o.shape[1]) for o in orders]
+    D = int(orders[0].shape[0]) if orders else 0
+    v = values.to(torch.float64)
+    tail = tuple(v.shape[1:])
+    grid = v.reshape((D,) + tuple(n + 1 for n in sizes) + tail)
+    out = torch.zeros((sum(sizes),) + tail, dtype=torch.float64)
+    off = 0
+    extra = (1,) * len(tail)
+    for m, (n, order) in enumerate(zip(sizes, orders)):
+        if n == 0:
+            continue
+        ax = 1 + m
+        delta = grid.narrow(ax, 1, n) - grid.narrow(ax, 0, n)  # [D, ..., n (axis m), ..., *]
+        w = interleave_weights(sizes, m).view((1,) + tuple(interleave_weights_shape(sizes, m)) + extra)
+        summed = (w * delta).movedim(ax, 1).reshape((D, n, -1) + tail).sum(2)  # [D, n, *]
+        out.index_add_(0, off + order.reshape(-1), summed.reshape((D * n,) + tail))
+        off += n
+    return out / max(D, 1)
+
+
+def interleave_weights_shape(sizes: list[int], m: int) -> list[int]:
+    return [n if i == m else n + 1 for i, n in enumerate(sizes)]
+
+
+def interleave_coalitions(orders: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """The grid of :func:`interleave_from_values` as per-group patterns: for group m, ``patterns[m]``
+    BoolTensor[D·(n_m+1), n_m] (row d·(n_m+1) + k: the first k players of draw d's order on) and
+    ``index[m]`` LongTensor[D·Π(n_j+1)]: the pattern row of group m for every grid row."""
+    sizes = [int(o.shape[1]) for o in orders]
+    D = int(orders[0].shape[0]) if orders else 0
+    patterns, index = [], []
+    dims = [n + 1 for n in sizes]
+    for m, (n, order) in enumerate(zip(sizes, orders)):
+        ranks = order.argsort(dim=1)  # [D, n]
+        k = torch.arange(n + 1).view(1, -1, 1)
+        patterns.append((ranks.unsqueeze(1) < k).reshape(D * (n + 1), n))
+        shape = [1] * (len(sizes) + 1)
+        shape[0], shape[1 + m] = D, n + 1
+        idx = (torch.arange(D).view(-1, *([1] * len(sizes))) * (n + 1)
+               + torch.arange(n + 1).view(shape[1:]).unsqueeze(0))
+        index.append(idx.expand([D] + dims).reshape(-1))
+    return patterns, index

@@ -28,6 +28,8 @@ The entry point used by ``mmfuse explain``::
         plots=True,
         max_rows=None,              # rows per model call (default: memory budget, ≤ 512)
         ids=None,                   # each sample's identifier, by position (default: from the dataset)
+        interactions="auto",        # shapley: also the pairwise Shapley interaction index (exact, same
+                                    # coalition evaluations): True | False | "auto" (when exact is used, M ≥ 2)
     ) -> dict
 
 It writes ``per_sample.csv`` (one row per sample, ``sample`` = its position in the iteration
@@ -40,6 +42,16 @@ all samples, per true class, for correct vs incorrect predictions), ``shares_by_
 heatmaps over the image, coloured bars over tokens / windows). It returns a summary dict with
 ``method``, ``task``, ``explained``, ``n_samples``, ``modalities``, ``mean_share``, ``std_share``,
 ``by_class``, ``by_correctness``, ``accuracy``, ``n_evaluations``, ``seconds``, ``out_dir`` and ``files``.
+
+Pairwise modality interactions (``method="shapley"``, at least two modalities, exact enumeration:
+``interactions=True``, or ``"auto"`` whenever the Shapley values are computed exactly anyway): the Shapley
+interaction index I_ab of every modality pair from the same 2^M coalition evaluations as the values
+(:mod:`mmfuse.explain.interaction`). ``per_sample.csv`` gets ``interaction_<a>+<b>`` (signed; the mean over
+outputs for a multi-output score); ``interactions.csv`` has one row per (group, level, pair) with columns
+``group`` ("all" | "class" | "correctness" | "label" | "output"), ``level``, ``pair`` ("a+b", sorted), ``n``,
+``mean``, ``std`` (signed I: > 0 synergy, < 0 redundancy); ``interactions.json`` holds
+``{"explained", "pairs", "mean": {pair: I}, "by_class": {class: {pair: I}}, "by_correctness":
+{"correct"|"incorrect": {pair: I}}}``, which is also the summary's ``interactions`` entry.
 
 Per task (the score is task-aware, see :mod:`mmfuse.explain.scoring`):
 
@@ -69,12 +81,14 @@ from torch.utils.data import DataLoader, Dataset
 from ..batch import MultimodalBatch, collate
 from ..errors import ConfigError, DataError, ShapeError
 from ..registry import TASKS
-from .estimators import check_count
+from .estimators import check_count, exact_is_cheaper
+from .interaction import MAX_MODALITIES, ModalityInteractions, modality_interactions
 from .mmshap import FeatureExplanation, MMShapResult, mmshap
 from .rows import sample_ids
-from .plots import plot_feature_bars, plot_patch_heatmap, plot_share_bars
+from .plots import (feature_labels, is_series, modality_display_info, plot_feature_bars, plot_patch_heatmap,
+                    plot_series_contributions, plot_share_bars)
 from .scoring import make_score_fn
-from .shapley import ModalityShapley, modality_shapley
+from .shapley import ModalityShapley, modality_shapley, resolve_players
 
 EXPLAIN_METHODS = ("shapley", "mmshap")
 
@@ -213,6 +227,37 @@ def breakdown(df: pd.DataFrame, modalities: Sequence[str], task: str = "multicla
     return pd.DataFrame(rows)
 
 
+def interaction_columns(df: pd.DataFrame, res: ModalityInteractions) -> None:
+    """Add ``interaction_<a>+<b>`` (signed I_ab; the mean over outputs of a multi-output score) to ``df``."""
+    for pair, v in res.pair_values().items():
+        df[f"interaction_{pair}"] = (v.mean(-1) if v.dim() == 2 else v).numpy()
+
+
+def interaction_breakdown(df: pd.DataFrame, pairs: Sequence[str], task: str = "multiclass",
+                          labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean ± std interaction per modality pair over all samples, per true class and for correct vs incorrect
+    predictions (multiclass), from the ``interaction_<pair>`` columns of ``df``.
+
+    Columns: ``group`` ("all" | "class" | "correctness"), ``level``, ``pair``, ``n``, ``mean``, ``std``."""
+    groups: list[tuple[str, Any, pd.DataFrame]] = [("all", "all", df)]
+    if task == "multiclass":
+        cls_col = "target_name" if "target_name" in df else ("target" if "target" in df else None)
+        if cls_col is not None:
+            order = df.sort_values("target")[cls_col].unique() if "target" in df else sorted(df[cls_col].unique())
+            groups += [("class", c, df[df[cls_col] == c]) for c in order]
+        if "correct" in df:
+            groups += [("correctness", name, df[df["correct"] == flag])
+                       for flag, name in ((True, "correct"), (False, "incorrect")) if (df["correct"] == flag).any()]
+    rows = []
+    for group, level, sub in groups:
+        for p in pairs:
+            col = sub[f"interaction_{p}"]
+            rows.append({"group": group, "level": level, "pair": p, "n": int(col.notna().sum()),
+                         "mean": float(col.mean()) if col.notna().any() else float("nan"),
+                         "std": float(col.std(ddof=0)) if col.notna().any() else float("nan")})
+    return pd.DataFrame(rows, columns=["group", "level", "pair", "n", "mean", "std"])
+
+
 def _batches(data: Any, batch_size: int) -> Iterator[MultimodalBatch]:
     if isinstance(data, MultimodalBatch):
         yield data
@@ -245,7 +290,8 @@ def _batches(data: Any, batch_size: int) -> Iterator[MultimodalBatch]:
 
 
 def _example_figures(ex: FeatureExplanation, batch: MultimodalBatch, row: int, sample_id: int, out: Path,
-                     vocab: Sequence[str] | Callable[[int], str] | None) -> list[Path]:
+                     vocab: Sequence[str] | Callable[[int], str] | None,
+                     info: dict[str, dict] | None = None) -> list[Path]:
     files = []
     for m, lay in ex.layouts.items():
         if lay.n == 0:
@@ -253,7 +299,15 @@ def _example_figures(ex: FeatureExplanation, batch: MultimodalBatch, row: int, s
         path = out / f"sample{sample_id}_{m}.png"
         title = f"sample {sample_id} · {m} · Φ={float(ex.values_of(m).abs().sum()):.3g}"
         x = batch.inputs[m][row]
-        if lay.kind in ("patches", "video"):
+        mi = (info or {}).get(m, {})
+        if is_series(m, x, lay.kind, mi) and x.dim() in (1, 2):  # signal against time + φ per window
+            length = lay.info.get("length")
+            if length is None and batch.lengths and m in batch.lengths:
+                length = int(batch.lengths[m][row])
+            files.append(plot_series_contributions(
+                x, ex.values_of(m), lay.fmap, path, title, length=length, rate=mi.get("rate"),
+                time_unit=mi.get("time_unit", "s"), step_name=mi.get("step_name", "time step"), signal_name=m))
+        elif lay.kind in ("patches", "video"):
             vm = ex.value_map(m)
             while vm.dim() > 2:  # channels, frames: average the (identical or per-window) values
                 vm = vm.nanmean(0)
@@ -266,9 +320,10 @@ def _example_figures(ex: FeatureExplanation, batch: MultimodalBatch, row: int, s
                 ids = [int(x[p]) for p in lay.info["positions"]]
                 labels = [vocab(i) if callable(vocab) else (vocab[i] if vocab is not None and i < len(vocab) else str(i))
                           for i in ids]
-            else:
-                labels = [f"{lay.kind[0]}{k}" for k in range(len(vals))]
-            files.append(plot_feature_bars(vals, labels, path, title))
+                xlabel = "token"
+            else:  # the schema's column names when the dataset has them
+                labels, xlabel = feature_labels(len(vals), lay.fmap, mi.get("feature_names"))
+            files.append(plot_feature_bars(vals, labels, path, title, xlabel))
     return files
 
 
@@ -280,7 +335,7 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
                     class_names: Sequence[str] | None = None, vocab: Any = None, zero_total: str = "nan",
                     device: str | torch.device | None = None, plots: bool = True,
                     max_rows: int | None = None, task: str | None = None,
-                    ids: Sequence[Any] | None = None) -> dict[str, Any]:
+                    ids: Sequence[Any] | None = None, interactions: bool | str = "auto") -> dict[str, Any]:
     """Explain every sample of ``data`` and write CSV + PNG breakdowns; see the module docstring."""
     if method not in EXPLAIN_METHODS:
         raise ConfigError(f"method must be one of {EXPLAIN_METHODS}, got {method!r}")
@@ -295,6 +350,8 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
     check_count("n_examples", n_examples, minimum=0)
     if max_samples is not None:
         check_count("max_samples", max_samples)
+    if interactions not in (True, False, "auto"):
+        raise ConfigError(f"interactions must be True, False or 'auto', got {interactions!r}")
     if isinstance(class_index, str) and class_index != "target":
         raise ConfigError(f"class_index must be an int, None or 'target', got {class_index!r}")
     out = Path(out_dir)
@@ -306,6 +363,7 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     frames, results, files, done = [], [], [], 0
+    with_inter = None  # decided on the first batch (the players are known then)
     for batch in _batches(data, batch_size):
         if max_samples is not None and done >= max_samples:
             break
@@ -326,7 +384,19 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
             predicted = (logits > 0).long()
         else:
             predicted = logits
-        if method == "shapley":
+        inter = None
+        if method == "shapley" and with_inter is None:
+            M = len(resolve_players(batch, modalities))
+            exact = shapley_method == "exact" or (shapley_method == "auto" and M <= 10
+                                                  and exact_is_cheaper(M, n_permutations))
+            with_inter = M >= 2 and (interactions is True or (interactions == "auto" and exact and M <= MAX_MODALITIES))
+            if with_inter and M > MAX_MODALITIES:
+                raise ConfigError(f"explain_dataset: interactions=True with {M} modalities; the interaction index is "
+                                  f"exact only, for at most {MAX_MODALITIES}: pass modalities=[...] or interactions=False")
+        if method == "shapley" and with_inter:  # φ and the pairwise interactions from one set of evaluations
+            inter = modality_interactions(score_fn, batch, modalities, max_rows=max_rows)
+            res = inter.shapley()
+        elif method == "shapley":
             res = modality_shapley(score_fn, batch, modalities, shapley_method, n_permutations,
                                    generator=gen, max_rows=max_rows)
         else:
@@ -336,13 +406,17 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
                 for r, ex in enumerate(res.samples):
                     if done + r >= n_examples:
                         break
-                    files += _example_figures(ex, batch, r, done + r, out / "examples", vocab)
+                    files += _example_figures(ex, batch, r, done + r, out / "examples", vocab,
+                                              modality_display_info(data))
         index = torch.arange(done, done + batch.batch_size)  # position in the data's iteration order
         tgt = batch.target.cpu() if batch.target is not None else None
         # the batch's dataset indices (mmfuse loaders carry them) pick the rows' ids; else the position
         pos = batch.index if batch.index is not None and isinstance(data, Dataset) else index
         batch_ids = None if ids is None else [ids[int(i)] for i in pos]
-        frames.append(shares_frame(res, tgt, predicted, class_names, index, zero_total, task, batch_ids))
+        frame = shares_frame(res, tgt, predicted, class_names, index, zero_total, task, batch_ids)
+        if inter is not None:
+            interaction_columns(frame, inter)
+        frames.append(frame)
         results.append(res)
         done += batch.batch_size
     if not frames:
@@ -355,6 +429,24 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
     df.to_csv(out / "per_sample.csv", index=False)
     table.to_csv(out / "breakdown.csv", index=False)
     files = [out / "per_sample.csv", out / "breakdown.csv"] + files
+    inter_summary = None
+    if with_inter:
+        import json
+
+        pairs = [c[len("interaction_"):] for c in df.columns if c.startswith("interaction_")]
+        itable = interaction_breakdown(df, pairs, task)
+        itable.to_csv(out / "interactions.csv", index=False)
+
+        def pair_levels(group: str) -> dict:
+            sub = itable[itable["group"] == group]
+            return {str(lv): {r["pair"]: float(r["mean"]) for _, r in g.iterrows()} for lv, g in sub.groupby("level", sort=False)}
+
+        inter_summary = {"explained": "pairwise Shapley interaction index (SII) of the modalities, signed: > 0 synergy, "
+                                      "< 0 redundancy; mean over samples" + (" and outputs" if task != "multiclass" else ""),
+                         "pairs": pairs, "mean": pair_levels("all").get("all", {}),
+                         "by_class": pair_levels("class"), "by_correctness": pair_levels("correctness")}
+        (out / "interactions.json").write_text(json.dumps(inter_summary, indent=2, default=str))
+        files += [out / "interactions.csv", out / "interactions.json"]
     if plots:
         groups = {"multiclass": (("class", "shares_by_class.png"), ("correctness", "shares_by_correctness.png")),
                   "multilabel": (("label", "shares_by_label.png"),),
@@ -396,6 +488,8 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
         pred_cols = [c for c in df.columns if c == "prediction" or c.startswith("prediction[")]
         summary["mean_prediction"] = {c: float(df[c].mean()) for c in pred_cols}
         del summary["accuracy"]
+    if inter_summary is not None:
+        summary["interactions"] = inter_summary
     if method == "shapley":
         summary["mean_value"] = {m: float(np.mean(df[f"value_{m}"])) for m in mods}
     return summary

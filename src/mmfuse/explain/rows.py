@@ -5,6 +5,7 @@ Shape legend: B rows of the original batch, K copies, * a modality's own dims.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -57,6 +58,70 @@ def cat_batches(batches: Sequence[MultimodalBatch]) -> MultimodalBatch:
         target=None,
         lengths={m: torch.cat([b.lengths[m] for b in batches]) for m in first.lengths},
     )
+
+
+@dataclass
+class SplitRows:
+    """N rows to score through a model's explanation split (``model.explain_split()``): each modality's
+    *distinct* inputs are stored once and every row points at one of them.
+
+    ``inputs[m]``: Tensor[U_m, *] distinct inputs of modality m, ``lengths[m]``: LongTensor[U_m] (variable-length
+    modalities only), ``index[m]``: LongTensor[N] (row r uses ``inputs[m][index[m][r]]``), ``mask[m]``: BoolTensor[N].
+    The model encodes U_m rows of modality m instead of N; the rows only repeat the (small) embeddings.
+    """
+
+    inputs: dict[str, Tensor]
+    lengths: dict[str, Tensor]
+    index: dict[str, Tensor]
+    mask: dict[str, Tensor]
+
+    @property
+    def n_rows(self) -> int:
+        return int(next(iter(self.mask.values())).shape[0])
+
+    def row_lengths(self) -> dict[str, Tensor]:
+        """LongTensor[N] per variable-length modality."""
+        return {m: ln[self.index[m]] for m, ln in self.lengths.items()}
+
+    @staticmethod
+    def cat(parts: Sequence["SplitRows"]) -> "SplitRows":
+        """Stack the rows of several parts (distinct inputs are concatenated, indices offset)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        index: dict[str, list[Tensor]] = {m: [] for m in first.inputs}
+        for m in first.inputs:
+            off = 0
+            for p in parts:
+                index[m].append(p.index[m] + off)
+                off += p.inputs[m].shape[0]
+        return SplitRows(
+            inputs={m: torch.cat([p.inputs[m] for p in parts]) for m in first.inputs},
+            lengths={m: torch.cat([p.lengths[m] for p in parts]) for m in first.lengths},
+            index={m: torch.cat(v) for m, v in index.items()},
+            mask={m: torch.cat([p.mask[m] for p in parts]) for m in first.mask},
+        )
+
+
+def split_coalitions(batch: MultimodalBatch, players: Sequence[str], coalitions: Tensor) -> SplitRows:
+    """The rows of :func:`repeat_batch` (K copies, coalition-major) with ``batch.with_mask`` of each coalition
+    (BoolTensor[K, M]), as :class:`SplitRows`: a player modality's distinct inputs are the batch's B rows
+    plus one absent row (zeros, length 0: what ``with_mask`` gives every switched-off row)."""
+    B, K = batch.batch_size, coalitions.shape[0]
+    device = next(iter(batch.mask.values())).device
+    col = {m: i for i, m in enumerate(players)}
+    rows = torch.arange(B, device=device).repeat(K)
+    inputs, lengths, index, mask = {}, {}, {}, {}
+    for m, x in batch.inputs.items():
+        on = batch.mask[m].repeat(K)
+        if m in col:
+            on = coalitions[:, col[m]].to(device).repeat_interleave(B) & on
+        inputs[m] = torch.cat([x, torch.zeros_like(x[:1])])
+        index[m] = torch.where(on, rows, torch.full_like(rows, B))
+        if m in batch.lengths:
+            lengths[m] = torch.cat([batch.lengths[m], torch.zeros_like(batch.lengths[m][:1])])
+        mask[m] = on
+    return SplitRows(inputs, lengths, index, mask)
 
 
 def sample_ids(data: Any) -> list[Any] | None:

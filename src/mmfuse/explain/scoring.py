@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..batch import MultimodalBatch
 from ..errors import ConfigError, ShapeError
 from ..registry import TASKS
+from .rows import SplitRows
 
 TARGETS = ("predicted", "class", "logit")
 
@@ -52,6 +53,30 @@ def output_logits(output: Any) -> Tensor:
     if logits.dim() != 2:
         raise ShapeError(f"explain: logits must be Tensor[B, C], got shape {tuple(logits.shape)}")
     return logits
+
+
+def _to_eval(module: nn.Module | None) -> list[nn.Module]:
+    """Put every sub-module of ``module`` that is in training mode into eval mode; return them (for
+    :func:`_restore`). Only their flags change, so the modules' own train()/eval() overrides are not run and a
+    model already in eval mode costs one walk over its modules."""
+    if module is None:
+        return []
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
+    return training
+
+
+def _restore(training: list[nn.Module]) -> None:
+    for m in training:
+        m.training = True
+
+
+class _Rows:
+    """Stands for a batch of B rows where only ``batch_size`` is read."""
+
+    def __init__(self, b: int):
+        self.batch_size = b
 
 
 class ScoreFunction:
@@ -75,6 +100,8 @@ class ScoreFunction:
         self.target = target
         self.class_index = class_index
         self.task = task
+        #: use the model's explanation split when it has one (set False to force whole-model calls)
+        self.use_split = True
 
     @property
     def multi_output(self) -> bool:
@@ -85,15 +112,12 @@ class ScoreFunction:
     def logits(self, batch: MultimodalBatch) -> Tensor:
         """The model's logits Tensor[B, C], computed in eval mode; the model's training flag is restored."""
         module = self.model if isinstance(self.model, nn.Module) else None
-        was = module.training if module is not None else False
-        if module is not None:
-            module.eval()  # explanations are about the deterministic predictor (no dropout)
+        training = _to_eval(module)  # explanations are about the deterministic predictor (no dropout)
         try:
             with torch.no_grad():
                 return output_logits(self.model(batch))
         finally:
-            if module is not None:
-                module.train(was)
+            _restore(training)
 
     def classes(self, batch: MultimodalBatch, logits: Tensor | None = None) -> Tensor | None:
         """LongTensor[B]: the class (label, output) explained for each row of the full ``batch``;
@@ -111,8 +135,59 @@ class ScoreFunction:
         logits = self.logits(batch) if logits is None else logits
         return torch.zeros(B, dtype=torch.long) if logits.shape[1] == 1 else logits.argmax(dim=1).cpu()
 
+    def split_model(self) -> nn.Module | None:
+        """The model when it offers the explanation split (``explain_split()`` True: per-modality
+        ``encode_modality`` + ``explain_decode``, e.g. ``MultimodalModel`` with feature or late fusion)
+        and :attr:`use_split` is on; else None (the explainers then call the whole model on every row)."""
+        m = self.model
+        if not self.use_split or not isinstance(m, nn.Module):
+            return None
+        probe = getattr(m, "explain_split", None)
+        return m if callable(probe) and probe() is True else None
+
+    def split_logits(self, rows: SplitRows, max_rows: int | None = None) -> Tensor:
+        """Logits Tensor[N, C] of :class:`~mmfuse.explain.rows.SplitRows` through :meth:`split_model`: each
+        modality's distinct inputs are encoded once (eval mode, no grad), then fusion + head run on the gathered
+        embeddings (in slices of ≤ ``max_rows`` rows to encode, ≤ 8·``max_rows`` to decode). Equal to ``model(batch)`` on the expanded rows."""
+        model = self.split_model()
+        if model is None:
+            raise ConfigError("split_logits: the model offers no explanation split (explain_split())")
+        training = _to_eval(model)
+        try:
+            with torch.no_grad():
+                pool = model.explain_pool()
+                emb = {}
+                for m, x in rows.inputs.items():
+                    ln = rows.lengths.get(m)
+                    U = x.shape[0]
+                    chunk = U if max_rows is None else max(1, max_rows)
+                    parts = [model.encode_modality(m, x[u:u + chunk], None if ln is None else ln[u:u + chunk], pool)
+                             for u in range(0, U, chunk)]
+                    emb[m] = parts[0] if len(parts) == 1 else torch.cat(parts)
+                N = rows.n_rows
+                step = N if max_rows is None else max(1, 8 * max_rows)  # decode rows are small embeddings
+                lengths = rows.row_lengths()
+                parts = []
+                for s0 in range(0, N, step):
+                    sl = slice(s0, s0 + step)
+                    parts.append(output_logits(model.explain_decode(
+                        {m: e[rows.index[m][sl]] for m, e in emb.items()},
+                        {m: v[sl] for m, v in rows.mask.items()},
+                        {m: v[sl] for m, v in lengths.items()})))
+                return parts[0] if len(parts) == 1 else torch.cat(parts)
+        finally:
+            _restore(training)
+
+    def split_score(self, rows: SplitRows, classes: Tensor | None = None, max_rows: int | None = None) -> Tensor:
+        """The score of :class:`~mmfuse.explain.rows.SplitRows` (as ``self(batch, classes)`` on the expanded rows)."""
+        return self.score_logits(self.split_logits(rows, max_rows), classes)
+
     def __call__(self, batch: MultimodalBatch, classes: Tensor | None = None) -> Tensor:
-        logits = self.logits(batch)
+        return self.score_logits(self.logits(batch), classes)
+
+    def score_logits(self, logits: Tensor, classes: Tensor | None = None) -> Tensor:
+        """The score Tensor[B] (Tensor[B, K] multi-output) of logits Tensor[B, C]; ``classes`` as in ``__call__``
+        (None on a single-output score: the class predicted from these logits)."""
         C = logits.shape[1]
         if self.task != "multiclass":
             wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
@@ -120,7 +195,7 @@ class ScoreFunction:
             if classes is None and self.multi_output:
                 return vals[:, 0] if C == 1 else vals
         if classes is None:
-            classes = self.classes(batch, logits)
+            classes = self.classes(_Rows(logits.shape[0]), logits)
         cls = classes.to(logits.device).view(-1, 1)
         if int(cls.max()) >= C or int(cls.min()) < 0:
             raise ConfigError(f"class_index out of range: the model has {C} output(s), got {int(cls.max())}")
@@ -154,6 +229,20 @@ def as_score_fn(score_fn_or_model: Any) -> Callable[..., Tensor]:
 def explained_classes(score_fn: Callable[..., Tensor], batch: MultimodalBatch) -> Tensor | None:
     """The per-row classes a :class:`ScoreFunction` explains on the full batch (None for plain functions)."""
     return score_fn.classes(batch) if isinstance(score_fn, ScoreFunction) else None
+
+
+def split_model_of(score_fn: Callable[..., Tensor]) -> nn.Module | None:
+    """The model whose explanation split ``score_fn`` can use (a :class:`ScoreFunction` only), else None."""
+    return score_fn.split_model() if isinstance(score_fn, ScoreFunction) else None
+
+
+def call_split_score(score_fn: "ScoreFunction", rows: SplitRows, classes: Tensor | None,
+                     max_rows: int | None = None) -> Tensor:
+    """:func:`call_score` on :class:`~mmfuse.explain.rows.SplitRows` (float64 on CPU, Tensor[N] or Tensor[N, K])."""
+    out = score_fn.split_score(rows, classes, max_rows)
+    if out.dim() == 2 and out.shape[1] == 1:
+        out = out[:, 0]
+    return out.detach().to("cpu", torch.float64)
 
 
 def call_score(score_fn: Callable[..., Tensor], batch: MultimodalBatch, classes: Tensor | None) -> Tensor:

@@ -6,7 +6,14 @@ missing-modality path, not a baseline chosen here. Modalities that are not playe
 values; a modality already absent in a sample is a null player (value 0) for that sample.
 
 All coalitions of a sub-batch are evaluated in big model calls: the batch is stacked once per
-coalition along the batch dim, in chunks of at most ``rows_per_call`` rows.
+coalition along the batch dim, in chunks of at most ``rows_per_call`` rows. When the score
+function's model offers the explanation split (``model.explain_split()``: ``MultimodalModel`` with
+feature or late fusion, whose encoders each see one modality), each modality is encoded *once*
+per sample (plus one zero row: a switched-off modality is its zero input, mask False, exactly
+what ``with_mask`` feeds the whole model) and only fusion + head run over the 2^M coalitions;
+the values equal the whole-model path's to float rounding. Other models (early fusion,
+intermediate fusion / MMTM, whose streams mix before the end, plain callables) take the
+whole-model path; ``score_fn.use_split = False`` forces it.
 
 ``method="exact"`` enumerates all 2^M coalitions (fine for M ≤ ~10); ``"permutation"`` uses
 the antithetic permutation estimator (same permutations for every sample of a call);
@@ -38,8 +45,8 @@ from .estimators import (
     permutation_from_values,
     random_permutations,
 )
-from .rows import repeat_batch, rows_per_call
-from .scoring import as_score_fn, call_score, explained_classes
+from .rows import repeat_batch, rows_per_call, split_coalitions
+from .scoring import ScoreFunction, as_score_fn, call_score, explained_classes, split_model_of
 from .shares import abs_shares, output_shares
 
 METHODS = ("auto", "exact", "permutation")
@@ -136,6 +143,8 @@ def coalition_values(score_fn: Callable, batch: MultimodalBatch, players: list[s
     device = next(iter(batch.mask.values())).device
     out = None
     step_b = min(B, max_rows)
+    if split_model_of(score_fn) is not None:  # encode once per sample, fusion + head per coalition
+        return _split_values(score_fn, batch, players, coalitions, classes, max_rows)[0]
     for s0 in range(0, B, step_b):
         sub = batch.select(slice(s0, s0 + step_b))
         b = sub.batch_size
@@ -151,6 +160,48 @@ def coalition_values(score_fn: Callable, batch: MultimodalBatch, players: list[s
                 out = torch.empty((K, B) + tuple(vals.shape[1:]), dtype=torch.float64)
             out[k0:k0 + k, s0:s0 + b] = vals.view((k, b) + tuple(vals.shape[1:]))
     return out
+
+
+def _split_values(score_fn: ScoreFunction, batch: MultimodalBatch, players: list[str], coalitions: Tensor,
+                  classes: Tensor | None, max_rows: int, full_row: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """:func:`coalition_values` through the model's explanation split: per sub-batch of ≤ ``max_rows`` samples
+    each modality is encoded once (its B rows + one zero row), then fusion + head run on the K·B coalition rows.
+
+    ``full_row``: the index of the all-players coalition; when given (and ``classes`` is None), the explained
+    classes are read from that coalition's logits (the batch's own prediction) instead of a separate model call.
+    Returns (values Tensor[K, B(, O)], classes)."""
+    B, K = batch.batch_size, coalitions.shape[0]
+    out, got = None, []
+    step_b = min(B, max_rows)
+    for s0 in range(0, B, step_b):
+        sub = batch.select(slice(s0, s0 + step_b))
+        b = sub.batch_size
+        logits = score_fn.split_logits(split_coalitions(sub, players, coalitions), max_rows)
+        if full_row is not None and classes is None:
+            cls = score_fn.classes(sub, logits[full_row * b:(full_row + 1) * b])
+            got.append(cls)
+        else:
+            cls = None if classes is None else classes[s0:s0 + b]
+        vals = score_fn.score_logits(logits, None if cls is None else cls.repeat(K))
+        if vals.dim() == 2 and vals.shape[1] == 1:
+            vals = vals[:, 0]
+        vals = vals.detach().to("cpu", torch.float64)
+        if out is None:
+            out = torch.empty((K, B) + tuple(vals.shape[1:]), dtype=torch.float64)
+        out[:, s0:s0 + b] = vals.view((K, b) + tuple(vals.shape[1:]))
+    if got and got[0] is not None:
+        classes = torch.cat(got)
+    return out, classes
+
+
+def _absent_rows_are_zero(batch: MultimodalBatch) -> bool:
+    """True when every absent row's input is zero (as collate makes it): the batch's own prediction is then
+    the all-players coalition's (``with_mask`` zeroes absent rows)."""
+    for m, x in batch.inputs.items():
+        v = batch.mask[m]
+        if not bool(v.all()) and bool(x[~v].any()):
+            return False
+    return True
 
 
 def modality_shapley(
@@ -185,10 +236,22 @@ def modality_shapley(
     limit = rows_per_call(batch, memory_mb, max_rows)
     use_exact = method == "exact" or (method == "auto" and permutations is None and M <= exact_max
                                       and exact_is_cheaper(M, n_permutations, antithetic))
-    classes = explained_classes(score_fn, batch)
+    split = split_model_of(score_fn) is not None
+    # with the split, the explained classes come from the all-players coalition's logits (no extra model call)
+    derive = (split and score_fn.class_index is None and not score_fn.multi_output  # the predicted class
+              and _absent_rows_are_zero(batch))
+    classes = None if derive else explained_classes(score_fn, batch)
+
+    def values_of(coalitions: Tensor, full_row: int) -> Tensor:
+        nonlocal classes
+        if not split:
+            return coalition_values(score_fn, batch, players, coalitions, classes, limit)
+        v, classes = _split_values(score_fn, batch, players, coalitions, classes, limit, full_row if derive else None)
+        return v
+
     if use_exact:
         coalitions = all_coalitions(M)
-        v = coalition_values(score_fn, batch, players, coalitions, classes, limit)
+        v = values_of(coalitions, coalitions.shape[0] - 1)
         values = exact_from_values(v, M)
         base, full = v[0], v[-1]
         used = "exact"
@@ -199,7 +262,7 @@ def modality_shapley(
             gen = generator if generator is not None else torch.Generator().manual_seed(seed)
             perms = random_permutations(n_permutations, M, gen)
         coalitions = permutation_coalitions(perms, antithetic)
-        v = coalition_values(score_fn, batch, players, coalitions, classes, limit)
+        v = values_of(coalitions, 1)
         values = permutation_from_values(v, perms, antithetic)
         base, full = v[0], v[1]
         used = "permutation"

@@ -43,7 +43,9 @@ from ..registry import MODELS
 @MODELS.register("mea", default_scheme="joint", schemes=("joint",),
                  tasks=("multiclass", "multilabel", "regression"),
                  test_options={"dim": 8, "heads": 2, "psa_layers": 1, "hca_layers": 1, "graph_rounds": 1},
-                 test_shapes={"audio": (None, 3), "image": (1, 6, 6)})
+                 test_shapes={"audio": (None, 3), "image": (1, 6, 6)},
+                 search_space={"model.dropout": {"low": 0.0, "high": 0.3},
+                               "model.alpha": {"low": 0.005, "high": 0.1, "log": True}})
 def build_mea(cfg: MEAModelConfig, input_shapes: Mapping[str, tuple], num_outputs: int, task: str):
     from ..sequence.mea import MEAModel, SequenceView
 

@@ -181,7 +181,9 @@ def _flat_dims(mods: list[str], input_shapes: Mapping[str, tuple]) -> dict[str, 
 
 @MODELS.register("ngiam", default_scheme="greedy_pretrain", schemes=("greedy_pretrain", "joint"), tasks=TASKS,
                  test_options={"model": "bimodal_ae", "hidden_dims": 8, "shared_dim": 6, "head": {"name": "linear"}},
-                 test_shapes={"audio": (5, 4), "image": (1, 6, 6)})
+                 test_shapes={"audio": (5, 4), "image": (1, 6, 6)},
+                 search_space={"model.shared_dim": {"low": 16, "high": 64, "log": True},
+                               "model.reconstruction_weight": {"low": 0.1, "high": 3.0, "log": True}})
 def build_ngiam(cfg: NgiamModelConfig, input_shapes: Mapping[str, tuple], num_outputs: int, task: str):
     mods = check_modalities(cfg, input_shapes)
     if len(mods) != 2:

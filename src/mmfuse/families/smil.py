@@ -102,6 +102,7 @@ def smil_roles(cfg: SMILModelConfig, input_shapes: Mapping[str, tuple]) -> tuple
                                "audio": {"name": "snet", "options": {"channels": [4, 4, 2], "pool_size": 2,
                                                                      "dropout": 0.0}}}},
     test_shapes={"image": (1, 16, 16), "audio": (8, 6)},
+    search_space={"model.hidden": {"low": 32, "high": 128, "log": True}, "model.dropout": {"low": 0.0, "high": 0.6}},
     # φ_c gets no gradient from the plain loss while the priors are still zeros (a fresh model): the
     # reconstruction is then 0 whatever ω is; the smil_meta scheme sets the priors before it trains φ_c
     test_no_grad=("reconstruction.",),

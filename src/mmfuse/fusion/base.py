@@ -139,11 +139,13 @@ _FAST_PATH_OK: dict[type, bool] = {}
 
 def _all_true(mask: Mapping[str, Tensor], modalities: list[str], B: int) -> bool:
     """True when every well-formed mask column of ``modalities`` is all True (a bad one goes to ``_present``)."""
+    shape = (B,)
     for m in modalities:
         v = mask.get(m)
         if v is None:
             continue
-        if v.dtype != torch.bool or v.shape != (B,) or v.device.type == "meta" or not bool(v.all()):
+        # (is_meta / .item(): the cheapest forms, this runs on every fused batch)
+        if v.dtype is not torch.bool or v.shape != shape or v.is_meta or not v.all().item():
             return False  # (a meta tensor has no values: the masked path, which is exact for any mask)
     return True
 

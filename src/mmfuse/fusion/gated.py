@@ -19,7 +19,7 @@ from .base import FusionOp, zero_absent_inputs, masked_softmax, module_key, stac
 from .options import positive_int
 
 
-@FUSIONS.register("gated", test_options={"dim": 4})
+@FUSIONS.register("gated", test_options={"dim": 4}, search_space={"model.fusion.options.dim": {"choices": [16, 32, 64, 128]}})
 class GatedFusion(FusionOp):
     """N-modal Gated Multimodal Unit::
 

@@ -18,7 +18,7 @@ from .base import FusionOp, zero_absent_inputs, masked_prod, module_key, stack_m
 from .options import positive_int
 
 
-@FUSIONS.register("multconcat", test_options={"dim": 3})
+@FUSIONS.register("multconcat", test_options={"dim": 3}, search_space={"model.fusion.options.dim": {"choices": [16, 32, 64, 128]}})
 class MultConcatFusion(FusionOp):
     """``[out_1 ‖ … ‖ out_N ‖ Π_m out_m]`` with ``out_m = ReLU(W_m x_m + b_m)``::
 

@@ -60,7 +60,9 @@ class TensorFusion(FusionOp):
         return TensorFusion.fuse(self, xs, None)
 
 
-@FUSIONS.register("low_rank", test_options={"rank": 2, "output_dim": 3})
+@FUSIONS.register("low_rank", test_options={"rank": 2, "output_dim": 3},
+                  search_space={"model.fusion.options.rank": {"low": 2, "high": 16, "log": True},
+                                "model.fusion.options.output_dim": {"choices": [32, 64, 128]}})
 class LowRankFusion(FusionOp):
     """LMF: a rank-R factorisation of a linear map applied to the TFN tensor::
 
@@ -94,17 +96,25 @@ class LowRankFusion(FusionOp):
             }
         )
         self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, self.rank)))
+        self._row_split = [[1, d] for d in self.input_dims.values()]  # constant row | the D_m rows of W_m
         self.bias = nn.Parameter(torch.zeros(self.output_dim))
 
     def fuse(self, xs: list[Tensor], present: Tensor | None) -> Tensor:
+        # z̃_m · W_m^{(i)} = W_m^{(i)}[0] + z_m · W_m^{(i)}[1:]: one baddbmm per modality for every
+        # rank at once, without building [1; z_m] (an absent row, zeroed, gives exactly W_m^{(i)}[0],
+        # the row [1, 0, …, 0] of the docstring). ``factors`` holds them in sorted modality order;
+        # its ``_parameters`` dict is read directly (ParameterDict.values() costs ~2.5 µs per entry).
         prod = None
-        for i, (m, x) in enumerate(zip(self.modalities, xs)):
-            z = with_constant(x, None if present is None else present[:, i])  # [B, D_m + 1]
-            f = torch.matmul(z, self.factors[m])  # [R, B, H]: z̃_m · W_m^{(i)} for every rank i
+        for i, (x, w, sizes) in enumerate(zip(xs, self.factors._parameters.values(), self._row_split)):
+            if present is not None:
+                x = masked(x, present[:, i], 0.0)
+            w0, w1 = w.split_with_sizes(sizes, 1)  # [R, 1, H], [R, D_m, H] (one call: half the cost of two slices)
+            f = torch.baddbmm(w0, x.expand(w.shape[0], -1, -1), w1)  # [R, B, H]
             prod = f if prod is None else prod * f
         R, B, H = prod.shape
         # Σ_i w_i prod[i] as one [1, R] x [R, B·H] product
-        return torch.matmul(self.rank_weights, prod.view(R, B * H)).view(B, H) + self.bias  # [B, H]
+        own = self._parameters  # (read directly: nn.Module.__getattr__ costs ~1 µs per parameter and call)
+        return torch.matmul(own["rank_weights"], prod.view(R, B * H)).view(B, H) + own["bias"]  # [B, H]
 
     def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
         """Every modality present: ``[1; z_m]`` without the masking (bitwise equal to ``fuse``)."""

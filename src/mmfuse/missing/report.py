@@ -158,7 +158,10 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], layout: Mapping[str, Any]
     methods = list(dict.fromkeys(s["method"] for s in summary))
     labels = {"full_only": f"test: {full} only", "both": f"test: {full} + {layout['missing']}"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    from ..plots import style_cycle  # (colour, line style, marker) distinct for any number of methods
+
+    styles = dict(zip(methods, style_cycle(len(methods))))
+    colors = {m: st["color"] for m, st in styles.items()}
     for ax, t in zip(axes, TESTS):
         for m in methods:
             pts = sorted((s["eta"], s["mean"], s["std"]) for s in summary if s["method"] == m and s["test"] == t)
@@ -168,7 +171,8 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], layout: Mapping[str, Any]
             if m in ("lower", "upper"):
                 ax.axhline(float(y.mean()), ls="--", color=colors[m], label=f"{m} bound")
             else:
-                ax.errorbar(x * 100, y, yerr=e, marker="o", capsize=3, color=colors[m], label=m)
+                ax.errorbar(x * 100, y, yerr=e, capsize=3, color=colors[m], ls=styles[m]["linestyle"],
+                            marker="o" if styles[m]["marker"] == "None" else styles[m]["marker"], label=m)
         ax.set_title(labels[t])
         ax.set_xlabel(f"η: % of training samples with {layout['missing']}")
         ax.set_xticks([e * 100 for e in etas])

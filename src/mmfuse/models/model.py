@@ -106,23 +106,55 @@ class MultimodalModel(nn.Module):
 
     def encode(self, batch: MultimodalBatch, pool: bool = True) -> dict[str, Tensor]:
         """Per-modality embeddings: Tensor[B, D_m] (or Tensor[B, T, D_m] for sequence encoders when not pooled)."""
-        out = {}
+        return {m: self.encode_modality(m, batch.inputs[m], batch.lengths.get(m), pool) for m in self.encoders}
+
+    def encode_modality(self, m: str, x: Tensor, lengths: Tensor | None = None, pool: bool = True) -> Tensor:
+        """Modality ``m``'s embeddings of its inputs Tensor[N, *] alone (one row's embedding depends on that row only)."""
+        enc = self.encoders[m]
         cache = self.__dict__.get("embedding_cache")  # mmfuse.embedding_cache.EmbeddingCache, when attached
-        for m, enc in self.encoders.items():
-            x, ln = batch.inputs[m], batch.lengths.get(m)
-            try:
-                h = cache.lookup(m, x, ln) if cache is not None else None
-                if h is None:
-                    # a frozen encoder runs on fixed-size chunks: a row's embedding is the same floats in any batch,
-                    # so cached and fresh embeddings agree exactly (see encoders/base.py:frozen_forward)
-                    h = frozen_forward(enc, x, ln) if is_frozen(enc) else call_encoder(enc, x, ln)
-            except ShapeError as exc:
-                raise ShapeError(f"modality {m!r}: {exc}; the model was built for this modality's shape in the "
-                                 "training data, give inputs of that shape") from None
-            if h.dim() == 3 and pool:
-                h = _pool(h, ln)
-            out[m] = h
-        return out
+        try:
+            h = cache.lookup(m, x, lengths) if cache is not None else None
+            if h is None:
+                # a frozen encoder runs on fixed-size chunks: a row's embedding is the same floats in any batch,
+                # so cached and fresh embeddings agree exactly (see encoders/base.py:frozen_forward)
+                h = frozen_forward(enc, x, lengths) if is_frozen(enc) else call_encoder(enc, x, lengths)
+        except ShapeError as exc:
+            raise ShapeError(f"modality {m!r}: {exc}; the model was built for this modality's shape in the "
+                             "training data, give inputs of that shape") from None
+        if h.dim() == 3 and pool:
+            h = _pool(h, lengths)
+        return h
+
+    # --- explanation split (mmfuse.explain): encode each modality alone, then fusion + head on embeddings ---
+
+    def explain_split(self) -> bool:
+        """True when ``forward`` (eval mode) equals :meth:`explain_decode` of per-modality :meth:`encode_modality`
+        outputs: feature and late strategies (each encoder sees its own modality only; an absent modality is
+        its zero input's embedding with mask False). Early fusion joins the inputs before one encoder: False."""
+        return self.strategy in ("feature", "late") and type(self).forward is MultimodalModel.forward
+
+    def explain_pool(self) -> bool:
+        """Whether :meth:`explain_decode` expects pooled embeddings (False for sequence fusion operators)."""
+        return not (self.strategy == "feature" and getattr(self.fusion, "accepts_sequences", False))
+
+    def explain_decode(self, emb: Mapping[str, Tensor], mask: Mapping[str, Tensor],
+                       lengths: Mapping[str, Tensor]) -> Tensor:
+        """Logits Tensor[N, K] from per-modality embeddings (as :meth:`encode_modality` with ``pool=explain_pool()``
+        gives them), presence masks and lengths of N rows: the part of ``forward`` after the encoders, in eval mode."""
+        emb, lengths = dict(emb), dict(lengths)
+        if self.imputer is not None:
+            emb, new_mask = self.imputer.impute(emb, mask)
+            lengths = _imputed_lengths(emb, mask, new_mask, lengths)
+            mask = new_mask
+        if self.strategy == "late":
+            return self.late_combiner({m: self.heads[m](emb[m]) for m in self.encoders}, mask)
+        kwargs = {}
+        if not self.explain_pool():
+            kwargs["token_mask"] = {
+                m: torch.arange(e.shape[1], device=e.device)[None] < lengths[m][:, None]
+                for m, e in emb.items() if e.dim() == 3 and m in lengths
+            }
+        return self.head(self.fusion(emb, mask, **kwargs))
 
     def forward(self, batch: MultimodalBatch) -> ModelOutput:
         require_modalities(batch, self.modalities)

@@ -99,3 +99,61 @@ class EpochCheckpoints(L.Callback):
         else:
             saved = "no epoch had finished, so --resume starts from the beginning"
         raise TrainingInterrupted(sig, f"interrupted by {signal_name(sig)} {where}; {saved}")
+
+
+def encoder_groups(model) -> dict:
+    """``{modality: [trainable parameters of its encoder]}`` from the model's ``encoders`` ModuleDict (the first
+    one found, nearest the root); {} for a model without per-modality encoders."""
+    import torch.nn as nn
+
+    found = [(name, mod) for name, mod in model.named_modules()
+             if isinstance(mod, nn.ModuleDict) and name.split(".")[-1] == "encoders"]
+    if not found:
+        return {}
+    _, encs = min(found, key=lambda x: x[0].count("."))
+    return {m: [p for p in enc.parameters() if p.requires_grad] for m, enc in encs.items()}
+
+
+class GradNormMonitor(L.Callback):
+    """Per epoch, the L2 norm of the gradients of each modality's encoder parameters (√Σ‖g‖² over the encoder),
+    taken just before each optimiser step (after the backward pass Lightning already ran: no extra backward;
+    before clipping), averaged over the epoch's steps. Written into the run's history entry of the epoch as
+    ``grad_norm[<modality>]`` (``mmfuse.diagnostics.grad_norm_summary`` turns it into ratios to the largest).
+    A modality whose encoder is frozen (no trainable parameter) or got no gradient is not recorded.
+
+    Put it before :class:`EpochCheckpoints` in the callback list so the resumable ``last`` state holds it.
+    """
+
+    KEY = "grad_norm[{}]"
+
+    def __init__(self, groups: dict | None = None):
+        self.groups = groups
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.epochs: list[dict] = []  # {"epoch": e, "norm": {m: mean norm}} per finished epoch
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.groups is None:
+            self.groups = encoder_groups(getattr(pl_module, "model", pl_module))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.sums, self.counts = {}, {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        import torch
+
+        for m, params in (self.groups or {}).items():
+            grads = [p.grad.detach() for p in params if p.grad is not None]
+            if not grads:
+                continue
+            sq = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]).pow(2).sum()
+            self.sums[m] = self.sums.get(m, 0.0) + float(sq.sqrt())
+            self.counts[m] = self.counts.get(m, 0) + 1
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        norms = {m: self.sums[m] / self.counts[m] for m in self.sums if self.counts.get(m)}
+        epoch = trainer.current_epoch
+        self.epochs.append({"epoch": epoch, "norm": norms})
+        history = getattr(pl_module, "history", None)
+        if norms and history and history[-1].get("epoch") == epoch:
+            history[-1].update({self.KEY.format(m): v for m, v in norms.items()})

@@ -16,8 +16,9 @@ from ..errors import ConfigError
 from .checkpoint import FolderLock, save_checkpoint
 from .signals import catch_stop_signals
 
-# Lightning (and, through torchmetrics, matplotlib and transformers), scikit-learn (the metrics) are imported by
-# _fit, where they are used: importing this module (e.g. for load_checkpoint or load_data) stays cheap.
+# Lightning is imported by _fit, where it is used (through training.system.import_lightning, which keeps
+# torchmetrics from loading transformers / matplotlib / scipy.signal): importing this module (e.g. for
+# load_checkpoint or load_data) stays cheap.
 
 
 @dataclass
@@ -155,6 +156,7 @@ def pattern_evaluation_due(setting, n_test: int, n_modalities: int, trained_samp
 
 def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evaluate_patterns, resume: bool,
          extra_callbacks: list) -> RunResult:
+    from .system import FusionSystem  # first: it imports Lightning without torchmetrics' unused extras
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
@@ -163,7 +165,6 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
     from ..evaluation import evaluate, make_loader
     from ..models import build_model
     from .callbacks import BestWeights, EpochCheckpoints
-    from .system import FusionSystem
     from . import resume as R
 
     quiet_lightning()
@@ -224,6 +225,10 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
     # first: at an epoch's start it restores BestWeights' / EarlyStopping's state before they run
     epochs = EpochCheckpoints(out, best, early, save_epoch if save and launched_rank() == 0 else None)
     callbacks.insert(0, epochs)
+    if cfg.training.diagnostics:  # per-modality encoder gradient norms; before `epochs`, so `last` holds them
+        from .callbacks import GradNormMonitor
+
+        callbacks.insert(0, GradNormMonitor())
     callbacks += list(extra_callbacks)
     show = cfg.training.progress if progress is None else progress
     trainer = L.Trainer(
@@ -274,6 +279,8 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
             evaluate_patterns = pattern_evaluation_due(cfg.training.evaluate_patterns, len(datasets["test"]),
                                                        len(train.modalities), trained)
         test = evaluate(model, datasets["test"], task, g.eval_batch_size, per_pattern=evaluate_patterns)
+        if cfg.training.diagnostics:
+            test["diagnostics"] = _diagnostics(cfg, model, datasets, task, test, system.history)
     else:
         test = {}
     params = sum(p.numel() for p in model.parameters())
@@ -288,6 +295,19 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
                 "best_epoch": best.best_epoch, "train_seconds": seconds, "params": params}
         result.checkpoint = save_checkpoint(out / "checkpoint", model, cfg, meta, pipeline=pipeline)
     return result
+
+
+def _diagnostics(cfg: ExperimentConfig, model, datasets, task: str, test: dict, history: list) -> dict:
+    """``report["diagnostics"]`` (:func:`mmfuse.diagnostics.diagnose`); a failure is recorded, not raised, so that
+    a finished training is never lost to its diagnostics."""
+    from ..diagnostics import diagnose
+
+    try:
+        return diagnose(model, datasets, task, test, history=history, family=cfg.model.family,
+                        monitor=cfg.training.monitor, batch_size=cfg.data.eval_batch_size, seed=cfg.seed,
+                        probe=cfg.training.diagnostics is True)
+    except Exception as exc:  # noqa: BLE001  (reported in the run's report and printed by mmfuse train)
+        return {"error": f"diagnostics failed: {type(exc).__name__}: {exc}", "ignored": []}
 
 
 def _raise_if_signalled(out: Path, save: bool) -> None:

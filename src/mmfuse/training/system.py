@@ -14,7 +14,6 @@ optimiser factory and the metrics; a registered *scheme* (``mmfuse.schemes``, ch
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -23,6 +22,60 @@ from ..batch import MultimodalBatch
 from ..config import TrainingConfig
 from ..evaluation.metrics import compute_metrics
 from .losses import task_loss
+
+# extras of torchmetrics that its import would load when installed, and that no mmfuse training uses
+# (BERTScore's transformers models, the metric plots' matplotlib, the audio metrics' scipy.signal)
+_UNUSED_TORCHMETRICS_EXTRAS = ("transformers", "matplotlib", "scipy")
+
+
+def import_lightning():
+    """``import lightning``, without letting torchmetrics (which Lightning imports) load transformers,
+    matplotlib and scipy.signal for features mmfuse never calls: they cost a third of the import's time.
+
+    torchmetrics decides with ``lightning_utilities``' ``RequirementCache`` flags whether to import those
+    extras; while Lightning (hence torchmetrics) is imported for the first time, those flags read "not
+    installed". The only effect is inside torchmetrics: its BERTScore with default models, its ``.plot()``
+    methods and its PIT with >= 3 speakers report the package as missing. Imported directly
+    (``import transformers`` / ``matplotlib``, as mmfuse's ``hf_auto`` encoders and plots do), the packages
+    work as usual. When Lightning or torchmetrics is already imported, this is a plain import.
+    """
+    import sys
+
+    if "lightning" in sys.modules or "torchmetrics" in sys.modules:
+        import lightning
+
+        return lightning
+    try:
+        from lightning_utilities.core import imports as lu
+
+        original, original_available = lu.RequirementCache._check_requirement, lu.package_available
+    except (ImportError, AttributeError):  # another lightning_utilities: a plain import
+        import lightning
+
+        return lightning
+
+    def check(self) -> None:
+        name = str(self.module or self.requirement or "")
+        for sep in "<>=!~[; ":
+            name = name.split(sep)[0]
+        if name.split(".")[0] in _UNUSED_TORCHMETRICS_EXTRAS:
+            self.available = False
+            self.message = f"{name!r} not imported with torchmetrics by mmfuse (mmfuse.training.system.import_lightning)"
+            return
+        original(self)
+
+    def available(name: str) -> bool:  # torchmetrics/__init__ asks package_available("scipy") itself
+        return False if name.split(".")[0] in _UNUSED_TORCHMETRICS_EXTRAS else original_available(name)
+
+    lu.RequirementCache._check_requirement, lu.package_available = check, available
+    try:
+        import lightning
+    finally:
+        lu.RequirementCache._check_requirement, lu.package_available = original, original_available
+    return lightning
+
+
+L = import_lightning()
 
 
 def make_optimizer(cfg: TrainingConfig, params, lr: float | None = None) -> torch.optim.Optimizer:

@@ -1,0 +1,165 @@
+"""Table loader benchmark (issue 12): mmfuse's ``load_table`` against a plain PIL + numpy loop over the same files.
+
+Each measurement is one fresh Python process (``--worker``): imports and set-up happen before the baseline, the
+timed region is the load only, and the peak memory is ``ru_maxrss`` (peak resident set) minus its value after
+the imports (so it counts what the load adds). Modes are interleaved (plain, mmfuse, plain, cached, ...) after one
+discarded warm-up run of each (which also fills the OS page cache and writes the decoded cache), and the median
+and IQR over the repeats are reported, with the thread count (torch and numpy are pinned to 1 thread).
+
+    python benchmarks/table_loader.py --rows 10000 --size 32 --repeats 7
+    python benchmarks/table_loader.py --stream-train --size 16     # (d) streaming 1-epoch training, 10k vs 100k rows
+
+(a) plain: for each file Image.open, convert("RGB"), np.asarray(float32) / 255, transpose to CHW; np.stack.
+(b) mmfuse: load_table(schema, cache=False, stream=False) (same float32 CHW array plus a numeric column).
+(c) cached: load_table(schema, cache_dir=..., stream=False) with the decoded cache already written.
+(d) peak RSS of `fit` (1 epoch, mlp encoders, stream=true, data.num_workers=0) over N rows of 16x16 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+THREADS = 1
+
+
+def write_table(root: Path, rows: int, size: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    done = root / "s.yaml"
+    if done.is_file():
+        return done
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["img,x,label"]
+    for i in range(rows):
+        a = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(a).save(root / "img" / f"{i}.png", compress_level=1)
+        lines.append(f"img/{i}.png,{rng.normal():.5f},{'ab'[i % 2]}")
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    done.write_text("table: t.csv\ntarget: label\nsplit: {fractions: [0.8, 0.1, 0.1]}\nmodalities:\n"
+                    "  img: {column: img, loader: image}\n  num: {columns: [x], loader: numeric}\n")
+    return done
+
+
+def worker(mode: str, root: Path) -> dict:
+    import numpy as np
+    from PIL import Image
+
+    import pandas  # noqa: F401 - set-up outside the measured region (both modes import it)
+    from PIL import PngImagePlugin  # noqa: F401
+
+    import mmfuse.datasets.table_cache  # noqa: F401
+    from mmfuse.datasets.table import load_table
+
+    paths = [root / "img" / line.split(",")[0].split("/")[1] for line in (root / "t.csv").read_text().split("\n")[1:]
+             if line]
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    if mode == "plain":
+        out = []
+        for p in paths:
+            with Image.open(p) as im:
+                out.append((np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).transpose(2, 0, 1))
+        arr = np.stack(out)
+        nbytes = arr.nbytes
+    else:
+        splits = load_table(root / "s.yaml", stream=False, cache=(mode == "cached"), cache_dir=root / "cache")
+        nbytes = splits["train"].arrays["img"].bank.nbytes
+        _ = float(np.asarray(splits["test"].arrays["img"][0]).sum())
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"time": dt, "peak_mb": (peak - base) / 1024, "decoded_mb": nbytes / 2**20}
+
+
+def train_worker(root: Path, stream: bool = True) -> dict:
+    from mmfuse.config import parse_config
+    from mmfuse.training.fit import fit
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    raw = {"data": {"name": "table", "options": {"schema": str(root / "s.yaml"), "stream": stream, "cache": False},
+                    "batch_size": 256, "eval_batch_size": 512},
+           "model": {"strategy": "feature", "encoders": {"img": {"name": "mlp", "options": {"hidden": [32]}},
+                                                          "num": {"name": "mlp", "options": {"hidden": [8]}}},
+                     "fusion": {"name": "concat"}},
+           "training": {"max_epochs": 1}, "output_dir": str(root / "run"), "seed": 0}
+    cfg = parse_config(raw)
+    t0 = time.perf_counter()
+    fit(cfg)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"time": dt, "peak_mb": (peak - base) / 1024}
+
+
+def run(args: list[str]) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summary(xs: list[float]) -> str:
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return f"median {statistics.median(xs):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10000)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--worker", default=None)
+    ap.add_argument("--stream-train", action="store_true")
+    ap.add_argument("--stream-rows", default="10000,100000")
+    ap.add_argument("--in-memory", action="store_true", help="(d) with stream: false, for comparison")
+    a = ap.parse_args()
+    if a.worker:
+        root = Path(a.dir)
+        print(json.dumps(train_worker(root, a.worker == "train") if a.worker.startswith("train") else
+                         worker(a.worker, root)))
+        return
+    base = Path(a.dir or tempfile.mkdtemp(prefix="mmfuse-bench-"))
+    print(f"uptime: {os.popen('uptime').read().strip()}; threads: {THREADS}; dir {base}")
+    if a.stream_train:
+        for n in [int(x) for x in a.stream_rows.split(",")]:
+            root = base / f"s{n}x{a.size}"
+            write_table(root, n, a.size)
+            r = run(["--worker", "train-mem" if a.in_memory else "train", "--dir", str(root)])
+            print(f"(d) {'in-memory' if a.in_memory else 'streaming'} 1-epoch fit, {n} rows of {a.size}x{a.size}x3: peak RSS over baseline "
+                  f"{r['peak_mb']:.0f} MB, {r['time']:.1f} s")
+        return
+    root = base / f"t{a.rows}x{a.size}"
+    write_table(root, a.rows, a.size)
+    modes = ["plain", "mmfuse", "cached"]
+    res: dict[str, list[dict]] = {m: [] for m in modes}
+    for m in modes:  # warm-up (page cache, decoded cache written), discarded
+        run(["--worker", m, "--dir", str(root)])
+    for r in range(a.repeats):
+        for m in (modes if r % 2 == 0 else modes[::-1]):
+            res[m].append(run(["--worker", m, "--dir", str(root)]))
+    t = {m: [x["time"] for x in res[m]] for m in modes}
+    p = {m: [x["peak_mb"] for x in res[m]] for m in modes}
+    print(f"{a.rows} rows of {a.size}x{a.size}x3 PNG, decoded {res['plain'][0]['decoded_mb']:.0f} MB float32; "
+          f"{a.repeats} interleaved repeats, fresh process each; peak = ru_maxrss delta over the post-import baseline")
+    for m in modes:
+        print(f"  {m:7s} time s: {summary(t[m])}; peak MB: {summary(p[m])}")
+    for m in ("mmfuse", "cached"):
+        ratios = [x / y for x, y in zip(t[m], t["plain"])]
+        pr = [x / y for x, y in zip(p[m], p["plain"])]
+        print(f"  {m}/plain time ratio: {summary(ratios)}; peak ratio: {summary(pr)}")
+
+
+if __name__ == "__main__":
+    main()

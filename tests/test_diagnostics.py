@@ -1,0 +1,150 @@
+"""Run diagnostics: the ignored-modality warning, the encoder gradient-norm callback, the unimodal gap."""
+
+import copy
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmfuse.config import parse_config
+from mmfuse.datasets import from_arrays
+from mmfuse.diagnostics import diagnose, ignored_modalities, unimodal_gap, warning_lines
+from mmfuse.errors import ConfigError, DataError
+from mmfuse.training import fit
+from mmfuse.training.callbacks import GradNormMonitor
+
+
+def _data(n=240, seed=0):
+    """Three classes; each modality alone separates them well."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centres = np.eye(3, 4) * 3.0
+    a = (rng.normal(size=(n, 4)) + centres[y]).astype(np.float32)
+    b = (rng.normal(size=(n, 4)) + centres[(y + 1) % 3]).astype(np.float32)
+    return from_arrays({"a": a, "b": b}, y, seed=seed)
+
+
+def _cfg():
+    enc = {"name": "mlp", "options": {"hidden": [8], "output_dim": 8}}
+    return parse_config({"model": {"encoders": {"a": enc, "b": enc}, "fusion": {"name": "concat"},
+                                   "head": {"name": "linear"}, "missing": {"modality_dropout": 0.5}},
+                         "training": {"max_epochs": 4, "lr": 0.03, "progress": False, "monitor": "val_accuracy"},
+                         "data": {"batch_size": 32}})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.manual_seed(0)
+    data = _data()
+    return fit(_cfg(), data, tmp_path_factory.mktemp("run"), save=False), data
+
+
+def test_no_warning_when_both_modalities_are_used(trained):
+    res, _ = trained
+    d = res.test["diagnostics"]
+    assert d["metric"] == "accuracy" and d["probe_skipped"] is None
+    assert d["ignored"] == [], d
+    for m in ("a", "b"):  # each alone predicts (modality dropout trained it to), far above the majority rate
+        assert d["only_present"][m] > d["chance"][m] + 0.3
+        assert d["unimodal_reference"][m] > d["chance"][m] + 0.3
+        # the reused simulated pattern {m}
+        assert d["only_present"][m] == res.test["patterns"][m]["accuracy"]
+    g = d["grad_norm"]
+    assert len(g["per_epoch"]) == len(res.history) == 4
+    assert all(h["grad_norm[a]"] > 0 and h["grad_norm[b]"] > 0 for h in res.history)
+    assert max(g["per_epoch"][0]["ratio"].values()) == 1.0
+
+
+def test_warning_fires_when_the_model_ignores_a_modality(trained):
+    res, data = trained
+    model = copy.deepcopy(res.model)
+    # the linear head reads cat([emb_a, emb_b]): cut every weight on b's embedding, so b is ignored
+    head = [m for m in model.head.modules() if isinstance(m, nn.Linear)][0]
+    assert head.weight.shape[1] == 16
+    with torch.no_grad():
+        head.weight[:, 8:] = 0.0
+    d = diagnose(model, data, "multiclass", history=[], family="fusion", monitor="val_accuracy")
+    assert [w["modality"] for w in d["ignored"]] == ["b"], d
+    w = d["ignored"][0]
+    # only b present: the prediction is constant, so at most the majority rate; the probe on b's encoder is high
+    assert w["only_present"] <= w["chance"] + 1e-9 and w["reference"] > 0.8
+    assert "'b'" in w["message"] and f"{w['only_present']:.3f}" in w["message"] and f"{w['reference']:.3f}" in w["message"]
+    assert "model.missing.modality_dropout" in w["message"]
+    assert any("looks ignored" in line for line in warning_lines(d))
+    quiet = diagnose(model, data, "multiclass", history=[], family="fusion", probe=False)  # no reference: no warning
+    assert quiet["ignored"] == [] and quiet["unimodal_reference"] == {} and "no probe" in quiet["probe_skipped"]
+    other = diagnose(model, data, "multiclass", history=[], family="intermediate")
+    assert "intermediate" in other["probe_skipped"] and other["only_present"] == d["only_present"]
+
+
+def test_ignored_rule_on_numbers():
+    # accuracy, chance 0.1: the issue's case (0.11 only-present vs 0.70 unimodal) is flagged, a used modality is not
+    flagged = ignored_modalities({"image": 0.11, "audio": 0.6}, {"image": 0.70, "audio": 0.65},
+                                 {"image": 0.10, "audio": 0.10}, "accuracy", "max")
+    assert [f["modality"] for f in flagged] == ["image"]
+    # error metric (mae, lower is better): chance 1.0, reference 0.5, only-present 0.95 → flagged
+    assert ignored_modalities({"x": 0.95}, {"x": 0.5}, {"x": 1.0}, "mae", "min")[0]["modality"] == "x"
+    # a reference near chance is no evidence
+    assert ignored_modalities({"x": 0.10}, {"x": 0.12}, {"x": 0.10}, "accuracy", "max") == []
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoders = nn.ModuleDict({"a": nn.Linear(3, 2, bias=False), "b": nn.Linear(2, 2, bias=False)})
+
+
+def test_grad_norm_callback_equals_hand_computed_norm():
+    model = _Toy()
+    xa, xb = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]), torch.tensor([[1.0, -1.0], [2.0, 0.0]])
+    # loss = Σ W_a x_a + 3 Σ W_b x_b  →  ∂/∂W_a[k, :] = Σ_rows x_a, ∂/∂W_b[k, :] = 3 Σ_rows x_b (each of 2 rows k)
+    loss = model.encoders["a"](xa).sum() + 3 * model.encoders["b"](xb).sum()
+    loss.backward()
+    want_a = math.sqrt(2 * sum(v * v for v in xa.sum(0).tolist()))
+    want_b = 3 * math.sqrt(2 * sum(v * v for v in xb.sum(0).tolist()))
+    mon = GradNormMonitor()
+    module = SimpleNamespace(model=model, history=[{"epoch": 0}])
+    trainer = SimpleNamespace(current_epoch=0)
+    mon.on_train_start(trainer, module)
+    mon.on_train_epoch_start(trainer, module)
+    mon.on_before_optimizer_step(trainer, module, None)
+    mon.on_train_epoch_end(trainer, module)
+    assert module.history[0]["grad_norm[a]"] == pytest.approx(want_a, rel=1e-6)
+    assert module.history[0]["grad_norm[b]"] == pytest.approx(want_b, rel=1e-6)
+    from mmfuse.diagnostics import grad_norm_summary
+
+    g = grad_norm_summary(module.history, ["a", "b"])
+    assert g["mean_ratio"]["b"] == 1.0 and g["mean_ratio"]["a"] == pytest.approx(want_a / want_b, rel=1e-6)
+
+
+def test_unimodal_gap_on_a_hand_made_leaderboard():
+    rows = [{"method": "concat", "kind": "fusion", "accuracy_mean": 0.80},
+            {"method": "gated", "kind": "fusion", "accuracy_mean": 0.75},
+            {"method": "unimodal:audio", "kind": "unimodal", "accuracy_mean": 0.60},
+            {"method": "unimodal:image", "kind": "unimodal", "accuracy_mean": 0.70}]
+    g = unimodal_gap(rows, "accuracy", "max")
+    assert g["unimodal"] == {"audio": 0.60, "image": 0.70}
+    assert g["best_fused"] == "concat"
+    assert g["best_gap"] == pytest.approx({"audio": 0.20, "image": 0.10})
+    assert g["gap"]["gated"]["image"] == pytest.approx(0.05)
+    mae = unimodal_gap([{"method": "sum", "mae_mean": 0.4}, {"method": "unimodal:x", "mae_mean": 0.5}], "mae", "min")
+    assert mae["gap"]["sum"]["x"] == pytest.approx(-0.1) and mae["advantage"]["sum"]["x"] == pytest.approx(0.1)
+    with pytest.raises(DataError, match="accuracy_mean"):
+        unimodal_gap([{"method": "concat"}], "accuracy", "max")
+    with pytest.raises(ConfigError, match="direction"):
+        unimodal_gap(rows, "accuracy", "up")
+
+
+def test_leaderboard_ignored_uses_the_unimodal_runs():
+    from mmfuse.diagnostics import leaderboard_ignored
+
+    rows = [{"method": "gated", "accuracy_mean": 0.72, "pattern[image]_accuracy_mean": 0.11,
+             "pattern[audio]_accuracy_mean": 0.60},
+            {"method": "unimodal:audio", "kind": "unimodal", "accuracy_mean": 0.62},
+            {"method": "unimodal:image", "kind": "unimodal", "accuracy_mean": 0.70}]
+    out = leaderboard_ignored(rows, "accuracy", "max", 0.1)
+    assert list(out) == ["gated"] and [w["modality"] for w in out["gated"]] == ["image"]
+    assert "0.110" in out["gated"][0]["message"] and "0.700" in out["gated"][0]["message"]

@@ -1,0 +1,176 @@
+"""The fast table loader: one open per file, preallocated columns with index-view splits, the memory-mapped
+decoded cache (hits, invalidation, corruption) and the streaming mode."""
+
+import os
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmfuse.datasets.streaming import StreamColumn
+from mmfuse.datasets.table import load_table
+from mmfuse.errors import DataError
+
+N = 12
+
+
+def _write(root, n=N, size=8):
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir()
+    lines = ["img,x1,x2,label,split"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / "img" / f"{i}.png")
+        split = "train" if i < 8 else ("val" if i < 10 else "test")
+        cell = "" if i == 3 else f"img/{i}.png"  # row 3: image absent
+        lines.append(f"{cell},{rng.normal():.5f},{rng.normal() * 3 + 1:.5f},{'ab'[i % 2]},{split}")
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    (root / "s.yaml").write_text("table: t.csv\ntarget: label\nsplit: split\nmodalities:\n"
+                                 "  img: {column: img, loader: image}\n  num: {columns: [x1, x2], loader: numeric}\n")
+    return root / "s.yaml"
+
+
+@pytest.fixture
+def opens(monkeypatch):
+    count: Counter = Counter()
+    real = Image.open
+
+    def counting(fp, *a, **k):
+        count[os.path.basename(str(fp))] += 1
+        return real(fp, *a, **k)
+
+    monkeypatch.setattr(Image, "open", counting)
+    return count
+
+
+def _dense(ds, m):
+    return np.asarray(ds.arrays[m])
+
+
+def test_one_open_per_file_and_identical_to_plain_decoding(tmp_path, opens):
+    splits = load_table(_write(tmp_path), cache=False, stream=False)
+    assert set(opens.values()) == {1} and len(opens) == N - 1  # every image opened exactly once
+    # oracle: the previous loader's per-file decoding (convert, float32 / 255, CHW) and train-only statistics
+    rows = {"train": range(8), "val": range(8, 10), "test": range(10, 12)}
+    import csv
+
+    table = list(csv.DictReader(open(tmp_path / "t.csv")))
+    x = np.array([[float(r["x1"]), float(r["x2"])] for r in table], dtype=np.float32)
+    mean, std = x[:8].mean(0), x[:8].std(0)
+    for k, ds in splits.items():
+        img = _dense(ds, "img")
+        for j, i in enumerate(rows[k]):
+            if i == 3:
+                assert not ds.present["img"][j] and not img[j].any()
+                continue
+            with Image.open(tmp_path / "img" / f"{i}.png") as im:
+                ref = (np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).transpose(2, 0, 1)
+            assert np.array_equal(img[j], ref)
+        ref_num = ((x[list(rows[k])] - mean) / std).astype(np.float32)
+        assert np.array_equal(_dense(ds, "num"), ref_num)
+
+
+def test_splits_are_views_of_one_array(tmp_path):
+    splits = load_table(_write(tmp_path), cache=False, stream=False)
+    tr, va, te = (splits[k].arrays["img"] for k in ("train", "val", "test"))
+    assert np.shares_memory(tr.bank, va.bank) and np.shares_memory(tr.bank, te.bank)
+    assert tr.bank.shape[0] == N  # one array of all rows; each split holds an index array
+    assert list(te.rows) == [10, 11]
+
+
+def test_cache_hit_invalidation_and_corruption(tmp_path, opens):
+    schema = _write(tmp_path)
+    cdir = tmp_path / "cache"
+    first = load_table(schema, cache_dir=cdir, stream=False)
+    assert sum(opens.values()) == N - 1
+    opens.clear()
+    second = load_table(schema, cache_dir=cdir, stream=False)
+    assert sum(opens.values()) == 0  # memory-mapped: no file decoded
+    for k in first:
+        assert np.array_equal(_dense(first[k], "img"), _dense(second[k], "img"))
+    assert isinstance(second["train"].arrays["img"].bank, np.ndarray)
+    # touching one file (mtime) invalidates the column
+    st = os.stat(tmp_path / "img" / "5.png")
+    os.utime(tmp_path / "img" / "5.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    opens.clear()
+    load_table(schema, cache_dir=cdir, stream=False)
+    assert sum(opens.values()) == N - 1
+    # new content (and size) of one file: the new pixels are loaded
+    Image.fromarray(np.full((8, 8, 3), 7, dtype=np.uint8)).save(tmp_path / "img" / "0.png")
+    third = _dense(load_table(schema, cache_dir=cdir, stream=False)["train"], "img")
+    assert np.allclose(third[0], 7 / 255.0)
+    # a truncated cache file (a new file: truncating a mapped file in place would fault its readers)
+    vals = [p for p in cdir.rglob("values.npy")]
+    assert vals
+    for p in vals:
+        head = p.read_bytes()[:200]
+        p.unlink()
+        p.write_bytes(head)
+    opens.clear()
+    with pytest.warns(UserWarning, match="corrupt or incomplete"):
+        fourth = load_table(schema, cache_dir=cdir, stream=False)
+    assert sum(opens.values()) == N - 1
+    assert np.array_equal(_dense(fourth["train"], "img"), third)
+    opens.clear()
+    load_table(schema, cache_dir=cdir, stream=False)
+    assert sum(opens.values()) == 0
+
+
+def test_streaming_equals_in_memory_and_auto_choice(tmp_path):
+    schema = _write(tmp_path)
+    mem = load_table(schema, cache=False, stream=False)
+    st = load_table(schema, cache=False, stream=True)
+    assert isinstance(st["train"].arrays["img"], StreamColumn)
+    for k in mem:
+        assert np.array_equal(_dense(mem[k], "img"), _dense(st[k], "img"))
+        assert np.array_equal(mem[k].present["img"], st[k].present["img"])
+        b1, b2 = mem[k].batch(), st[k].batch()
+        assert all(np.array_equal(b1.inputs[m].numpy(), b2.inputs[m].numpy()) for m in b1.inputs)
+    auto_small = load_table(schema, cache=False, stream="auto", stream_threshold_gb=1e-9)
+    assert isinstance(auto_small["test"].arrays["img"], StreamColumn)
+    auto_big = load_table(schema, cache=False, stream="auto", stream_threshold_gb=10)
+    assert not isinstance(auto_big["test"].arrays["img"], StreamColumn)
+
+
+def test_decode_error_named_in_the_same_pass(tmp_path, opens):
+    schema = _write(tmp_path)
+    p = tmp_path / "img" / "6.png"
+    p.write_bytes(p.read_bytes()[:60])  # header intact, data truncated
+    with pytest.raises(DataError) as ei:
+        load_table(schema, cache=False, stream=False)
+    msg = str(ei.value)
+    assert "row 6 (line 8)" in msg and "'img'" in msg and "6.png" in msg
+    assert opens["6.png"] == 1
+
+
+def test_streaming_training_gives_the_same_model(tmp_path):
+    import torch
+
+    from mmfuse.config import parse_config
+    from mmfuse.training.fit import fit
+
+    schema = _write(tmp_path)
+    results = []
+    for stream in (False, True):
+        raw = {"data": {"name": "table", "options": {"schema": str(schema), "stream": stream, "cache": False},
+                        "batch_size": 4},
+               "model": {"strategy": "feature", "encoders": {"img": {"name": "mlp", "options": {"hidden": [4]}},
+                                                              "num": {"name": "mlp", "options": {"hidden": [4]}}},
+                         "fusion": {"name": "concat"}},
+               "training": {"max_epochs": 1}, "output_dir": str(tmp_path / f"run{stream}"), "seed": 3}
+        results.append(fit(parse_config(raw), save=False, progress=False))
+    a, b = (r.model.state_dict() for r in results)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # identical weights after the same seeded training
+    assert results[0].test == results[1].test
+
+
+def test_loading_options_are_validated_with_dotted_paths():
+    from mmfuse.config import parse_config
+    from mmfuse.errors import ConfigError
+
+    raw = {"data": {"name": "table", "options": {"schema": "x.yaml", "stream": "yes", "stream_threshold_gb": -1}}}
+    with pytest.raises(ConfigError) as ei:
+        parse_config(raw)
+    assert "data.options.stream: got 'yes'" in str(ei.value)
+    assert "data.options.stream_threshold_gb: got -1" in str(ei.value)
