@@ -15,6 +15,7 @@ Pairs measured (A = baseline, B = mmfuse):
   import        python -c "import torch"          vs  python -c "from mmfuse.config import load_config; load_config(...)"
   train         plain PyTorch script (below)      vs  mmfuse train examples/avmnist_families.yaml, 1 epoch, 20 batches
   train         plain PyTorch script (below)      vs  the same with training.evaluate_patterns=auto, training.plots=auto
+  train         plain PyTorch script (below)      vs  the same, and training.diagnostics=false (no probe: no scikit-learn)
 
 The plain script does the same work as the tiny ``mmfuse train``: parse the same config, load the same data, build
 the same model (mmfuse.build_model), 20 AdamW steps at batch 32 with the same lr / weight decay, one validation and
@@ -96,7 +97,11 @@ def pairs_for(only: str | None, tmp: Path, threads: int) -> list[tuple[str, list
                 ("plain PyTorch script", [PY, str(plain), CONFIG, str(threads), str(tmp / "plain")],
                  "tiny train, auto", [MMFUSE, "train", CONFIG, *TINY, "--out", str(tmp / "mm"),
                                       "--set", "training.progress=false", "--set", "training.evaluate_patterns=auto",
-                                      "--set", "training.plots=auto"])]
+                                      "--set", "training.plots=auto"]),
+                ("plain PyTorch script", [PY, str(plain), CONFIG, str(threads), str(tmp / "plain")],
+                 "tiny, auto, no diag", [MMFUSE, "train", CONFIG, *TINY, "--out", str(tmp / "mm"),
+                                         "--set", "training.progress=false", "--set", "training.evaluate_patterns=auto",
+                                         "--set", "training.plots=auto", "--set", "training.diagnostics=false"])]
     (tmp / "plain").mkdir(exist_ok=True)
     return out
 

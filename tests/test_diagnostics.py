@@ -45,11 +45,11 @@ def trained(tmp_path_factory):
 def test_no_warning_when_both_modalities_are_used(trained):
     res, _ = trained
     d = res.test["diagnostics"]
-    assert d["metric"] == "accuracy" and d["probe_skipped"] is None
+    # every modality alone is far above chance, so none can be flagged: the probe is not even fitted
+    assert d["metric"] == "accuracy" and d["probe_skipped"].startswith("not needed") and d["unimodal_reference"] == {}
     assert d["ignored"] == [], d
     for m in ("a", "b"):  # each alone predicts (modality dropout trained it to), far above the majority rate
         assert d["only_present"][m] > d["chance"][m] + 0.3
-        assert d["unimodal_reference"][m] > d["chance"][m] + 0.3
         # the reused simulated pattern {m}
         assert d["only_present"][m] == res.test["patterns"][m]["accuracy"]
     g = d["grad_norm"]
@@ -148,3 +148,29 @@ def test_leaderboard_ignored_uses_the_unimodal_runs():
     out = leaderboard_ignored(rows, "accuracy", "max", 0.1)
     assert list(out) == ["gated"] and [w["modality"] for w in out["gated"]] == ["image"]
     assert "0.110" in out["gated"][0]["message"] and "0.700" in out["gated"][0]["message"]
+
+
+def test_compare_diagnostics_flags_an_ignored_modality_from_the_leaderboard():
+    """compare's section: gated fusion with image-only accuracy at chance while unimodal:image is far above it."""
+    import pandas as pd
+
+    from mmfuse.compare import compare_diagnostics, diagnostics_markdown
+
+    board = pd.DataFrame([
+        {"method": "fusion:gated", "kind": "feature", "accuracy_mean": 0.74, "pattern[image]_accuracy_mean": 0.11,
+         "pattern[audio]_accuracy_mean": 0.65},
+        {"method": "unimodal:image", "kind": "unimodal", "accuracy_mean": 0.70},
+        {"method": "unimodal:audio", "kind": "unimodal", "accuracy_mean": 0.66},
+    ])
+    runs = pd.DataFrame([
+        {"method": "fusion:gated", "seed": 0, "chance[image]": 0.1, "chance[audio]": 0.1,
+         "grad_ratio[image]": 0.05, "grad_ratio[audio]": 1.0},
+        {"method": "fusion:gated", "seed": 1, "chance[image]": 0.1, "chance[audio]": 0.1,
+         "grad_ratio[image]": 0.15, "grad_ratio[audio]": 1.0},
+    ])
+    (d,) = compare_diagnostics(board, runs, "accuracy", "max")
+    assert d["unimodal_gap"]["gap"]["fusion:gated"] == pytest.approx({"image": 0.04, "audio": 0.08})
+    assert [w["modality"] for w in d["ignored"]["fusion:gated"]] == ["image"]
+    assert d["grad_norm_ratio"]["fusion:gated"] == pytest.approx({"image": 0.10, "audio": 1.0})
+    md = diagnostics_markdown([d])
+    assert "fusion:gated" in md and "image" in md and "dropout" in md

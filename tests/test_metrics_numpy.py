@@ -49,3 +49,15 @@ def test_auroc_omitted_for_nonfinite_scores_and_one_class():
     scores = np.array([[0.1, np.nan, 0.3], [0.2, 0.1, 0.0], [0.0, 1.0, 2.0]])
     assert "auroc" not in compute_metrics("multiclass", scores, np.array([0, 1, 2]))
     assert "auroc" not in compute_metrics("multiclass", np.zeros((3, 3)), np.array([1, 1, 1]))
+
+
+def test_weighted_binary_f1_equals_sklearn():
+    from mmfuse.evaluation.metrics import weighted_binary_f1
+
+    rng = np.random.default_rng(4)
+    for n in (1, 7, 50):
+        t, p = rng.random(n) > 0.3, rng.random(n) > 0.6
+        assert weighted_binary_f1(t, p) == pytest.approx(f1_score(t, p, average="weighted", zero_division=0), abs=1e-12)
+    t = np.ones(5, dtype=bool)  # one class only in the truth, the other predicted
+    p = np.array([True, False, True, False, False])
+    assert weighted_binary_f1(t, p) == pytest.approx(f1_score(t, p, average="weighted", zero_division=0), abs=1e-12)

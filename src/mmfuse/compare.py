@@ -69,7 +69,8 @@ Files that other tools read (the HTML report) and their columns:
 - ``summary.json`` (strict JSON, NaN written as null): ``metric``, ``best_method``, ``grid_point``,
   ``best_fusion`` / ``best_unimodal`` (+ ``_mean`` / ``_std``), ``margin``, ``budget`` (``trials_per_method``,
   ``trial_max_epochs``, ``max_epochs``, ``patience``, ``seeds``, ``test``, ``alpha``, ``workers``,
-  ``wall_seconds``, ``tuning_wall_seconds``, ``final_runs_compute_seconds``), ``paired_test`` (``test``,
+  ``wall_seconds`` (this invocation), ``tuning_wall_seconds``, ``final_runs_compute_seconds``,
+  ``trial_runs_compute_seconds`` (sums of the stored runs' own wall times)), ``paired_test`` (``test``,
   ``alpha``, ``correction``, ``methods``: label -> ``mark``, ``p``, ``p_holm``), ``convergence`` (label ->
   mark), ``tuning`` (when tuned: per method ``study``, ``trials``, ``completed``, ``best_value``,
   ``best_params``, ``space``, ``trial_runs``), ``ensemble`` (when on: ``label``, ``mean_weights``,
@@ -477,7 +478,7 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
         ens = _ensemble(cfg, pl, out, board, task, metric, direction) if cfg.compare.ensemble.size else None
         if ens is not None:
             board = pd.concat([board, pd.DataFrame([ens["row"]])], ignore_index=True)
-        budget = _budget(cfg, runs, results, tuning_info, time.perf_counter() - t_start)
+        budget = _budget(cfg, runs, results, tuning_info, time.perf_counter() - t_start, out)
         _write_atomic(out / "leaderboard.csv", board.to_csv(index=False))
         md = leaderboard_markdown(board, metric, cfg, pl.reports, budget=budget)
         if pl.skipped:  # methods that would not fit in memory: reported, not trained
@@ -508,8 +509,9 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
             summ["tuning"] = tuning_info
         if ens is not None:
             summ["ensemble"] = ens["info"]
-        # issue 14 item 2 (diagnostics: unimodal gap, interaction index, gradient-norm ratio, ignored-modality
-        # warning) adds its section here as summ["diagnostics"], computed from `ranked`, `runs` and `pl`
+        summ["diagnostics"] = compare_diagnostics(ranked, runs, metric, direction, grid_cols)
+        if any(d["ignored"] for d in summ["diagnostics"]):
+            _write_atomic(out / "leaderboard.md", md + diagnostics_markdown(summ["diagnostics"]))
         best = _best_job(pl, summ, cfg)
         summ.update(_publish_best(best, pl, out, results[best.key]))
         if not cfg.compare.save_checkpoints:  # kept: each method's first-seed run at the first grid point (so
@@ -914,6 +916,11 @@ def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patter
         mets[f"observed[{pat}]_n"] = o["n"]
     if "rows_without_modality" in res.test:
         mets["test_rows_no_modality"] = res.test["rows_without_modality"]["n"]
+    diag = res.test.get("diagnostics") or {}  # the run's diagnostics (training.diagnostics): compare's section
+    for m, c in (diag.get("chance") or {}).items():
+        mets[f"chance[{m}]"] = c
+    for m, r in ((diag.get("grad_norm") or {}).get("mean_ratio") or {}).items():
+        mets[f"grad_ratio[{m}]"] = r
     return {"metrics": mets, "curve": [h.get(f"val_{metric}", float("nan")) for h in res.history],
             "checkpoint": str(res.checkpoint) if res.checkpoint else None}
 
@@ -1022,6 +1029,44 @@ def annotate(board: pd.DataFrame, runs: pd.DataFrame, cfg: ExperimentConfig, met
     return board
 
 
+def compare_diagnostics(board: pd.DataFrame, runs: pd.DataFrame, metric: str, direction: str,
+                        grid: list[str] | None = None) -> list[dict]:
+    """Per grid point: the unimodal gap (each fused method against each ``unimodal:<m>`` method), the
+    ignored-modality warnings (a fused method whose only-``m``-present test metric is near chance while the
+    ``unimodal:<m>`` model is far above it; :func:`mmfuse.diagnostics.leaderboard_ignored`) and the mean
+    encoder gradient-norm ratio per method (``grad_ratio[<m>]`` of the runs, mean over seeds)."""
+    from .diagnostics import leaderboard_ignored, unimodal_gap
+
+    grid = list(grid or [])
+    out = []
+    for keys, rows in board.groupby(grid, sort=False, dropna=False) if grid else [((), board)]:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        point = {c: _grid_value(v) for c, v in zip(grid, keys)}
+        sub = runs[_point_mask(runs, rows.iloc[0], grid)] if grid else runs
+        ch_cols = [c for c in sub.columns if c.startswith("chance[")]
+        chance = {c[7:-1]: float(sub[c].dropna().iloc[0]) for c in ch_cols if sub[c].notna().any()}
+        recs = rows.to_dict("records")
+        gap = unimodal_gap(recs, metric, direction)
+        ignored = leaderboard_ignored(recs, metric, direction, chance) if chance and gap["unimodal"] else {}
+        ratio_cols = [c for c in sub.columns if c.startswith("grad_ratio[")]
+        grad = {m: {c[11:-1]: float(g[c].mean()) for c in ratio_cols if g[c].notna().any()}
+                for m, g in sub.groupby("method", sort=False)} if ratio_cols else {}
+        out.append({"point": point, "metric": metric, "unimodal_gap": gap, "chance": chance, "ignored": ignored,
+                    "grad_norm_ratio": {m: v for m, v in grad.items() if v}})
+    return out
+
+
+def diagnostics_markdown(diags: list[dict]) -> str:
+    """The ignored-modality warnings under the leaderboard."""
+    lines = ["", "Diagnostics (ignored modalities):"]
+    for d in diags:
+        at = f" at {d['point']}" if d["point"] else ""
+        for method, warns in d["ignored"].items():
+            for w in warns:
+                lines.append(f"- warning{at}: `{method}`: {w['message']}")
+    return "\n".join(lines) + "\n"
+
+
 def _ensemble(cfg: ExperimentConfig, pl: _Plan, out: Path, board: pd.DataFrame, task: str, metric: str,
               direction: str) -> dict | None:
     """``compare.ensemble``: a Caruana ensemble per seed over the top methods of the first grid point (their
@@ -1097,16 +1142,25 @@ def _strict_json(x):
 
 
 def _budget(cfg: ExperimentConfig, runs: pd.DataFrame, results: dict, tuning_info: dict | None,
-            wall: float) -> dict:
-    """The study's budget, stated on the leaderboard and in summary.json."""
+            wall: float, out: Path | None = None) -> dict:
+    """The study's budget, stated on the leaderboard and in summary.json. ``wall_seconds``: this invocation
+    (small when resumed); ``*_compute_seconds``: the sum of the stored runs' own wall times (any invocation)."""
     t = tuning_info or {}
     compute = float(runs["wall_seconds"].sum()) if "wall_seconds" in runs else 0.0
+    trial_compute = 0.0
+    final = set(runs["run"]) if "run" in runs else set()
+    for m in (t.get("methods") or {}).values():
+        for k in m.get("trial_runs", []):
+            f = (out / "runs" / f"{k}.json") if out is not None else None
+            if k not in final and f is not None and f.is_file():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    trial_compute += float(json.loads(f.read_text())["metrics"]["wall_seconds"])
     return {"trials_per_method": t.get("trials_per_method", 0), "trial_max_epochs": t.get("trial_max_epochs"),
             "max_epochs": cfg.training.max_epochs,
             "patience": t.get("patience", cfg.training.patience), "seeds": list(cfg.compare.seeds),
             "test": cfg.compare.test, "alpha": cfg.compare.alpha, "workers": cfg.compare.workers,
             "wall_seconds": round(wall, 1), "tuning_wall_seconds": round(t.get("tuning_wall_seconds", 0.0), 1),
-            "final_runs_compute_seconds": round(compute, 1)}
+            "final_runs_compute_seconds": round(compute, 1), "trial_runs_compute_seconds": round(trial_compute, 1)}
 
 
 def budget_line(b: dict) -> str:
@@ -1114,7 +1168,9 @@ def budget_line(b: dict) -> str:
           if b.get("trials_per_method") else "no tuning (every method with the config's settings)")
     pat = f"early stopping patience {b['patience']}" if b.get("patience") else "no early stopping"
     return (f"Budget: {tr}; retrained ≤ {b['max_epochs']} epochs, {pat}, seeds {b['seeds']}; "
-            f"wall time {b['wall_seconds']:.0f} s (this invocation, {b['workers']} worker(s)).")
+            f"wall time {b['wall_seconds']:.0f} s (this invocation, {b['workers']} worker(s)); run compute "
+            f"{b.get('trial_runs_compute_seconds', 0.0) + b['final_runs_compute_seconds']:.0f} s summed over the "
+            "stored trial and final runs.")
 
 
 def summary(board: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None) -> dict:

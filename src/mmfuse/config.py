@@ -322,9 +322,9 @@ class TrainingConfig(_Strict):
         return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
     # the test split evaluated once per simulated missing-modality pattern (2^M - 1 passes): true | false | "auto"
     # ("auto": only when those passes cost no more test samples than the run trained on, so a tiny run stays tiny)
-    evaluate_patterns: bool | Literal["auto"] = True
+    evaluate_patterns: bool | Literal["auto"] = "auto"
     # mmfuse train's learning_curve.png: true | false | "auto" (only when there are at least two epochs to draw)
-    plots: bool | Literal["auto"] = True
+    plots: bool | Literal["auto"] = "auto"
     # diagnostics of every run (mmfuse.diagnostics): each modality's only-present test metric, a linear probe on its
     # encoder's embeddings, the ignored-modality warning and the per-modality encoder gradient norms;
     # "no_probe": all but the probe (its few seconds saved where unimodal runs give the reference, e.g. compare)

@@ -382,8 +382,19 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
     skip = None if probe else "no probe (training.diagnostics: no_probe)"
     skip = skip or probe_skip_reason(model, family)
     ref = {}
+    # only a modality whose only-present gain over chance is at most `near` x the room above chance can ever be
+    # flagged (the reference's gain is at most the room): the probe runs for those alone, so a run that uses every
+    # modality pays nothing for it (no scikit-learn import, no fits); the warnings are the same as probing all
+    sign = 1.0 if direction == "max" else -1.0
+    candidates = [m for m in mods if m in doc["only_present"] and m in doc["chance"]
+                  and not math.isnan(doc["only_present"][m]) and not math.isnan(doc["chance"][m])
+                  and sign * (doc["only_present"][m] - doc["chance"][m])
+                  <= near * ((1.0 - doc["chance"][m]) if direction == "max" else abs(doc["chance"][m]))]
+    if skip is None and not candidates:
+        skip = ("not needed: every modality alone is well above chance, so none can be ignored "
+                f"(only-present gain > {near} x the room above chance)")
     if skip is None:
-        probes = probe_reference(model, train, test, task, num_outputs, mods, batch_size, seed=seed)
+        probes = probe_reference(model, train, test, task, num_outputs, candidates, batch_size, seed=seed)
         ref = {m: p["metrics"].get(metric, float("nan")) for m, p in probes.items()}
     kind = "linear probe on the model's own encoder embeddings (train split → test split)"
     doc.update(unimodal_reference=ref, reference_kind=kind if skip is None else None, probe_skipped=skip)

@@ -47,6 +47,17 @@ def multilabel_f1(t: np.ndarray, pred: np.ndarray, average: str) -> float:
     return float(_f1(tp.sum(axis), fp.sum(axis), fn.sum(axis)).mean())
 
 
+def weighted_binary_f1(t: np.ndarray, p: np.ndarray) -> float:
+    """F1 of boolean labels averaged over the two classes weighted by their true counts (``average="weighted"``)."""
+    t, p = np.asarray(t, dtype=bool), np.asarray(p, dtype=bool)
+    tc, pc = np.stack([~t, t]), np.stack([~p, p])  # [class, N]
+    support = tc.sum(1)
+    if support.sum() == 0:
+        return 0.0
+    f1 = _f1((tc & pc).sum(1), (~tc & pc).sum(1), (tc & ~pc).sum(1))
+    return float((f1 * support).sum() / support.sum())
+
+
 def _average_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks 1..N of ``x``, ties sharing their average rank."""
     order = np.argsort(x, kind="mergesort")
@@ -161,11 +172,11 @@ def mosi_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     for name, lim in (("acc7", 3.0), ("acc5", 2.0)):
         out[name] = float((np.round(np.clip(p, -lim, lim)) == np.round(np.clip(t, -lim, lim))).mean())
     out["acc2_has0"] = float(((p >= 0) == (t >= 0)).mean())
-    out["f1_has0"] = float(f1_score(t >= 0, p >= 0, average="weighted", zero_division=0))
+    out["f1_has0"] = weighted_binary_f1(t >= 0, p >= 0)
     nz = t != 0
     if nz.any():
         out["acc2_non0"] = float(((p[nz] > 0) == (t[nz] > 0)).mean())
-        out["f1_non0"] = float(f1_score(t[nz] > 0, p[nz] > 0, average="weighted", zero_division=0))
+        out["f1_non0"] = weighted_binary_f1(t[nz] > 0, p[nz] > 0)
     return out
 
 
