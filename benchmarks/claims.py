@@ -211,7 +211,7 @@ def paired(a: dict[int, float], b: dict[int, float], claim: str) -> dict:
     seeds = sorted(set(a) & set(b))
     xa, xb = [a[s] for s in seeds], [b[s] for s in seeds]
     d = [x - y for x, y in zip(xa, xb)]
-    res = {"seeds": seeds, "a": xa, "b": xb, "diff": d, "a_mean_std": ms(xa), "b_mean_std": ms(xb),
+    res = {"seeds": seeds, "a_values": xa, "b_values": xb, "diff": d, "a_mean_std": ms(xa), "b_mean_std": ms(xb),
            "diff_mean_std": ms(d)}
     if len(seeds) >= 2 and any(abs(v) > 0 for v in d):
         p_t = float(stats.ttest_rel(xa, xb).pvalue) if statistics.pstdev(d) > 0 else 0.0
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--epochs-avmnist", type=int, default=12)
-    ap.add_argument("--epochs-easyvqa", type=int, default=10)
+    ap.add_argument("--epochs-easyvqa", type=int, default=8)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--ft-epochs", type=int, default=3)
     ap.add_argument("--ft-lr", type=float, default=1e-3)

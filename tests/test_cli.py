@@ -48,7 +48,7 @@ def table(tmp_path_factory):
         "model": {"encoders": {"caption": {"name": "gru", "options": {"vocab_size": 16, "hidden": 8}},
                                "photo": {"name": "cnn2d", "options": {"channels": [4, 8]}}},
                   "fusion": {"name": "gated"}},
-        "training": {"max_epochs": 2, "progress": False},
+        "training": {"max_epochs": 2, "progress": False, "evaluate_patterns": True},
         "output_dir": str(root / "run"),
     }
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))

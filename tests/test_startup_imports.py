@@ -33,7 +33,7 @@ def test_switches_validate():
     base = {"data": {"name": "avmnist"}, "model": {"fusion": {"name": "concat"}}}
     cfg = parse_config(base, ["training.evaluate_patterns=auto", "training.plots=false"])
     assert cfg.training.evaluate_patterns == "auto" and cfg.training.plots is False
-    assert parse_config(base).training.evaluate_patterns is True  # default output unchanged
+    assert parse_config(base).training.evaluate_patterns == "auto"  # proportionate to the run by default (issue 13)
     with pytest.raises(ConfigError, match="training.evaluate_patterns"):
         parse_config(base, ["training.evaluate_patterns=sometimes"])
 
