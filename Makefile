@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[datasets,hf,vision,bench,dev]"
 	@# aeon only for the BasicMotions .ts files inside its wheel; its pins would downgrade numpy
 	@$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('aeon') is None)" 2>/dev/null || $(PY) -m pip install -q --no-deps aeon==1.6.0
+	@# Resemblyzer only for its GE2E speaker weights (resemblyzer/pretrained.pt, encoder ge2e_speaker); its deps (librosa, webrtcvad) are not needed
+	@$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('resemblyzer') is None)" 2>/dev/null || $(PY) -m pip install -q --no-deps Resemblyzer==0.1.4
 	@touch $(STAMP)
 
 demo: setup

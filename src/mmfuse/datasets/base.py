@@ -394,7 +394,8 @@ class ArrayDataset(MultimodalDataset):
 
     # ------------------------------------------------------------------ derived datasets
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> "ArrayDataset":
-        """A new dataset with the samples ``indices`` (a copy of the arrays, same metadata)."""
+        """A new dataset with the samples ``indices`` (same metadata): a :class:`Gather` column gives an index view of
+        its bank (no copy of the values); plain arrays are fancy-indexed (a copy), lists give a new list of the same items."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         arrays: dict[str, Any] = {}
         for m, v in self.arrays.items():

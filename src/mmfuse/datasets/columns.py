@@ -281,8 +281,9 @@ class FileLoader(ColumnLoader):
         return Path(self.resolve_stat(value, i, row)[0])
 
     def resolve_stat(self, value, i, row) -> tuple[str, os.stat_result]:
-        """The checked path of a cell and its ``stat``: one ``lstat`` per file (folders' real paths are cached;
-        plain string operations, as this runs once per row)."""
+        """The checked path of a cell and its ``stat``: one ``lstat`` per file. The confinement to the data roots
+        is decided once per folder (its real path, ``..`` and symlinked folders resolved, is cached with the
+        verdict); only a file that is itself a symlink gets its own ``realpath``."""
         s = str(value).strip()
         if s.startswith("~"):
             s = os.path.expanduser(s)
@@ -290,37 +291,47 @@ class FileLoader(ColumnLoader):
         if base is None or self.__dict__.get("_base_of") is not self.base_dir:
             base = self._base_str = str(self.base_dir)
             self._base_of = self.base_dir
+            self._dirs = {}
+        if self.__dict__.get("_dirs_of") is not self.roots:
+            self._dirs, self._dirs_of = {}, self.roots
         full = s if s.startswith(os.sep) else (base.rstrip(os.sep) + os.sep + s if base else s)
         try:
             st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                st = os.stat(full)
-                real = os.path.realpath(full)
-            else:
-                d, _, name = full.rpartition(os.sep)
-                real = self._realdir(d or os.sep) .rstrip(os.sep) + os.sep + name
         except OSError:
-            st, real = None, os.path.realpath(full)
-        if self.roots is not None:
-            roots = self.__dict__.get("_root_strs")
-            if roots is None or self.__dict__.get("_roots_of") is not self.roots:
-                roots = self._root_strs = [(str(r), str(r).rstrip(os.sep) + os.sep) for r in self.roots]
-                self._roots_of = self.roots
-            if not any(real == r or real.startswith(pre) for r, pre in roots):
-                raise _CellError(f"{self.where(i, row)}: path {str(value)!r} resolves to {real}, outside the data root "
-                                 f"{self.roots[0]} (the schema's folder); move the file under it, or set "
-                                 "`allow_outside_root: true` in the schema if files outside are intended")
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            try:
+                st = os.stat(full)
+            except OSError:
+                st = None
+            if self.roots is not None:
+                self._confine(os.path.realpath(full), value, i, row)
+        elif self.roots is not None:
+            d, _, name = full.rpartition(os.sep)
+            d = d or os.sep
+            hit = self._dirs.get(d)
+            if hit is None:  # once per folder
+                real = os.path.realpath(d).rstrip(os.sep) + os.sep
+                hit = self._dirs[d] = (real, self._inside(real.rstrip(os.sep) or os.sep))
+            if not hit[1] or name in ("..", "."):
+                self._confine(os.path.realpath(full), value, i, row)
         if st is None or not stat.S_ISREG(st.st_mode):
             raise _CellError(f"{self.where(i, row)}: file {str(value)!r} not found (looked for {Path(full)}); fix the "
                              "path (relative to the data root) or leave the cell empty if the modality is absent")
         return full, st
 
-    def _realdir(self, d: str) -> str:
-        cache = self.__dict__.setdefault("_realdirs", {})
-        r = cache.get(d)
-        if r is None:
-            r = cache[d] = os.path.realpath(d)
-        return r
+    def _inside(self, real: str) -> bool:
+        roots = self.__dict__.get("_root_strs")
+        if roots is None or self.__dict__.get("_roots_of") is not self.roots:
+            roots = self._root_strs = [(str(r), str(r).rstrip(os.sep) + os.sep) for r in self.roots]
+            self._roots_of = self.roots
+        return any(real == r or real.startswith(pre) for r, pre in roots)
+
+    def _confine(self, real: str, value, i, row) -> None:
+        if not self._inside(real):
+            raise _CellError(f"{self.where(i, row)}: path {str(value)!r} resolves to {real}, outside the data root "
+                             f"{self.roots[0]} (the schema's folder); move the file under it, or set "
+                             "`allow_outside_root: true` in the schema if files outside are intended")
 
     def read_error(self, i: int, row: RowFn, p: Path, exc: BaseException) -> str:
         why = ("it holds pickled (object) data or is not an .npy file, which is never loaded"
@@ -329,7 +340,7 @@ class FileLoader(ColumnLoader):
                 f"with a valid {self.loader_name} file (or leave the cell empty if the modality is absent)")
 
     def check_cell(self, value, i, row, problems):
-        p = self.resolve(value, i, row)
+        p = self.resolve_stat(value, i, row)[0]  # a str: the parsed cells of a streamed column stay small
         try:
             self.headers[i] = type(self).header(p)
         except Exception as exc:  # noqa: BLE001
@@ -345,17 +356,43 @@ class FileLoader(ColumnLoader):
         parsed: list[Any] = []
         problems: list[str] = []
         col = cells[0] if cells else []
+        # fast path of resolve_stat for the common cell (a relative path, a regular file in an already-checked
+        # folder): one lstat and a dict look-up per row; anything else goes through resolve_stat
+        base = str(self.base_dir).rstrip(os.sep)
+        prefix = base + os.sep if base else ""
+        if self.__dict__.get("_dirs_of") is not self.roots or self.__dict__.get("_base_of") is not self.base_dir:
+            self._dirs, self._dirs_of = {}, self.roots
+            self._base_str, self._base_of = str(self.base_dir), self.base_dir
+        dirs, lstat, isreg, sep, confined = self._dirs, os.lstat, stat.S_ISREG, os.sep, self.roots is not None
+        append = parsed.append
         for i in range(n):
             v = col[i]
-            if not (isinstance(v, str) and v.strip()) and empty(v):
-                parsed.append(None)
+            if isinstance(v, str):
+                t = v.strip()
+                if not t:
+                    append(None)
+                    continue
+                if t[0] not in "~" + sep:
+                    full = prefix + t
+                    d, _, name = full.rpartition(sep)
+                    ok = dirs.get(d) if confined else (None, True)
+                    if ok is not None and ok[1] and name not in ("..", "."):
+                        try:
+                            st = lstat(full)
+                        except OSError:
+                            st = None
+                        if st is not None and isreg(st.st_mode):
+                            append(Cell(full, i, (st.st_size, st.st_mtime_ns)))
+                            continue
+            elif empty(v):
+                append(None)
                 continue
             try:
                 p, st = self.resolve_stat(v, i, row)
-                parsed.append(Cell(p, i, (st.st_size, st.st_mtime_ns)))
+                append(Cell(p, i, (st.st_size, st.st_mtime_ns)))
             except _CellError as exc:
                 problems.append(str(exc))
-                parsed.append(None)
+                append(None)
         cache = self.cache if not problems else None
         key = None
         if cache is not None:
@@ -482,7 +519,8 @@ class ImageLoader(FileLoader):
             try:
                 with Image.open(c.path) as im:
                     native = im.size
-                    im = im.convert(mode)
+                    if im.mode != mode:
+                        im = im.convert(mode)
                     hw = target if target is not None else (native[1], native[0])
                     if buf is None:
                         ref = hw
@@ -497,8 +535,10 @@ class ImageLoader(FileLoader):
                         continue
                     if im.size != (hw[1], hw[0]):
                         im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-                    arr = np.asarray(im, dtype=np.float32)
-                np.divide(arr[None] if ch == 1 else arr.transpose(2, 0, 1), scale, out=buf[i])
+                    arr = np.asarray(im)  # uint8 (H, W[, C]): no float32 temporary
+                # uint8 -> float32 cast in the ufunc's buffer, then / 255 in float32: bit for bit the values of
+                # np.asarray(im, dtype=float32) / 255 (a multiply by 1/255 would differ in the last bit)
+                np.divide(arr[None] if ch == 1 else arr.transpose(2, 0, 1), scale, out=buf[i], casting="unsafe")
                 data.present[i] = True
             except Exception as exc:  # noqa: BLE001 - reported with the row, column and file
                 problems.append(self.read_error(i, row, c.path, exc))
@@ -567,12 +607,17 @@ class ImageLoader(FileLoader):
         from PIL import Image
 
         h, w = self.size if self.size is not None else (None, None)
+        mode = "L" if self.channels == 1 else "RGB"
         with Image.open(cell_path(path)) as im:
-            im = im.convert("L" if self.channels == 1 else "RGB")
+            if im.mode != mode:
+                im = im.convert(mode)
             if h is not None and im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-        return arr[None] if self.channels == 1 else arr.transpose(2, 0, 1).copy()
+            arr = np.asarray(im)
+        out = np.empty((self.channels,) + arr.shape[:2], dtype=np.float32)
+        np.divide(arr[None] if self.channels == 1 else arr.transpose(2, 0, 1), np.float32(255.0), out=out,
+                  casting="unsafe")
+        return out
 
     def empty_shape(self):
         return None if self.size is None else (self.channels, *self.size)
@@ -701,6 +746,37 @@ class AudioLoader(FileLoader):
                 a = out
         return a
 
+    def transform(self, cells, row):
+        """Fixed ``max_frames``: every row normalised straight into one preallocated output (float64 arithmetic
+        per row, cast on store: the values of :meth:`transform_cell`), no per-row arrays and no stacking copy."""
+        if not self.fitted:
+            raise DataError(f"column loader of modality {self.modality!r}: transform before fit")
+        if self.max_frames is None:
+            return super().transform(cells, row)
+        F = int(self.max_frames)
+        out = None
+        problems: list[str] = []
+        for i, c in enumerate(cells):
+            if c is None:
+                continue
+            try:
+                a = self.decoded(c)
+                a = self._features(c) if a is None else a
+            except Exception as exc:  # noqa: BLE001 - reported with the row
+                problems.append(f"{self.where(i, row)}: decoding {c} failed ({type(exc).__name__}: {exc})")
+                continue
+            if out is None:
+                dt = np.float32 if self.mean is not None else a.dtype
+                out = np.zeros((len(cells), F) + a.shape[1:], dtype=dt)
+            k = min(len(a), F)
+            if self.mean is not None:
+                np.divide(np.subtract(a[:k], self.mean), self.std, out=out[i, :k], casting="same_kind")
+            else:
+                out[i, :k] = a[:k]
+        if out is None:
+            out = np.zeros((len(cells),) + self.empty_shape(), dtype=np.float32)
+        return out, problems
+
     def assemble(self, values):
         if self.max_frames is None:
             return list(values)
@@ -774,12 +850,112 @@ class NpyLoader(FileLoader):
             raise ValueError(f"dtype {arr.dtype} is not numeric")
         return arr
 
+    def decode_params(self):
+        return {"bank": "out-dtype-1", "dtype": self.out_dtype if self.fitted else None}
+
+    def decode_all(self, parsed, row, problems, writer):
+        """Fixed-shape files read straight into one preallocated bank (a memory map when cached) in the column's
+        output dtype (float32, or int64 for integer files): the header is parsed, the data ``readinto`` the
+        bank's row, so no per-file array and no stacking copy. A file of another shape (variable first axis) or
+        an integer file after float ones... switches the column back to the per-file path (``pack``)."""
+        n = len(parsed)
+        data = ColumnData("fixed", n)
+        buf = None
+        for i, c in enumerate(parsed):
+            if c is None:
+                continue
+            try:
+                if buf is None:
+                    a = self.decode(c.path)
+                    want = np.dtype(self.out_dtype or ("float32" if a.dtype.kind in "fb" else "int64"))
+                    if want.kind in "iu" and a.dtype.kind in "fb":
+                        raise ValueError(f"holds floats ({a.dtype}) but the column was fitted on integer arrays "
+                                         "(int64); save the file with an integer dtype")
+                    shape = (n,) + (tuple(a.shape) or (1,))
+                    buf = writer.alloc("values", shape, want) if writer is not None else np.zeros(shape, want)
+                    data.values = buf
+                    self._put(buf, i, a)
+                elif not self._read_into(c.path, buf, i):
+                    a = self.decode(c.path)
+                    if (tuple(a.shape) or (1,)) != buf.shape[1:] or (buf.dtype.kind in "iu" and a.dtype.kind in "fb"):
+                        return self._fallback(parsed, row, problems, data, i, writer)
+                    self._put(buf, i, a)
+                data.present[i] = True
+            except Exception as exc:  # noqa: BLE001 - reported with the row, column and file
+                problems.append(self.read_error(i, row, c.path, exc))
+                parsed[i] = None
+        if buf is None:
+            return ColumnData("list", n, [None] * n)
+        return data
+
+    @staticmethod
+    def _put(buf, i, a):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError("contains NaN or infinite values")
+        buf[i] = a.reshape(buf.shape[1:])
+
+    @staticmethod
+    def _read_into(path, buf, i) -> bool:
+        """Read a C-ordered .npy of ``buf``'s row dtype and shape straight into ``buf[i]`` (False: not that kind)."""
+        fmt = np.lib.format
+        with open(path, "rb") as f:
+            try:
+                major, _ = fmt.read_magic(f)
+                if major == 1:
+                    shape, fortran, dtype = fmt.read_array_header_1_0(f)
+                elif major == 2:
+                    shape, fortran, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    return False
+            except ValueError:
+                return False
+            if fortran or dtype != buf.dtype or (tuple(shape) or (1,)) != buf.shape[1:] or dtype.hasobject:
+                return False
+            dst = buf[i]
+            view = memoryview(dst.reshape(-1).view(np.uint8))
+            got = f.readinto(view)
+            if got != dst.nbytes:
+                raise ValueError(f"the file is truncated ({got} of {dst.nbytes} data bytes)")
+        if buf.dtype.kind == "f" and not np.isfinite(dst).all():
+            raise ValueError("contains NaN or infinite values")
+        return True
+
+    def _fallback(self, parsed, row, problems, data, upto, writer):
+        """Rows of different shapes / kinds: the per-file values (the bank's rows so far, then each file)."""
+        values: list[Any] = [None] * len(parsed)
+        for j in range(upto):
+            if data.present[j]:
+                values[j] = np.array(data.values[j])
+        data.values = None
+        if writer is not None:  # the bank's memory map is not the column's values: pack() writes them
+            writer.maps.pop("values", None)
+        for j in range(upto, len(parsed)):
+            c = parsed[j]
+            if c is None:
+                continue
+            try:
+                values[j] = self.decode(c.path)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(self.read_error(j, row, c.path, exc))
+                parsed[j] = None
+        return ColumnData.pack(values)
+
     def after_decode(self, parsed):
         for c in parsed:
             if c is not None:
                 a = self.data.get(c.row)
-                if a is not None:
+                if a is not None:  # a banked row is in the output dtype already (float / integer kind kept)
                     self.headers[c.row] = (tuple(a.shape) or (1,), a.dtype)
+
+    def transform(self, cells, row):
+        """The decoded bank itself when it already holds every row in the fitted shape and dtype (no copy)."""
+        d = self.data
+        if (d is not None and d.kind == "fixed" and self.fixed and self.ref_shape is not None and len(cells) == d.n
+                and tuple(d.values.shape[1:]) == tuple(self.ref_shape)
+                and d.values.dtype == np.dtype(self.out_dtype or "float32")
+                and all(c is None or (isinstance(c, Cell) and c.row == i) for i, c in enumerate(cells))):
+            return d.values, []
+        return super().transform(cells, row)
 
     def _header_of(self, c):
         a = self.decoded(c)
@@ -1067,12 +1243,14 @@ class TargetEncoder:
                 continue
             labels.append(s if self.task == "multiclass" else [p.strip() for p in s.split(self.separator) if p.strip()])
         if self.given is None and not self.fitted:  # mixed label types: 'seven' among integers
-            flat = [(i, lab) for i, v in enumerate(labels) if v is not None
-                    for lab in ([v] if self.task == "multiclass" else v)]
-            kind = {lab: _is_number(lab) for lab in {lab for _, lab in flat}}  # once per distinct label
-            nums = [(i, lab) for i, lab in flat if kind[lab]]
-            words = [(i, lab) for i, lab in flat if not kind[lab]]
-            if nums and words:
+            distinct = set(labels) if self.task == "multiclass" else {lab for v in labels if v for lab in v}
+            distinct.discard(None)
+            kind = {lab: _is_number(lab) for lab in distinct}  # once per distinct label
+            if any(kind.values()) and not all(kind.values()):  # the per-row lists only when reporting
+                flat = [(i, lab) for i, v in enumerate(labels) if v is not None
+                        for lab in ([v] if self.task == "multiclass" else v)]
+                nums = [(i, lab) for i, lab in flat if kind[lab]]
+                words = [(i, lab) for i, lab in flat if not kind[lab]]
                 odd = words if len(nums) >= len(words) else nums
                 shown = ", ".join(f"{row(i)} ({lab!r})" for i, lab in odd[:10])
                 more = f" and {len(odd) - 10} more" if len(odd) > 10 else ""

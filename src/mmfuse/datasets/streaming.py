@@ -4,7 +4,10 @@
 checked paths of every row and the *fitted* column loader, and decodes a row (``loader.transform_cell``, the
 same code the in-memory loader uses) only when it is indexed, in the process that indexes it (a DataLoader
 worker when ``data.num_workers > 0``). Splits are index views (``take``); memory stays bounded by the
-batch, whatever the number of rows. A file that fails to decode raises a :class:`~mmfuse.errors.DataError`
+batch, whatever the number of rows. The per-row bookkeeping is numpy, not Python objects: the paths are one
+bytes array (``S`` dtype, relative to a common prefix; an empty entry = an absent cell) and the row indices an
+int64 array, so the per-row cost is a few dozen bytes and a forked DataLoader worker that reads rows touches
+no Python object per row (no copy-on-write of the parent's pages by reference counts). A file that fails to decode raises a :class:`~mmfuse.errors.DataError`
 naming the row, the column and the file when that row is read.
 """
 
@@ -37,10 +40,13 @@ def available_memory() -> int:
 class StreamColumn(Gather):
     """Rows ``rows`` of a file column, decoded on access by the fitted ``loader``."""
 
-    def __init__(self, loader: Any, cells: list[Any], rows: np.ndarray, shape: tuple[int, ...], dtype: Any,
-                 csv: bool = False):
+    def __init__(self, loader: Any, cells: Any, rows: np.ndarray, shape: tuple[int, ...], dtype: Any,
+                 csv: bool = False, prefix: str | None = None):
         self.loader = loader
+        if prefix is None:  # a list of paths (None = absent): packed into one bytes array
+            cells, prefix = pack_paths(cells)
         self.cells = cells
+        self.prefix = prefix
         self.rows = np.asarray(rows, dtype=np.int64)
         self.item_shape = tuple(int(s) for s in shape)
         self._dtype = np.dtype(dtype)
@@ -62,8 +68,12 @@ class StreamColumn(Gather):
     def dtype(self) -> np.dtype:
         return self._dtype
 
+    def path(self, r: int) -> str | None:
+        b = self.cells[r]
+        return os.fsdecode(self.prefix + b) if b else None
+
     def decode_row(self, r: int) -> np.ndarray:
-        c = self.cells[r]
+        c = self.path(r)
         if c is None:
             return np.zeros(self.item_shape, dtype=self._dtype)
         ld = self.loader
@@ -96,4 +106,17 @@ class StreamColumn(Gather):
 
     def take(self, indices: np.ndarray) -> "StreamColumn":
         return StreamColumn(self.loader, self.cells, self.rows[np.asarray(indices, dtype=np.int64)],
-                            self.item_shape, self._dtype, self.csv)
+                            self.item_shape, self._dtype, self.csv, self.prefix)
+
+
+def pack_paths(paths: list[Any]) -> tuple[np.ndarray, bytes]:
+    """(one ``S`` array of the paths after their common folder prefix, that prefix); None -> ``b""``."""
+    enc = [b"" if p is None else os.fsencode(str(p)) for p in paths]
+    present = [e for e in enc if e]
+    prefix = os.path.commonprefix(present) if present else b""
+    prefix = prefix[:prefix.rfind(os.sep.encode()) + 1]  # whole folders only
+    k = len(prefix)
+    out = np.array([e[k:] if e else b"" for e in enc], dtype=bytes)
+    if out.dtype.itemsize == 0 or not len(out):
+        out = np.zeros(len(enc), dtype="S1")
+    return out, prefix

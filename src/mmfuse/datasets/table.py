@@ -561,9 +561,10 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
             from .streaming import StreamColumn
 
             dtype = getattr(ld, "out_dtype", None) or "float32"
-            paths = [None if c is None else str(c) for c in parsed[name]]  # plain strings: less memory per row
             ld.headers = {}
-            arrays[name] = StreamColumn(ld, paths, np.arange(n), ld.empty_shape(), dtype, is_csv)
+            # the paths as one numpy bytes array (no Python object per row: see mmfuse.datasets.streaming)
+            arrays[name] = StreamColumn(ld, parsed[name], np.arange(n), ld.empty_shape(), dtype, is_csv)
+            parsed[name] = None
             continue
         arrays[name], probs = ld.transform(parsed[name], row)
         problems.data.extend(probs)

@@ -10,6 +10,16 @@ whole folder or none. A folder that does not match its manifest (truncated, miss
 reported with a warning, removed and rebuilt. Arrays are opened with ``mmap_mode="c"`` (copy-on-write: pages
 are read on access; nothing is written back).
 
+What the key does *not* see: the key is ``(path, size, mtime_ns)`` of each file plus the options, never the
+files' contents (hashing them would cost as much as decoding). A file replaced by another of the same size
+with the same modification time (e.g. ``cp --preserve=timestamps`` or ``rsync -t`` of a same-size file, or
+an edit within the file system's timestamp granularity) is therefore *not* detected: the old decoded values
+are served. Clear the cache folder (or touch the file) after such a replacement.
+
+Folders of writers that were killed (``.<key>.<pid>.<random>.tmp`` whose process ``pid`` no longer exists)
+are removed when a cache root is opened. An unusable root (a regular file, a folder without write
+permission) gives a warning naming ``data.options.cache_dir`` and the table is loaded without the cache.
+
 Root: the ``cache_dir`` data option, else ``$MMFUSE_CACHE/tables``, else ``~/.cache/mmfuse/tables``.
 """
 
@@ -26,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "mmfuse-table-cache-1"
+FORMAT = "mmfuse-table-cache-2"  # 2: npy columns banked in their output dtype
 MANIFEST = "manifest.json"
 
 
@@ -43,6 +53,28 @@ class ColumnCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = cache_root(root)
         self.hits = 0
+        self.disabled = False
+        self.remove_stale()
+
+    def remove_stale(self) -> list[Path]:
+        """Remove ``.<key>.<pid>.<random>.tmp`` folders whose writer process is gone; returns them."""
+        removed = []
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return removed
+        for e in entries:
+            name = e.name
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            parts = name[1:-4].split(".")
+            if len(parts) != 3 or not parts[1].isdigit():
+                continue
+            if _alive(int(parts[1])):
+                continue
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed.append(Path(e.path))
+        return removed
 
     def key(self, loader: Any, cells: list[Any], params: dict[str, Any]) -> str:
         rows = [None if c is None else [str(c.path), int(c.stat[0]), int(c.stat[1])] for c in cells]
@@ -78,8 +110,31 @@ class ColumnCache:
         self.hits += 1
         return arrays, man.get("meta", {})
 
-    def writer(self, key: str) -> "CacheWriter":
-        return CacheWriter(self, key)
+    def writer(self, key: str) -> "CacheWriter | None":
+        """A writer for ``key``; None (with one warning, and the cache off for this load) when the root cannot be
+        written."""
+        if self.disabled:
+            return None
+        try:
+            return CacheWriter(self, key)
+        except OSError as exc:
+            self.disabled = True
+            warnings.warn(f"mmfuse: data.options.cache_dir: cannot write the table cache under {self.root} "
+                          f"({type(exc).__name__}: {exc.strerror or exc}); loading without the cache. Set "
+                          "data.options.cache_dir to a writable folder (or data.options.cache: false)", stacklevel=4)
+            return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 class CacheWriter:

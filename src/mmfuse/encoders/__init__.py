@@ -7,6 +7,7 @@ from torch import nn
 from ..registry import ENCODERS
 from . import cnn, hf, mlp, sequence  # noqa: F401  (fill the registry)
 from . import efficientnet  # noqa: F401  (efficientnet_lite0)
+from . import speaker  # noqa: F401  (ge2e_speaker)
 from .base import Encoder, StagedEncoder
 from .cnn import ConvEncoder
 
