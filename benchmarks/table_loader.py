@@ -7,12 +7,19 @@ discarded warm-up run of each (which also fills the OS page cache and writes the
 and IQR over the repeats are reported, with the thread count (torch and numpy are pinned to 1 thread).
 
     python benchmarks/table_loader.py --rows 10000 --size 32 --repeats 7
-    python benchmarks/table_loader.py --stream-train --size 16     # (d) streaming 1-epoch training, 10k vs 100k rows
+    python benchmarks/table_loader.py --stream-train --size 16 --repeats 3   # (d) streaming fit, 10k vs 100k rows
+    python benchmarks/table_loader.py --stream-train --size 16 --repeats 3 --workers 2   # (d) with 2 DataLoader workers
+    python benchmarks/table_loader.py --npy --rows 5000 --size 64 --repeats 11   # (e) a 64x64 float32 npy column
 
 (a) plain: for each file Image.open, convert("RGB"), np.asarray(float32) / 255, transpose to CHW; np.stack.
 (b) mmfuse: load_table(schema, cache=False, stream=False) (same float32 CHW array plus a numeric column).
 (c) cached: load_table(schema, cache_dir=..., stream=False) with the decoded cache already written.
-(d) peak RSS of `fit` (1 epoch, mlp encoders, stream=true, data.num_workers=0) over N rows of 16x16 images.
+(d) peak memory of `fit` (1 epoch, mlp encoders, stream=true, data.num_workers=0 or 2) over N rows of images:
+    the main process's ru_maxrss delta, and the peak over time of the summed PSS (proportional set size: shared
+    copy-on-write pages counted once) of the whole process tree (main + DataLoader workers), sampled every
+    0.1 s from /proc/<pid>/smaps_rollup, minus the main process's PSS after the imports.
+(e) npy: plain = np.load of each file + np.stack; mmfuse / cached as in (b) / (c), over a column of float32 npy
+    files of shape (size, size).
 """
 
 from __future__ import annotations
@@ -52,6 +59,77 @@ def write_table(root: Path, rows: int, size: int) -> Path:
     return done
 
 
+def write_npy_table(root: Path, rows: int, size: int) -> Path:
+    import numpy as np
+
+    done = root / "s.yaml"
+    if done.is_file():
+        return done
+    (root / "x").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["x,label"]
+    for i in range(rows):
+        np.save(root / "x" / f"{i}.npy", rng.standard_normal((size, size)).astype(np.float32))
+        lines.append(f"x/{i}.npy,{'ab'[i % 2]}")
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    done.write_text("table: t.csv\ntarget: label\nsplit: {fractions: [0.8, 0.1, 0.1]}\nmodalities:\n"
+                    "  x: {column: x, loader: npy}\n")
+    return done
+
+
+def npy_worker(mode: str, root: Path) -> dict:
+    import numpy as np
+    import pandas  # noqa: F401
+
+    import mmfuse.datasets.table_cache  # noqa: F401
+    from mmfuse.datasets.table import load_table
+
+    paths = [root / line.split(",")[0] for line in (root / "t.csv").read_text().split("\n")[1:] if line]
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    if mode == "plain":
+        arr = np.stack([np.load(p, allow_pickle=False) for p in paths])
+        nbytes = arr.nbytes
+    else:
+        splits = load_table(root / "s.yaml", stream=False, cache=(mode == "cached"), cache_dir=root / "cache")
+        bank = splits["train"].arrays["x"].bank
+        assert np.shares_memory(bank, splits["test"].arrays["x"].bank)
+        nbytes = bank.nbytes
+        _ = float(np.asarray(splits["test"].arrays["x"][0]).sum())
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"time": dt, "peak_mb": (peak - base) / 1024, "decoded_mb": nbytes / 2**20}
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
 def worker(mode: str, root: Path) -> dict:
     import numpy as np
     from PIL import Image
@@ -82,13 +160,27 @@ def worker(mode: str, root: Path) -> dict:
     return {"time": dt, "peak_mb": (peak - base) / 1024, "decoded_mb": nbytes / 2**20}
 
 
-def train_worker(root: Path, stream: bool = True) -> dict:
+def train_worker(root: Path, stream: bool = True, workers: int = 0) -> dict:
+    import threading
+
     from mmfuse.config import parse_config
     from mmfuse.training.fit import fit
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    me = os.getpid()
+    base_pss = _pss_kb(me)
+    peak_tree = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak_tree[0] = max(peak_tree[0], sum(_pss_kb(p) for p in _tree(me)))
+            stop.wait(0.1)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
     raw = {"data": {"name": "table", "options": {"schema": str(root / "s.yaml"), "stream": stream, "cache": False},
-                    "batch_size": 256, "eval_batch_size": 512},
+                    "batch_size": 256, "eval_batch_size": 512, "num_workers": workers},
            "model": {"strategy": "feature", "encoders": {"img": {"name": "mlp", "options": {"hidden": [32]}},
                                                           "num": {"name": "mlp", "options": {"hidden": [8]}}},
                      "fusion": {"name": "concat"}},
@@ -97,8 +189,10 @@ def train_worker(root: Path, stream: bool = True) -> dict:
     t0 = time.perf_counter()
     fit(cfg)
     dt = time.perf_counter() - t0
+    stop.set()
+    th.join()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"time": dt, "peak_mb": (peak - base) / 1024}
+    return {"time": dt, "peak_mb": (peak - base) / 1024, "tree_pss_mb": (peak_tree[0] - base_pss) / 1024}
 
 
 def run(args: list[str]) -> dict:
@@ -124,34 +218,49 @@ def main() -> None:
     ap.add_argument("--stream-train", action="store_true")
     ap.add_argument("--stream-rows", default="10000,100000")
     ap.add_argument("--in-memory", action="store_true", help="(d) with stream: false, for comparison")
+    ap.add_argument("--workers", type=int, default=0, help="(d) data.num_workers")
+    ap.add_argument("--npy", action="store_true", help="(e) the npy column instead of images")
     a = ap.parse_args()
     if a.worker:
         root = Path(a.dir)
-        print(json.dumps(train_worker(root, a.worker == "train") if a.worker.startswith("train") else
-                         worker(a.worker, root)))
+        if a.worker.startswith("train"):
+            print(json.dumps(train_worker(root, a.worker == "train", a.workers)))
+        else:
+            print(json.dumps((npy_worker if a.npy else worker)(a.worker, root)))
         return
     base = Path(a.dir or tempfile.mkdtemp(prefix="mmfuse-bench-"))
     print(f"uptime: {os.popen('uptime').read().strip()}; threads: {THREADS}; dir {base}")
     if a.stream_train:
-        for n in [int(x) for x in a.stream_rows.split(",")]:
-            root = base / f"s{n}x{a.size}"
-            write_table(root, n, a.size)
-            r = run(["--worker", "train-mem" if a.in_memory else "train", "--dir", str(root)])
-            print(f"(d) {'in-memory' if a.in_memory else 'streaming'} 1-epoch fit, {n} rows of {a.size}x{a.size}x3: peak RSS over baseline "
-                  f"{r['peak_mb']:.0f} MB, {r['time']:.1f} s")
+        sizes = [int(x) for x in a.stream_rows.split(",")]
+        res_d: dict[int, list[dict]] = {n: [] for n in sizes}
+        for n in sizes:
+            write_table(base / f"s{n}x{a.size}", n, a.size)
+        for r in range(a.repeats):  # sizes interleaved
+            for n in (sizes if r % 2 == 0 else sizes[::-1]):
+                res_d[n].append(run(["--worker", "train-mem" if a.in_memory else "train", "--workers",
+                                     str(a.workers), "--dir", str(base / f"s{n}x{a.size}")]))
+        for n in sizes:
+            rs = res_d[n]
+            print(f"(d) {'in-memory' if a.in_memory else 'streaming'} 1-epoch fit, data.num_workers={a.workers}, "
+                  f"{n} rows of {a.size}x{a.size}x3, {a.repeats} runs: main peak RSS MB {summary([x['peak_mb'] for x in rs])}; "
+                  f"process-tree peak PSS MB {summary([x['tree_pss_mb'] for x in rs])}; "
+                  f"time s {summary([x['time'] for x in rs])}")
+        print(f"uptime after: {os.popen('uptime').read().strip()}")
         return
-    root = base / f"t{a.rows}x{a.size}"
-    write_table(root, a.rows, a.size)
+    root = base / (f"n{a.rows}x{a.size}" if a.npy else f"t{a.rows}x{a.size}")
+    (write_npy_table if a.npy else write_table)(root, a.rows, a.size)
+    extra = ["--npy"] if a.npy else []
     modes = ["plain", "mmfuse", "cached"]
     res: dict[str, list[dict]] = {m: [] for m in modes}
     for m in modes:  # warm-up (page cache, decoded cache written), discarded
-        run(["--worker", m, "--dir", str(root)])
+        run(["--worker", m, "--dir", str(root)] + extra)
     for r in range(a.repeats):
         for m in (modes if r % 2 == 0 else modes[::-1]):
-            res[m].append(run(["--worker", m, "--dir", str(root)]))
+            res[m].append(run(["--worker", m, "--dir", str(root)] + extra))
     t = {m: [x["time"] for x in res[m]] for m in modes}
     p = {m: [x["peak_mb"] for x in res[m]] for m in modes}
-    print(f"{a.rows} rows of {a.size}x{a.size}x3 PNG, decoded {res['plain'][0]['decoded_mb']:.0f} MB float32; "
+    what = f"{a.size}x{a.size} float32 .npy" if a.npy else f"{a.size}x{a.size}x3 PNG"
+    print(f"{a.rows} rows of {what}, decoded {res['plain'][0]['decoded_mb']:.0f} MB float32; "
           f"{a.repeats} interleaved repeats, fresh process each; peak = ru_maxrss delta over the post-import baseline")
     for m in modes:
         print(f"  {m:7s} time s: {summary(t[m])}; peak MB: {summary(p[m])}")
@@ -159,6 +268,7 @@ def main() -> None:
         ratios = [x / y for x, y in zip(t[m], t["plain"])]
         pr = [x / y for x, y in zip(p[m], p["plain"])]
         print(f"  {m}/plain time ratio: {summary(ratios)}; peak ratio: {summary(pr)}")
+    print(f"uptime after: {os.popen('uptime').read().strip()}")
 
 
 if __name__ == "__main__":

@@ -174,3 +174,21 @@ def test_compare_diagnostics_flags_an_ignored_modality_from_the_leaderboard():
     assert d["grad_norm_ratio"]["fusion:gated"] == pytest.approx({"image": 0.10, "audio": 1.0})
     md = diagnostics_markdown([d])
     assert "fusion:gated" in md and "image" in md and "dropout" in md
+
+
+def test_probe_matches_scikit_learn_objectives():
+    """The torch probe minimises scikit-learn's LogisticRegression(C=1) / Ridge(alpha=1) objectives (same fits)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from mmfuse.diagnostics import _logistic_probe, _ridge_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    w = rng.normal(size=(6, 3))
+    y = np.argmax(x @ w + rng.normal(scale=1.0, size=(300, 3)), 1)
+    xt = rng.normal(size=(50, 6))
+    ours = np.exp(_logistic_probe(x, y, 3, xt, max_iter=500))
+    ref = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x, y).predict_proba(xt)
+    assert np.abs(ours - ref).max() < 1e-4
+    yr = x @ rng.normal(size=(6, 2)) + 0.3
+    assert np.allclose(_ridge_probe(x, yr, xt, 1.0), Ridge(alpha=1.0).fit(x, yr).predict(xt), atol=1e-10)

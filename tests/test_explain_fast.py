@@ -223,3 +223,13 @@ def test_interleave_reuse_keeps_efficiency_and_saves_encodes():
         mmshap(sf, batch, maskers, reuse={"b": 0})
     with pytest.raises(ConfigError, match="reuse"):
         mmshap(sf, batch, maskers, estimator="walk", reuse={"b": 2})
+
+
+def test_estimator_label_says_when_the_walk_was_used():
+    from mmfuse.explain.mmshap import INTERLEAVE_MAX_GRID, _estimator_label
+
+    assert _estimator_label(True, 0, 4, "permutation") == "interleave"
+    assert _estimator_label(True, 4, 4, "permutation") == "walk"
+    assert _estimator_label(True, 1, 4, "permutation").startswith("interleave (walk for 1 of 4 samples")
+    assert str(INTERLEAVE_MAX_GRID) in _estimator_label(True, 1, 4, "permutation")
+    assert _estimator_label(False, 0, 4, "exact") == "exact"

@@ -174,3 +174,116 @@ def test_loading_options_are_validated_with_dotted_paths():
         parse_config(raw)
     assert "data.options.stream: got 'yes'" in str(ei.value)
     assert "data.options.stream_threshold_gb: got -1" in str(ei.value)
+
+
+def _write_npy(root, n=40, shape=(16, 16), dtype=np.float32):
+    rng = np.random.default_rng(1)
+    (root / "x").mkdir()
+    lines = ["x,label,split"]
+    for i in range(n):
+        np.save(root / "x" / f"{i}.npy", rng.standard_normal(shape).astype(dtype) if dtype != np.int32
+                else rng.integers(0, 9, shape).astype(dtype))
+        lines.append(f"{'' if i == 2 else f'x/{i}.npy'},{'ab'[i % 2]},{'train' if i < 30 else 'test'}")
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    (root / "s.yaml").write_text("table: t.csv\ntarget: label\nsplit: split\nmodalities:\n"
+                                 "  x: {column: x, loader: npy}\n")
+    return root / "s.yaml"
+
+
+@pytest.mark.parametrize("dtype,want", [(np.float32, np.float32), (np.float64, np.float32), (np.int32, np.int64)])
+def test_npy_column_is_one_bank_shared_by_the_splits(tmp_path, dtype, want):
+    import tracemalloc
+
+    schema = _write_npy(tmp_path, dtype=dtype)
+    tracemalloc.start()
+    splits = load_table(schema, cache=False, stream=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    tr, te = splits["train"].arrays["x"], splits["test"].arrays["x"]
+    bank = tr.bank
+    assert bank.dtype == want and bank.shape == (40, 16, 16)
+    assert np.shares_memory(bank, te.bank)  # index views of one array, no per-split copy
+    # oracle: np.load of each file, cast to the column's dtype; the absent row is zeros
+    for i in range(40):
+        ref = np.zeros((16, 16), want) if i == 2 else np.load(tmp_path / "x" / f"{i}.npy").astype(want)
+        assert np.array_equal(bank[i], ref)
+    if dtype == np.float32:  # read straight into the bank: no list of per-file arrays, no stacking copy
+        assert peak < bank.nbytes * 1.6, (peak, bank.nbytes)
+    # cached: the bank is the memory map itself, shared by the splits
+    c1 = load_table(schema, cache_dir=tmp_path / "c", stream=False)
+    c2 = load_table(schema, cache_dir=tmp_path / "c", stream=False)
+    for c in (c1, c2):
+        b = c["train"].arrays["x"].bank
+        assert np.shares_memory(b, c["test"].arrays["x"].bank) and np.array_equal(b, bank)
+    b, chain = c2["train"].arrays["x"].bank, []
+    while b is not None:
+        chain.append(type(b).__name__)
+        b = getattr(b, "base", None)
+    assert "memmap" in chain or "mmap" in chain, chain  # a view of the cache's memory map, not a copy in RAM
+
+
+def test_npy_nan_named_by_row(tmp_path):
+    schema = _write_npy(tmp_path, n=6)
+    a = np.ones((16, 16), np.float32)
+    a[3, 3] = np.nan
+    np.save(tmp_path / "x" / "4.npy", a)
+    with pytest.raises(DataError, match=r"row 4 \(line 6\).*'x'.*4\.npy.*NaN"):
+        load_table(schema, cache=False, stream=False)
+
+
+def test_unusable_cache_dir_warns_and_loads_without_cache(tmp_path):
+    schema = _write(tmp_path)
+    ref = load_table(schema, cache=False, stream=False)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    with pytest.warns(UserWarning, match=r"data\.options\.cache_dir"):
+        got = load_table(schema, cache_dir=blocker, stream=False)
+    for k in ref:
+        assert np.array_equal(_dense(ref[k], "img"), _dense(got[k], "img"))
+    assert blocker.read_text() == "x"
+
+
+def test_stale_tmp_folders_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from mmfuse.datasets.table_cache import ColumnCache
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a pid whose process is gone
+    root = tmp_path / "c"
+    dead = root / f".abc.{p.pid}.1234abcd.tmp"
+    live = root / f".abc.{os.getpid()}.1234abcd.tmp"
+    other = root / "keepme"
+    for d in (dead, live, other):
+        d.mkdir(parents=True)
+        (d / "values.npy").write_bytes(b"x")
+    ColumnCache(root)
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+class _Failing:
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        raise DataError(f"row {i}, column 'img': cannot read image file img/{i}.png (truncated)")
+
+
+def test_worker_error_shows_only_the_original_message():
+    from torch.utils.data import DataLoader
+
+    from mmfuse.cli import _original_message
+
+    with pytest.raises(DataError) as ei:
+        next(iter(DataLoader(_Failing(), batch_size=1, num_workers=1)))
+    assert "Original Traceback" in str(ei.value)  # what torch re-raises in the parent
+    msg = _original_message(ei.value)
+    assert msg.startswith("row 0, column 'img': cannot read image file img/0.png") and "Traceback" not in msg
+
+
+def test_streamed_paths_are_one_numpy_array(tmp_path):
+    schema = _write(tmp_path)
+    col = load_table(schema, cache=False, stream=True)["train"].arrays["img"]
+    assert isinstance(col.cells, np.ndarray) and col.cells.dtype.kind == "S"
+    assert col.path(3) is None and col.path(5) == str(tmp_path / "img" / "5.png")

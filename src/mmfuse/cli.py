@@ -410,6 +410,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _original_message(exc: BaseException) -> str:
+    """An mmfuse error raised in a DataLoader worker comes back re-wrapped by torch ("Caught DataError in
+    DataLoader worker process 1. Original Traceback ..."): the user sees only the original message."""
+    s = str(exc)
+    if s.startswith("Caught ") and "\nOriginal Traceback" in s:
+        import re
+
+        tail = max(s.rfind('\n  File "'), 0)  # the exception line follows the last frame of the traceback
+        hit = re.compile(rf"^(?:[\w.]+\.)?{re.escape(type(exc).__name__)}: ", re.M).search(s, tail)
+        if hit:
+            return s[hit.end():].rstrip()
+    return s
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -420,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{argv[0] if argv and not argv[0].startswith('-') else ''} --help` for the valid options)")
         return args.fn(args)
     except MMFuseError as exc:
-        print(f"mmfuse {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mmfuse {args.command}: error: {_original_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -318,6 +318,18 @@ def _sample_layouts(batch, i, players, maskers) -> tuple[dict[str, FeatureLayout
     return layouts, offsets, n
 
 
+def _estimator_label(interleave: bool, fallback: int, n_samples: int, method: str) -> str:
+    """What ran: "exact", "walk", "interleave", or "interleave (walk for k of B samples: grid > ...)"."""
+    if not interleave:
+        return "walk" if method == "permutation" else "exact"
+    if fallback == 0:
+        return "interleave"
+    if fallback == n_samples:
+        return "walk"
+    return (f"interleave (walk for {fallback} of {n_samples} samples: their interleave grid exceeds "
+            f"{INTERLEAVE_MAX_GRID} rows)")
+
+
 def mmshap(
     score_fn: Callable,
     batch: MultimodalBatch,
@@ -389,6 +401,7 @@ def mmshap(
     packer = _Packer(score_fn, limit, split)
     make_rows = _sample_split_rows if split else _sample_rows
     plans = []
+    fallback = 0  # samples whose interleave grid was too large (they use the walk)
     for i in range(B):
         layouts, offsets, n = _sample_layouts(batch, i, names, mk)
         if method == "exact":
@@ -420,7 +433,8 @@ def mmshap(
                                    None if cls_i is None else cls_i.expand(keep.shape[0]), out, s0)
                 plans.append((layouts, offsets, n, ("interleave", ords), out))
                 continue
-            perms = random_permutations(n_permutations, n, gen)  # grid too large: the walk
+            fallback += 1  # grid too large: the walk for this sample (reported in extra["estimator"])
+            perms = random_permutations(n_permutations, n, gen)
             coalitions = permutation_coalitions(perms, antithetic)
         else:
             if permutations is not None:
@@ -462,5 +476,5 @@ def mmshap(
     used_p = 0 if method == "exact" else (n_permutations if permutations is None else -1)
     return MMShapResult(samples, names, method, used_p, contributions, absent, base, full, classes,
                         extra={"model_calls": packer.calls, "split": split,
-                               "estimator": "interleave" if interleave else ("walk" if method == "permutation" else "exact"),
+                               "estimator": _estimator_label(interleave, fallback, B, method),
                                "encoded_rows": packer.encoded if split else {}})
