@@ -105,7 +105,7 @@ def base_config(dataset: str, args) -> dict:
         encoders = {"image": {"name": "cnn2d", "options": {"channels": [32, 64], "output_dim": 64}},
                     "audio": {"name": "cnn1d", "options": {"channels": [32, 64], "output_dim": 64, "kernel_size": 5}}}
     else:
-        opts = dict(EASYVQA_DATA)
+        opts = dict(EASYVQA_DATA, max_train=args.easyvqa_max_train)
         from mmfuse.datasets import load_dataset
 
         vocab = len(load_dataset("easyvqa", **opts)["train"].vocab)
@@ -141,7 +141,8 @@ def main_study(dataset: str, args) -> dict:
         },
         "seeds": args.seeds, "workers": args.workers, "tsne": False, "missing_patterns": False,
         "save_checkpoints": True, "test": "ttest",
-        "tuning": {"trials": args.trials, "seed": 0, "patience": args.patience},
+        "tuning": {"trials": args.trials[dataset], "seed": 0, "patience": args.patience,
+                   "epochs": args.tuning_epochs[dataset]},
     }
     out = Path(args.out) / dataset
     raw["output_dir"] = str(out)
@@ -221,12 +222,13 @@ def paired(a: dict[int, float], b: dict[int, float], claim: str) -> dict:
     res.update(p_ttest=p_t, p_wilcoxon=p_w)
     mean_d = res["diff_mean_std"][0]
     sig = not math.isnan(p_t) and p_t < 0.05
+    side = "A better on average" if mean_d > 0 else "A worse on average" if mean_d < 0 else "equal on average"
     if claim == ">":
         verdict = ("holds" if sig and mean_d > 0 else "does not hold (significantly the other way)"
-                   if sig and mean_d < 0 else "not significant")
-    else:  # >=: holds unless a is significantly worse
+                   if sig and mean_d < 0 else f"not significant ({side})")
+    else:  # >=: rejected only when A is significantly worse; not significant = not rejected, but not supported
         verdict = ("holds (significantly better)" if sig and mean_d > 0 else "does not hold (significantly worse)"
-                   if sig and mean_d < 0 else "holds in the weak sense (no significant difference)")
+                   if sig and mean_d < 0 else f"not significant ({side}): not rejected, not supported")
     res["verdict"] = verdict
     return res
 
@@ -265,10 +267,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["avmnist", "easyvqa"], choices=["avmnist", "easyvqa"])
     ap.add_argument("--out", default=str(ROOT / "runs" / "claims"))
-    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=3, help="Optuna trials per method on AV-MNIST")
+    ap.add_argument("--trials-easyvqa", type=int, default=2, help="Optuna trials per method on easy-VQA")
+    ap.add_argument("--tuning-epochs-avmnist", type=int, default=None, help="max epochs of a trial (default: --epochs-*)")
+    ap.add_argument("--tuning-epochs-easyvqa", type=int, default=4)
+    ap.add_argument("--easyvqa-max-train", type=int, default=3000, help="training questions (easy-VQA)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--epochs-avmnist", type=int, default=12)
-    ap.add_argument("--epochs-easyvqa", type=int, default=8)
+    ap.add_argument("--epochs-easyvqa", type=int, default=6)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--ft-epochs", type=int, default=3)
     ap.add_argument("--ft-lr", type=float, default=1e-3)
@@ -279,10 +285,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.limit_train_batches = None
     if args.smoke:
-        args.trials, args.seeds, args.ft_epochs, args.limit_train_batches = 1, [0, 1], 1, 5
+        args.trials, args.trials_easyvqa, args.seeds, args.ft_epochs, args.limit_train_batches = 1, 1, [0, 1], 1, 5
+        args.tuning_epochs_easyvqa = None
         args.epochs_avmnist = args.epochs_easyvqa = 1
         args.out = args.out + "_smoke"
     args.epochs = {"avmnist": args.epochs_avmnist, "easyvqa": args.epochs_easyvqa}
+    args.trials = {"avmnist": args.trials, "easyvqa": args.trials_easyvqa}
+    args.tuning_epochs = {"avmnist": args.tuning_epochs_avmnist, "easyvqa": args.tuning_epochs_easyvqa}
     t0 = time.perf_counter()
     results = {}
     for ds in args.datasets:
@@ -299,9 +308,10 @@ def main(argv=None) -> int:
     for ds, r in results.items():
         print(f"[{ds}] convergence: " + "; ".join(f"{m}: {c}" for m, c in r["converged"].items()))
     payload = {"command": "cd /work/main && .venv/bin/python benchmarks/claims.py " + " ".join(sys.argv[1:]),
-               "budget": {"trials_per_method": args.trials, "seeds": args.seeds, "max_epochs": args.epochs,
+               "budget": {"trials_per_method": args.trials, "trial_max_epochs": args.tuning_epochs, "seeds": args.seeds,
+                          "max_epochs": args.epochs,
                           "patience": args.patience, "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr,
-                          "workers": args.workers, "easyvqa_data": EASYVQA_DATA},
+                          "workers": args.workers, "easyvqa_data": dict(EASYVQA_DATA, max_train=args.easyvqa_max_train)},
                "wall_seconds_this_invocation": wall, "load_average": os.getloadavg(), "results": results}
     if not args.smoke:
         path = HERE / "results" / "claims.json"

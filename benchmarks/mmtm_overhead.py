@@ -17,14 +17,16 @@ Variants, all ``IntermediateFusionModel`` with one linear head per stream and su
 
 Protocol (benchmarks/README.md): every variant is built, then warmed up (``--warmup`` steps each);
 the timed region is one training step (``zero_grad`` + forward + cross-entropy + backward), with
-set-up and imports outside it. The variants are interleaved in one process (none, default, every,
-none, ...) so that load changes on the shared machine hit all of them alike. We report the median
+set-up and imports outside it. The variants are interleaved in one process, their order rotated round by
+round (none, default, every / default, every, none / every, none, default / ...), so that load changes on the
+shared machine and any position effect (caches, allocator state left by the previous variant) hit all alike. We report the median
 and IQR of each variant's step time and of the *paired* overhead ``t_variant / t_none - 1`` (each
 variant's step against the baseline step of the same round), and the thread count, by wall clock
 and by process CPU time (with one thread the CPU time excludes waiting for a core, so it is the
-steadier figure on a shared, loaded machine; the PASS/FAIL line uses it). The raw
-timings go through pyperf (``--output FILE.json`` writes a pyperf BenchmarkSuite; ``python -m pyperf
-stats FILE.json`` / ``compare_to`` read it).
+steadier figure on a shared, loaded machine; the PASS/FAIL line uses it). The raw wall AND CPU
+timings go through pyperf (``--output FILE.json`` writes a pyperf BenchmarkSuite with ``mmtm-<sizes>-<variant>``
+(wall) and ``mmtm-<sizes>-<variant>-cpu`` benchmarks; ``python -m pyperf stats FILE.json`` / ``compare_to`` read
+it); no file is written without ``--output``.
 
     PYTHONPATH=src .venv/bin/python benchmarks/mmtm_overhead.py --sizes realistic [--repeats 30] [--threads 1]
     PYTHONPATH=src .venv/bin/python benchmarks/mmtm_overhead.py --sizes demo [--repeats 60] [--threads 1]
@@ -113,21 +115,24 @@ def main(argv=None):
             step(m, batch)
     times = {k: [] for k in models}
     cpu = {k: [] for k in models}
-    for _ in range(args.repeats):
-        for k, m in models.items():
-            w, c = step(m, batch)
+    names = list(models)
+    for r in range(args.repeats):
+        j = r % len(names)
+        for k in names[j:] + names[:j]:  # rotated order: every variant runs first, second, last equally often
+            w, c = step(models[k], batch)
             times[k].append(w)
             cpu[k].append(c)
 
     meta = {"threads": str(args.threads), "sizes": args.sizes, "batch": str(B)}
     suite = pyperf.BenchmarkSuite([
-        pyperf.Benchmark([pyperf.Run(v, metadata={"name": f"mmtm-{args.sizes}-{k}", **meta}, collect_metadata=False)])
-        for k, v in times.items()
+        pyperf.Benchmark([pyperf.Run(v, metadata={"name": f"mmtm-{args.sizes}-{k}{suffix}", **meta},
+                                     collect_metadata=False)])
+        for suffix, tt in (("", times), ("-cpu", cpu)) for k, v in tt.items()
     ])
     if args.output:
         suite.dump(args.output, replace=True)
     print(f"MMTM overhead, sizes={args.sizes}, batch {B}, threads {args.threads}, {args.repeats} interleaved rounds "
-          f"after {args.warmup} warm-up steps each (torch {torch.__version__}, pyperf {pyperf.__version__})")
+          f"after {args.warmup} warm-up steps each, order rotated per round (torch {torch.__version__}, pyperf {pyperf.__version__})")
     verdict = None
     for k, m in models.items():
         extra = sum(p.numel() for p in m.blocks.parameters())

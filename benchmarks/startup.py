@@ -1,27 +1,35 @@
 """Start-up cost of the CLI, and a tiny ``mmfuse train`` against a plain PyTorch script doing the same work.
 
-Protocol (issue 13): whole processes, paired and interleaved A/B/A/B (so load drift hits both sides alike),
-after warm-up runs of each (file cache, .pyc); per pair the ratio B/A; reported: median time of each side,
-median ratio and its spread (25th-75th percentile of the per-pair ratios, and min-max), and the same for the
-children's CPU time (user + sys: on a loaded machine the steadier figure); PASS/FAIL of each pair against the
-issue's target (median wall ratio <= 1.5x); exit status 1 if any fails. Thread count: the
-children get OMP_NUM_THREADS / MKL_NUM_THREADS = --threads and the training scripts call
-torch.set_num_threads(--threads). The raw timings are written as a pyperf BenchmarkSuite (one benchmark per
-command) so ``python -m pyperf stats|compare_to FILE`` can read them.
+Protocol (issue 13): whole processes in groups of one baseline A and its B commands; after warm-up runs of each
+member (file cache, .pyc), ``--pairs`` rounds in which every member runs once, in an order rotated round by round
+(so neither the baseline nor any B always runs first, and load drift hits all alike); per round the ratio B / A of
+each B against the A of the same round. Reported per B: median wall time of each side, median ratio and its spread
+(25th-75th percentile of the per-round ratios, and min-max), and the same for the children's CPU time (user + sys:
+on a loaded machine the steadier figure); PASS/FAIL of the gated rows against the issue's target (median wall ratio
+<= 1.5x); exit status 1 if a gated row fails. Thread count: the children get OMP_NUM_THREADS / MKL_NUM_THREADS =
+--threads and the plain script calls torch.set_num_threads(--threads).
 
-Pairs measured (A = baseline, B = mmfuse):
-  import        python -c "import torch"          vs  mmfuse --help
-  import        python -c "import torch"          vs  mmfuse list
-  import        python -c "import torch"          vs  python -c "from mmfuse.config import load_config; load_config(...)"
-  train         plain PyTorch script (below)      vs  mmfuse train examples/avmnist_families.yaml, 1 epoch, 20 batches
-  train         plain PyTorch script (below)      vs  the same with training.evaluate_patterns=auto, training.plots=auto
-  train         plain PyTorch script (below)      vs  the same, and training.diagnostics=false (no probe: no scikit-learn)
+Rows (A = baseline, B = mmfuse):
+  import  python -c "import torch"     vs  mmfuse --help                                        (gated)
+  import  python -c "import torch"     vs  mmfuse list                                          (gated)
+  import  python -c "import torch"     vs  python -c "from mmfuse.config import load_config; load_config(...)"  (gated)
+  train   plain PyTorch script (below) vs  (a) tiny mmfuse train, the current defaults             (gated: the target)
+  train   plain PyTorch script         vs  (b) the same with the old defaults
+                                               training.evaluate_patterns=true training.plots=true  (info)
+  train   plain PyTorch script         vs  (c) the same with training.diagnostics=false          (info)
+The tiny train is ``mmfuse train examples/avmnist_families.yaml``, 1 epoch, 20 batches, no progress bar.
 
-The plain script does the same work as the tiny ``mmfuse train``: parse the same config, load the same data, build
-the same model (mmfuse.build_model), 20 AdamW steps at batch 32 with the same lr / weight decay, one validation and
-one test pass (accuracy), and save the weights (safetensors) -- with a hand-written loop, no Lightning.
+The plain script does the same work as the tiny ``mmfuse train`` without diagnostics: parse the same config, load
+the same data, build the same model (mmfuse.build_model), 20 AdamW steps at batch 32 with the same lr / weight decay,
+one validation and one test pass (accuracy), and save the weights (safetensors) -- a hand-written loop, no Lightning.
 
-Run:  cd /work/main && .venv/bin/python benchmarks/startup.py [--pairs 7] [--threads 1] [--only import|train]
+Output: the table on stdout; files only when asked (a plain run never overwrites the figures of record):
+  --json FILE   raw wall AND CPU timings of every run as a pyperf BenchmarkSuite (benchmarks named "... [wall]" /
+                "... [cpu]"; ``python -m pyperf stats FILE`` reads it) and FILE's .summary.json (the rows, with the
+                per-round wall and CPU seconds of both sides, the load average before and after)
+  --record      the same into benchmarks/results/startup.json (startup_import.json / startup_train.json with --only)
+
+Run:  cd /work/main && .venv/bin/python benchmarks/startup.py [--pairs 5] [--threads 1] [--only import|train] [--record]
 """
 
 from __future__ import annotations
@@ -81,35 +89,30 @@ print(accs)
 '''
 
 
-def pairs_for(only: str | None, tmp: Path, threads: int) -> list[tuple[str, list[str], str, list[str]]]:
+def groups_for(only: str | None, tmp: Path, threads: int) -> list[tuple[str, list[str], list[tuple[str, list[str], bool]]]]:
+    """[(A name, A command, [(B name, B command, gated), ...]), ...]"""
     plain = tmp / "plain_train.py"
     plain.write_text(PLAIN)
+    (tmp / "plain").mkdir(exist_ok=True)
     validate = f"from mmfuse.config import load_config; load_config({CONFIG!r})"
     out = []
     if only in (None, "import"):
-        out += [("import torch", [PY, "-c", "import torch"], "mmfuse --help", [MMFUSE, "--help"]),
-                ("import torch", [PY, "-c", "import torch"], "mmfuse list", [MMFUSE, "list"]),
-                ("import torch", [PY, "-c", "import torch"], "config validation", [PY, "-c", validate])]
+        out.append(("import torch", [PY, "-c", "import torch"],
+                    [("mmfuse --help", [MMFUSE, "--help"], True),
+                     ("mmfuse list", [MMFUSE, "list"], True),
+                     ("config validation", [PY, "-c", validate], True)]))
     if only in (None, "train"):
-        out += [("plain PyTorch script", [PY, str(plain), CONFIG, str(threads), str(tmp / "plain")],
-                 "tiny mmfuse train", [MMFUSE, "train", CONFIG, *TINY, "--out", str(tmp / "mm"),
-                                       "--set", "training.progress=false"]),
-                ("plain PyTorch script", [PY, str(plain), CONFIG, str(threads), str(tmp / "plain")],
-                 "tiny train, auto", [MMFUSE, "train", CONFIG, *TINY, "--out", str(tmp / "mm"),
-                                      "--set", "training.progress=false", "--set", "training.evaluate_patterns=auto",
-                                      "--set", "training.plots=auto"]),
-                ("plain PyTorch script", [PY, str(plain), CONFIG, str(threads), str(tmp / "plain")],
-                 "tiny, auto, no diag", [MMFUSE, "train", CONFIG, *TINY, "--out", str(tmp / "mm"),
-                                         "--set", "training.progress=false", "--set", "training.evaluate_patterns=auto",
-                                         "--set", "training.plots=auto", "--set", "training.diagnostics=false"])]
-    (tmp / "plain").mkdir(exist_ok=True)
+        train = [MMFUSE, "train", CONFIG, *TINY, "--out", str(tmp / "mm"), "--set", "training.progress=false"]
+        out.append(("plain PyTorch script", [PY, str(plain), CONFIG, str(threads), str(tmp / "plain")],
+                    [("(a) tiny train, defaults", train, True),
+                     ("(b) tiny train, old defaults", [*train, "--set", "training.evaluate_patterns=true",
+                                                        "--set", "training.plots=true"], False),
+                     ("(c) tiny train, diagnostics=false", [*train, "--set", "training.diagnostics=false"], False)]))
     return out
 
 
-CPU: dict[str, float] = {}  # command line -> CPU seconds (user + sys) of its last run
-
-
-def run(cmd: list[str], env: dict, tmp: Path) -> float:
+def run(cmd: list[str], env: dict, tmp: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one whole process; CPU = the child's user + sys time."""
     import resource
     import shutil
 
@@ -119,13 +122,12 @@ def run(cmd: list[str], env: dict, tmp: Path) -> float:
     p = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU[" ".join(cmd)] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
-    return dt
+    return dt, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-TARGET = 1.5  # issue 13: every B / A ratio here <= 1.5x (median of the paired wall-clock ratios)
+TARGET = 1.5  # issue 13: every gated B / A ratio here <= 1.5x (median of the paired wall-clock ratios)
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -137,61 +139,83 @@ def quantile(xs: list[float], q: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=7, help="interleaved A/B pairs per comparison (after warm-up)")
-    ap.add_argument("--warmup", type=int, default=1, help="warm-up runs of each side, not timed")
+    ap.add_argument("--pairs", type=int, default=7, help="rounds per group (every member once per round; after warm-up)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up runs of each member, not timed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", choices=["import", "train"], default=None)
-    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "startup.json"),
-                    help="pyperf BenchmarkSuite file of the raw timings")
+    ap.add_argument("--json", default=None, help="write the raw wall + CPU timings (pyperf suite) and a .summary.json "
+                    "here; by default no file is written")
+    ap.add_argument("--record", action="store_true", help="write the figures of record: benchmarks/results/"
+                    "startup.json (startup_<only>.json with --only)")
     args = ap.parse_args()
+    if args.record and args.json is None:
+        args.json = str(ROOT / "benchmarks" / "results" / f"startup{'_' + args.only if args.only else ''}.json")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONWARNINGS": "ignore"}
     import pyperf
 
+    load0 = os.getloadavg()
+    print(f"load average at the start: {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f} on {os.cpu_count()} cores; "
+          f"{args.pairs} rounds per group after {args.warmup} warm-up run(s) of each member, {args.threads} thread(s)",
+          flush=True)
     benches, rows = {}, []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for a_name, a_cmd, b_name, b_cmd in pairs_for(args.only, tmp, args.threads):
+        for a_name, a_cmd, bs in groups_for(args.only, tmp, args.threads):
+            members = [(a_name, a_cmd)] + [(b, c) for b, c, _ in bs]
             for _ in range(args.warmup):
-                run(a_cmd, env, tmp), run(b_cmd, env, tmp)
-            ta, tb, ca, cb = [], [], [], []
-            ka, kb = " ".join(a_cmd), " ".join(b_cmd)
-            for i in range(args.pairs):  # A/B, then B/A: neither side always runs first
-                if i % 2 == 0:
-                    ta.append(run(a_cmd, env, tmp)), tb.append(run(b_cmd, env, tmp))
-                else:
-                    tb.append(run(b_cmd, env, tmp)), ta.append(run(a_cmd, env, tmp))
-                ca.append(CPU[ka]), cb.append(CPU[kb])
-            ratios = [b / a for a, b in zip(ta, tb)]
-            cpu_ratios = [b / a for a, b in zip(ca, cb)]
-            row = {"a": a_name, "b": b_name, "a_median_s": statistics.median(ta), "b_median_s": statistics.median(tb),
-                   "ratio_median": statistics.median(ratios), "ratio_q25": quantile(ratios, 0.25),
-                   "ratio_q75": quantile(ratios, 0.75), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                   "pairs": args.pairs, "threads": args.threads,
-                   "a_cpu_median_s": statistics.median(ca), "b_cpu_median_s": statistics.median(cb),
-                   "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratio_q25": quantile(cpu_ratios, 0.25),
-                   "cpu_ratio_q75": quantile(cpu_ratios, 0.75), "target": TARGET,
-                   "pass": statistics.median(ratios) <= TARGET}
-            rows.append(row)
-            print(f"{b_name:>20} vs {a_name:<22} {row['b_median_s']:6.2f} s vs {row['a_median_s']:6.2f} s   ratio "
-                  f"{row['ratio_median']:.2f}x (IQR {row['ratio_q25']:.2f}-{row['ratio_q75']:.2f}, "
-                  f"min-max {row['ratio_min']:.2f}-{row['ratio_max']:.2f}; {args.pairs} pairs, {args.threads} thread(s)); "
-                  f"CPU {row['b_cpu_median_s']:.2f} s vs {row['a_cpu_median_s']:.2f} s, ratio {row['cpu_ratio_median']:.2f}x "
-                  f"(IQR {row['cpu_ratio_q25']:.2f}-{row['cpu_ratio_q75']:.2f})  "
-                  f"{'PASS' if row['pass'] else 'FAIL'} (target <= {TARGET}x)", flush=True)
-            for name, ts in ((a_name, ta), (b_name, tb)):
-                key = f"{name} [{b_name} pair]"
-                benches[key] = pyperf.Benchmark([pyperf.Run(ts, metadata={"name": key, "unit": "second",
-                                                                         "loops": 1})])
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    suite = pyperf.BenchmarkSuite(list(benches.values()))
-    suite.dump(args.json, replace=True)
-    Path(args.json).with_suffix(".summary.json").write_text(json.dumps(rows, indent=2))
-    print(f"raw timings (pyperf): {args.json}; summary: {Path(args.json).with_suffix('.summary.json')}")
-    load = os.getloadavg()
-    print(f"load average during the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores")
-    failed = [f"{r['b']} vs {r['a']}" for r in rows if not r["pass"]]
-    print("PASS: every ratio <= 1.5x" if not failed else f"FAIL: {', '.join(failed)} above {TARGET}x")
+                for _, cmd in members:
+                    run(cmd, env, tmp)
+            wall = {name: [] for name, _ in members}
+            cpu = {name: [] for name, _ in members}
+            for r in range(args.pairs):  # rotated order: round r starts with member r mod n
+                k = r % len(members)
+                for name, cmd in members[k:] + members[:k]:
+                    w, c = run(cmd, env, tmp)
+                    wall[name].append(w), cpu[name].append(c)
+            for b_name, _, gated in bs:
+                ta, tb, ca, cb = wall[a_name], wall[b_name], cpu[a_name], cpu[b_name]
+                ratios = [b / a for a, b in zip(ta, tb)]
+                cpu_ratios = [b / a for a, b in zip(ca, cb)]
+                row = {"a": a_name, "b": b_name, "gated": gated,
+                       "a_median_s": statistics.median(ta), "b_median_s": statistics.median(tb),
+                       "ratio_median": statistics.median(ratios), "ratio_q25": quantile(ratios, 0.25),
+                       "ratio_q75": quantile(ratios, 0.75), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                       "a_cpu_median_s": statistics.median(ca), "b_cpu_median_s": statistics.median(cb),
+                       "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratio_q25": quantile(cpu_ratios, 0.25),
+                       "cpu_ratio_q75": quantile(cpu_ratios, 0.75), "cpu_ratio_min": min(cpu_ratios),
+                       "cpu_ratio_max": max(cpu_ratios), "pairs": args.pairs, "threads": args.threads,
+                       "target": TARGET, "pass": statistics.median(ratios) <= TARGET,
+                       "a_wall_s": ta, "b_wall_s": tb, "a_cpu_s": ca, "b_cpu_s": cb}
+                rows.append(row)
+                verdict = ("PASS" if row["pass"] else "FAIL") if gated else ("<= 1.5x" if row["pass"] else "> 1.5x") + ", not gated"
+                print(f"{b_name:>34} vs {a_name:<20} {row['b_median_s']:6.2f} s vs {row['a_median_s']:6.2f} s   ratio "
+                      f"{row['ratio_median']:.2f}x (IQR {row['ratio_q25']:.2f}-{row['ratio_q75']:.2f}, "
+                      f"min-max {row['ratio_min']:.2f}-{row['ratio_max']:.2f}); CPU {row['b_cpu_median_s']:.2f} s vs "
+                      f"{row['a_cpu_median_s']:.2f} s, ratio {row['cpu_ratio_median']:.2f}x "
+                      f"(IQR {row['cpu_ratio_q25']:.2f}-{row['cpu_ratio_q75']:.2f})  {verdict}", flush=True)
+            for name, _ in members:
+                for clock, ts in (("wall", wall[name]), ("cpu", cpu[name])):
+                    key = f"{name} [{a_name} group] [{clock}]"
+                    benches[key] = pyperf.Benchmark([pyperf.Run(ts, metadata={"name": key, "unit": "second",
+                                                                             "loops": 1, "threads": args.threads},
+                                                                collect_metadata=False)])
+    load1 = os.getloadavg()
+    print(f"load average at the end: {load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f} on {os.cpu_count()} cores")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        pyperf.BenchmarkSuite(list(benches.values())).dump(args.json, replace=True)
+        summary = {"rows": rows, "load_start": list(load0), "load_end": list(load1), "threads": args.threads,
+                   "pairs": args.pairs, "warmup": args.warmup, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   "command": " ".join(sys.argv)}
+        Path(args.json).with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"raw timings (pyperf, wall + CPU): {args.json}; summary: {Path(args.json).with_suffix('.summary.json')}")
+    for r in rows:  # one verdict line per row (benchmarks/run_all.py collects them)
+        tag = ("PASS" if r["pass"] else "FAIL") if r["gated"] else "INFO"
+        print(f"{tag}: {r['b']} vs {r['a']} {r['ratio_median']:.2f}x (paired median wall, IQR {r['ratio_q25']:.2f}-"
+              f"{r['ratio_q75']:.2f}; CPU {r['cpu_ratio_median']:.2f}x) " + (f"target <= {TARGET}x" if r["gated"] else
+              f"{'<=' if r['pass'] else '>'} {TARGET}x, not gated"))
+    failed = [r for r in rows if r["gated"] and not r["pass"]]
     return 1 if failed else 0
 
 

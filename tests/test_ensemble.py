@@ -42,3 +42,36 @@ def test_probabilities_round_trip_and_seedwise():
     res = seedwise(val, val, y, y, "multiclass", "accuracy", "max", 2, [0, 1])
     assert [p["weights"] for p in res["per_seed"]] == [{"good": 1.0}, {"good": 1.0}]
     assert all(p["test"]["accuracy"] == 1.0 for p in res["per_seed"])
+
+
+def test_candidates_are_ranked_on_validation_not_test(tmp_path):
+    """compare's ensemble library: the top K by validation metric; a method best on test but worst on val is out."""
+    from types import SimpleNamespace as NS
+
+    import pandas as pd
+
+    from mmfuse.compare import _ensemble
+    from mmfuse.ensemble import rank_by_val
+
+    y = np.array([0, 1, 2, 0, 1, 2])
+    right, wrong = np.eye(3)[y] * 5.0, np.eye(3)[(y + 1) % 3] * 5.0
+    half = right.copy()
+    half[:3] = wrong[:3]  # 50 % right
+    # (val scores, test scores): "testbest" is perfect on test but always wrong on val
+    runs = {"testbest": (wrong, right), "valbest": (right, half), "mid": (half, wrong)}
+    (tmp_path / "runs").mkdir()
+    jobs = []
+    for name, (v, t) in runs.items():
+        for s in (0, 1):
+            key = f"{name}-{s}"
+            np.savez(tmp_path / "runs" / f"{key}.preds.npz", val_scores=v, test_scores=t, val_target=y, test_target=y)
+            jobs.append(NS(point={}, method=NS(label=name), key=key, seed=s))
+    ranked = rank_by_val({m: {0: v, 1: v} for m, (v, _) in runs.items()}, y, "multiclass", "accuracy", "max")
+    assert ranked == [("valbest", 1.0), ("mid", 0.5), ("testbest", 0.0)]
+    board = pd.DataFrame({"method": ["testbest", "valbest", "mid"], "params": [1, 1, 1],
+                          "train_seconds": [1.0, 1.0, 1.0]})  # the test ranking puts testbest first
+    cfg = NS(compare=NS(ensemble=NS(size=2, top=2), seeds=[0, 1]))
+    res = _ensemble(cfg, NS(jobs=jobs), tmp_path, board, "multiclass", "accuracy", "max")
+    assert res["info"]["candidates"] == ["valbest", "mid"]  # never testbest
+    assert res["info"]["candidate_val"] == {"valbest": 1.0, "mid": 0.5, "testbest": 0.0}
+    assert all(p["weights"] == {"valbest": 1.0} for p in res["info"]["per_seed"])

@@ -82,8 +82,8 @@ def test_leaderboard_one_row_per_method_every_column_and_sortable(tmp_path):
     rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])
     assert [re.findall(r"<td[^>]*>(.*?)</td>", r)[0] for r in rows] == METHODS  # one row each, in the file's order
     heads = re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", table)
-    assert heads[:5] == ["method", "kind", "seeds", "params", "accuracy"]  # X_mean + X_std -> one column
-    assert {"vs_best", "p_holm", "converged"} <= set(heads)  # columns other code adds are shown as they come
+    # the main metric (X_mean + X_std -> one column) and its paired-test / convergence marks lead, then the rest
+    assert heads[:8] == ["method", "kind", "accuracy", "vs_best", "p_holm", "converged", "seeds", "params"]
     assert "0.5200 ± 0.0100" in table and 'data-v="0.52"' in table  # shown mean ± std, sorted on the mean
     assert "table.sortable" in html and "addEventListener('click'" in html and "localeCompare" in html
     # patterns go to the robustness sections; a count the same in every row goes into the header
@@ -158,3 +158,123 @@ def test_cli_report_out(tmp_path, capsys):
     assert main(["report", str(root), "--out", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
     assert not (root / "report.html").exists()
+
+
+def _cells(table_html):
+    return [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)]
+            for r in re.findall(r"<tr>(.*?)</tr>", table_html.split("<tbody>")[1])]
+
+
+def test_leaderboard_marks_follow_the_main_metric_and_budget_is_visible(tmp_path):
+    root = _compare(tmp_path / "cmp")
+    # summary.json names macro_f1 as the study's metric: that column leads, whatever the CSV order
+    with open(root / "leaderboard.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    rows[0] += ["macro_f1_mean", "macro_f1_std"]
+    for r in rows[1:]:
+        r += ["0.4", "0.02"]
+    rows[2][-1] = "1.3877787807814457e-17"  # a std of equal values, up to rounding: shown as 0
+    with open(root / "leaderboard.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    (root / "summary.json").write_text(json.dumps({"metric": "macro_f1", "budget": {
+        "trials_per_method": 2, "trial_max_epochs": 6, "max_epochs": 6, "patience": 2, "seeds": [0, 1]}}))
+    html = render_report(root)
+    table = re.search(r'<table id="leaderboard" class="sortable">(.*?)</table>', html).group(1)
+    heads = re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", table)
+    assert heads[:6] == ["method", "kind", "macro_f1", "vs_best", "p_holm", "converged"]
+    assert _cells(table)[1][:6] == ["concat", "feature", "0.4000 ± 0.0000", "worse", "0.0100", "no"]
+    assert _cells(table)[2][2] == "0.4000 ± 0.0200"
+    # the budget: visible text before the table (not inside a collapsed <details>)
+    lb = re.search(r'<section id="sec-leaderboard">(.*?)</section>', html).group(1)
+    m = re.search(r'<p class="budget"><b>(Budget:[^<]*)</b></p>', lb)
+    assert m and lb.index(m.group(0)) < lb.index('<table id="leaderboard"')
+    assert "2 Optuna trials per method (≤ 6 epochs each)" in m.group(1) and "patience 2" in m.group(1)
+    assert not re.search(r"<details>[^/]*Budget:", lb)
+    # compare's own sentence (leaderboard.md) wins when present, as the demo printed it
+    (root / "leaderboard.md").write_text("Dataset x.\n\nBudget: 9 trials, exactly as printed.\n\n| # | method |\n"
+                                         "\n`vs best`: paired t-test against the best.\n")
+    lb = re.search(r'<section id="sec-leaderboard">(.*?)</section>', render_report(root)).group(1)
+    assert "<b>Budget: 9 trials, exactly as printed.</b>" in lb and "vs best: paired t-test against the best." in lb
+
+
+def _compare_diagnostics(point=None):
+    """compare's summary["diagnostics"]: a list of per-grid-point dicts whose `ignored` is {method: [warnings]}."""
+    msg = ("modality 'image' looks ignored: test accuracy with only image present is 0.100 (chance level 0.100), "
+           "while the unimodal model reaches 0.481")
+    return [{"point": point or {}, "metric": "accuracy",
+             "unimodal_gap": {"metric": "accuracy", "direction": "max", "unimodal": {"audio": 0.65, "image": 0.48},
+                              "fused": {"fusion:late": 0.69, "fusion:gated": 0.58},
+                              "gap": {"fusion:late": {"audio": 0.04, "image": 0.21},
+                                      "fusion:gated": {"audio": -0.07, "image": 0.1}}},
+             "chance": {"audio": 0.1, "image": 0.1},
+             "ignored": {"fusion:gated": [{"modality": "image", "metric": "accuracy", "only_present": 0.1,
+                                           "chance": 0.1, "reference": 0.481, "message": msg}],
+                         "fusion:tensor": [{"modality": "audio", "only_present": 0.125, "chance": 0.1}]},
+             "grad_norm_ratio": {"fusion:gated": {"audio": 1.0, "image": 0.03125},
+                                 "fusion:late": {"audio": 1.0, "image": 0.5}}}]
+
+
+def test_compare_ignored_warnings_and_diagnostics_tables(tmp_path):
+    root = _compare(tmp_path / "cmp")
+    summ = json.loads((root / "summary.json").read_text())
+    summ["diagnostics"] = _compare_diagnostics() + _compare_diagnostics({"lr": 0.01})
+    (root / "summary.json").write_text(json.dumps(summ))
+    diag = re.search(r'<section id="sec-diagnostics">(.*?)</section>', render_report(root)).group(1)
+    warns = re.findall(r'<div class="warn"><b>warning</b> \(summary.json: diagnostics\): (.*?)</div>', diag)
+    # every warning of every grid point, named by method (and grid point), none lost
+    assert len(warns) == 4 and "No warnings." not in diag
+    assert warns[0].startswith("fusion:gated: modality &#x27;image&#x27; looks ignored") and "0.481" in warns[0]
+    assert warns[1].startswith("fusion:tensor: modality &#x27;audio&#x27; looks ignored")  # no message: its fields
+    assert warns[2].startswith("at lr=0.01: fusion:gated: modality")
+    # unimodal gap and gradient-norm ratios as tables, not raw JSON
+    assert "<pre>" not in diag
+    tables = re.findall(r"<table[^>]*>(.*?)</table>", diag)
+    gap = next(t for t in tables if "gap vs unimodal:audio (0.6500)" in t)
+    assert _cells(gap)[1] == ["fusion:gated", "0.5800", "-0.0700", "0.1000"]
+    grad = next(t for t in tables if "<th>image</th>" in t and "0.0312" in t)
+    assert _cells(grad)[0] == ["fusion:gated", "1.0000", "0.0312"]
+    assert "Grid point lr=0.01" in diag
+
+
+def test_one_run_ignored_list_still_warns_and_no_warning_says_so(tmp_path):
+    from mmfuse.report.sections import _warnings
+
+    assert _warnings({"ignored": [{"modality": "b", "message": "b ignored"}, {}]}) == ["b ignored"]
+    assert _warnings({"ignored": {}}) == [] and _warnings([{"point": {}, "ignored": {"m": []}}]) == []
+    root = _compare(tmp_path / "cmp")
+    summ = json.loads((root / "summary.json").read_text())
+    d = _compare_diagnostics()
+    d[0]["ignored"] = {}
+    summ["diagnostics"] = d
+    (root / "summary.json").write_text(json.dumps(summ))
+    diag = re.search(r'<section id="sec-diagnostics">(.*?)</section>', render_report(root)).group(1)
+    assert "No warnings." in diag and 'class="warn"' not in diag and "none flagged" in diag
+
+
+def test_environment_separates_report_machine_from_the_run(tmp_path):
+    root = _compare(tmp_path / "cmp")
+    env = re.search(r'<section id="sec-environment">(.*?)</section>', render_report(root)).group(1)
+    assert "wrote <b>this report</b>" in env and "Recorded by the run" in env
+    run = env.split("Recorded by the run")[1]
+    assert re.search(r"<td[^>]*>mmfuse_version</td><td[^>]*>0.1.0</td><td[^>]*>best/checkpoint/config.json</td>", run)
+
+
+def test_svg_legend_of_many_series_stays_inside_the_chart():
+    from mmfuse.report.html import line_chart
+
+    def extent(svg):
+        W, Hh = (int(v) for v in re.search(r'<svg width="(\d+)" height="(\d+)"', svg).groups())
+        xs = [float(x) for x in re.findall(r'<g class="legend">.*?<text x="([\d.]+)"', svg)]
+        ys = [float(y) for y in re.findall(r'<g class="legend">.*?<text x="[\d.]+" y="([\d.]+)"', svg)]
+        return W, Hh, xs, ys
+
+    few = line_chart({f"m{i}": [0.1 * i, 0.2] for i in range(3)}, "acc")
+    W, Hh, xs, ys = extent(few)
+    assert (W, Hh) == (640, 320) and len(set(xs)) == 1  # a short legend: one column beside the plot
+    for n in (20, 40):
+        names = [f"fusion:method_with_a_rather_long_name_{i:02d}" for i in range(n)]
+        svg = line_chart({k: [0.1, 0.2 + 0.01 * i] for i, k in enumerate(names)}, "acc")
+        W, Hh, xs, ys = extent(svg)
+        assert len(ys) == n and max(ys) + 4 <= Hh and all(x + 26 * 6 <= W + 10 for x in xs)  # every entry drawn inside
+        assert len(set(xs)) > 1 and len(set(zip(xs, ys))) == n  # several columns, no two entries on one spot
+        assert all(f"<title>{k}</title>" in svg for k in names)  # the full name on hover (the text is shortened)

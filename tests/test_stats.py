@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as S
 
-from mmfuse.stats import compare_to_best, holm, paired_p
+from mmfuse.stats import compare_to_best, holm, paired_p, sign_flip_p
 
 
 def test_paired_ttest_matches_closed_form():
@@ -30,8 +30,26 @@ def test_wilcoxon_exact_small_n():
 
 def test_degenerate_pairs():
     assert paired_p([1, 2, 3], [1, 2, 3]) == 1.0  # no difference at all
-    assert paired_p([2, 3, 4], [1, 2, 3]) == 0.0  # a constant non-zero difference (zero variance)
     assert math.isnan(paired_p([1.0], [2.0]))
+
+
+def test_zero_variance_uses_the_exact_sign_flip_p():
+    # a method exactly 1/600 behind the best on every seed: t is infinite; the exact permutation p is 2/2^n
+    best = np.array([0.90, 0.85, 0.88])
+    assert paired_p(best - 1 / 600, best) == pytest.approx(2 / 2 ** 3)  # 0.25, not 0
+    assert paired_p([2, 3, 4, 5, 6], [1, 2, 3, 4, 5]) == pytest.approx(2 / 2 ** 5)
+    res = compare_to_best({"best": list(best), "behind": list(best - 1 / 600)}, "best")
+    assert res["behind"]["p_holm"] == pytest.approx(0.25) and res["behind"]["mark"] == "≈ best"
+    # the general sign-flip p on hand-enumerated inputs: d = (1, 2, -0.5), sum 2.5; of the 8 sign patterns
+    # |±1 ± 2 ± 0.5| >= 2.5 for (+,+,±) and (-,-,±): 4/8
+    assert sign_flip_p([1.0, 2.0, -0.5]) == pytest.approx(0.5)
+    # d = (3, 1, 1, 1): |sum| >= 6 only for (+3 +1 +1 +1) and its negation -> 2/16; against 2/2^4 closed form
+    assert sign_flip_p([3.0, 1.0, 1.0, 1.0]) == pytest.approx(2 / 16)
+    # brute force over all 2^n patterns, independent of the implementation's bit trick
+    import itertools
+    d = np.array([0.3, -0.1, 0.25, 0.05, 0.2])
+    hits = sum(abs(np.dot(s, d)) >= abs(d.sum()) - 1e-12 for s in itertools.product([1, -1], repeat=5))
+    assert sign_flip_p(d) == pytest.approx(hits / 32)
 
 
 def test_holm_textbook():
@@ -51,4 +69,7 @@ def test_marks_against_the_best():
     raw = [paired_p(scores[m], scores["best"]) for m in ("tied", "worse")]
     assert [res["tied"]["p_holm"], res["worse"]["p_holm"]] == pytest.approx(holm(raw))
     assert res["tied"]["mark"] == "≈ best" and res["worse"]["mark"] == "worse"
-    assert compare_to_best({"a": [1.0], "b": [0.5]}, "a")["b"]["mark"] == "untested"
+    assert compare_to_best({"a": [1.0], "b": [0.5]}, "a")["b"]["mark"] == "untested (1 seed)"
+    two = compare_to_best({"a": [1.0, 0.9], "b": [0.5, 0.4], "c": [0.9, 0.85, ]}, "a")
+    assert two["b"]["mark"] == two["c"]["mark"] == "untested (2 seeds)"  # n < 3: no test at all
+    assert math.isnan(two["b"]["p"]) and math.isnan(two["b"]["p_holm"])

@@ -76,14 +76,19 @@ def test_leaderboard_marks_budget_and_ensemble(study):
     board, out, _ = study
     methods = board[board["kind"] != "ensemble"]
     assert methods["vs_best"].iloc[0] == "best"
-    assert set(methods["vs_best"].iloc[1:]) <= {"≈ best", "worse", "better"}
+    assert set(methods["vs_best"].iloc[1:]) == {"untested (2 seeds)"}  # 2 seeds: no paired test
+    assert methods["p_holm"].isna().all()
     assert all(c == "converged" or c.startswith("not converged (still improving at epoch") for c in methods["converged"])
     assert board["method"].iloc[-1].startswith("ensemble(")
     md = (out / "leaderboard.md").read_text()
     assert "Budget: 2 Optuna trials per method" in md and "vs best (Holm p)" in md
+    assert "**Warning**: only 2 seeds" in md and "`untested (n seeds)`: fewer than 3 seeds" in md
     summ = json.loads((out / "summary.json").read_text())  # strict JSON (no NaN)
     assert summ["budget"]["trials_per_method"] == 2 and summ["budget"]["seeds"] == [0, 1]
     assert set(summ["paired_test"]["methods"]) == {"fusion:concat", "unimodal:a"}
+    assert summ["paired_test"]["warning"].startswith("only 2 seeds")
+    assert summ["margin_p"] is None and summ["margin_test"] == "untested (2 seeds)"
+    assert summ["ensemble"]["ranked_by"] == "val_accuracy"
     ens = summ["ensemble"]["per_seed"]
     assert len(ens) == 2 and all(sum(p["weights"].values()) == pytest.approx(1.0) for p in ens)
 
@@ -119,8 +124,74 @@ def test_search_space_errors_name_the_entry_and_key(tmp_path):
     text = "\n".join(problems)
     assert "FUSIONS 'concat_bad_space' search_space key 'model.fusion.options.width'" in text
     assert "does not take option 'width'" in text
-    assert "compare.tuning.space key 'training.lrr'" in text
+    assert "compare.tuning.space.training.lrr:" in text
     bad = _cfg(1, tuning={"trials": 1, "space": {"training.lr": {"low": 0.1, "high": 0.01}}})
-    with pytest.raises(ConfigError, match=r"compare.tuning: invalid search space:[\s\S]*'training.lr': low \(0.1\) must be below"):
+    with pytest.raises(ConfigError, match=r"compare.tuning: invalid search space:[\s\S]*space.training.lr: low \(0.1\) must be below"):
         run_compare(bad, tmp_path, progress=False, datasets=_data())
     assert not (tmp_path / "tuning.db").exists()  # refused before any trial
+
+
+def test_a_bound_outside_the_valid_range_is_refused_before_any_trial(tmp_path):
+    bad = _cfg(1, tuning={"trials": 1, "space": {"model.head.options.dropout": {"low": 0, "high": 1.5}}})
+    with pytest.raises(ConfigError, match=r"compare.tuning.space.model.head.options.dropout: the high value 1.5 is "
+                                          r"invalid for this method[\s\S]*dropout"):
+        run_compare(bad, tmp_path, progress=False, datasets=_data())
+    assert not (tmp_path / "tuning.db").exists()  # refused before opening any study
+
+
+def test_a_failing_trial_is_marked_fail_and_named(tmp_path, monkeypatch):
+    import mmfuse.compare as C
+
+    def boom(*a, **k):
+        raise ConfigError("model.fusion: boom")
+
+    monkeypatch.setattr(C, "_run_one", boom)
+    cfg = _cfg(1, methods=["unimodal:a"], seeds=[0], ensemble={"size": 0})
+    with pytest.raises(ConfigError, match=r"trial 0 of study 'unimodal:a' failed with parameters \{\"training.lr\""
+                                          r"[\s\S]*boom[\s\S]*marked FAIL"):
+        run_compare(cfg, tmp_path, progress=False, datasets=_data())
+    (s,) = _studies(tmp_path).values()
+    assert [t.state for t in s.trials] == [optuna.trial.TrialState.FAIL]  # not left RUNNING
+
+
+def test_resumed_study_samples_the_same_trials(tmp_path):
+    data = _data()
+
+    def cfg(trials):
+        return _cfg(trials, methods=["unimodal:a"], seeds=[0], ensemble={"size": 0})
+
+    run_compare(cfg(3), tmp_path / "straight", progress=False, datasets=data)
+    run_compare(cfg(1), tmp_path / "resumed", progress=False, datasets=data)  # "killed" after one trial
+    run_compare(cfg(3), tmp_path / "resumed", progress=False, datasets=data)
+    a, b = (_studies(tmp_path / d)["unimodal:a"].trials for d in ("straight", "resumed"))
+    assert [t.params for t in a] == [t.params for t in b] and len(a) == 3
+    assert [t.value for t in a] == [t.value for t in b]  # same runs too (CPU determinism)
+
+
+def test_declared_spaces_per_modality_widths_and_cross_attention():
+    from mmfuse import tuning as T
+
+    data = _data()
+    cfg = _cfg(1, methods=["fusion:concat", "unimodal:a", "fusion:cross_attention"])
+    raw = cfg.compare.model_dump()
+    spaces = {}
+    for name in cfg.compare.methods:
+        space, problems = T.method_space(cfg, resolve_method(name, raw), {}, data=data["train"])
+        assert problems == []  # every bound / choice builds
+        spaces[name] = space
+    width = "model.encoders.{}.options.output_dim"
+    assert {width.format("a"), width.format("b")} <= set(spaces["fusion:concat"])
+    assert width.format("a") in spaces["unimodal:a"] and width.format("b") not in spaces["unimodal:a"]
+    assert {"model.fusion.options." + k for k in ("dim", "heads", "ffn_dim", "dropout")} <= set(
+        spaces["fusion:cross_attention"])
+    # a per-modality key in compare.tuning.space is resolved the same way; an invalid bound is named per modality
+    bad = _cfg(1, methods=["fusion:concat"],
+               tuning={"trials": 1, "space": {"model.encoders.*.options.output_dim": {"low": 0, "high": 8}}})
+    space, problems = T.method_space(bad, resolve_method("fusion:concat", raw), {}, data=data["train"])
+    assert space[width.format("a")] == {"low": 0, "high": 8}
+    for m in "ab":
+        assert any(f"compare.tuning.space.model.encoders.*.options.output_dim (key 'model.encoders.{m}.options."
+                   f"output_dim'): the low value 0 is invalid" in p and "output_dim must be a positive int" in p
+                   for p in problems), problems
+    with pytest.warns(UserWarning, match=r"compare.seeds: 2 seed\(s\) with compare.tuning.trials > 0"):
+        _cfg(1)  # allowed (smoke runs), but warned

@@ -327,7 +327,7 @@ def _grid_value(v: Any) -> Any:
 
 
 def _fmt(mean: float, std: float) -> str:
-    return "—" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
+    return "—" if math.isnan(mean) else f"{mean:.4f} ± " + ("—" if std is None or math.isnan(std) else f"{std:.4f}")
 
 
 # --------------------------------------------------------------------------- the study
@@ -452,11 +452,13 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
 
     out = Path(out_dir or cfg.output_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
     pl = plan(cfg, datasets)
     train0 = next(iter(pl.datasets.values()))["train"]
     task = train0.task
     metric, direction = primary_metric(task)
-    t_start = time.perf_counter()
+    # the budget's wall time: from the data loading (t_start, set before plan) to the leaderboard (t-SNE, plots and the
+    # HTML report come after it)
     with FolderLock(out):  # a second compare into the same folder fails at once, naming the holder
         tuning_info = None
         if cfg.compare.tuning.trials > 0:  # equal-budget tuning first; its best settings are then retrained
@@ -480,7 +482,8 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
             board = pd.concat([board, pd.DataFrame([ens["row"]])], ignore_index=True)
         budget = _budget(cfg, runs, results, tuning_info, time.perf_counter() - t_start, out)
         _write_atomic(out / "leaderboard.csv", board.to_csv(index=False))
-        md = leaderboard_markdown(board, metric, cfg, pl.reports, budget=budget)
+        md = leaderboard_markdown(board, metric, cfg, pl.reports, budget=budget,
+                                  dataset=None if datasets is None else _dataset_name(train0))
         if pl.skipped:  # methods that would not fit in memory: reported, not trained
             md += "\nSkipped (would not fit in memory; estimated before building, nothing was trained):\n" + "".join(
                 f"- `{k}`: {v}\n" for k, v in pl.skipped.items())
@@ -496,10 +499,10 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
                         seeds=list(cfg.compare.seeds))
         if cfg.compare.tsne and task == "multiclass":
             _tsne(board, pl, cfg, out)
-        summ = summary(ranked, metric, direction, grid_cols)
+        summ = summary(ranked, metric, direction, grid_cols, runs=runs, test=cfg.compare.test)
         summ["budget"] = budget
         summ["paired_test"] = {"test": cfg.compare.test, "alpha": cfg.compare.alpha, "correction": "holm",
-                               "paired_by": "seed", "methods": {
+                               "paired_by": "seed", "warning": few_seeds_warning(cfg), "methods": {
                                    _display(r["method"], {c: r[c] for c in grid_cols}):
                                        {"mark": r["vs_best"], "p": _num(r["p"]), "p_holm": _num(r["p_holm"])}
                                    for _, r in ranked.iterrows()}}
@@ -556,7 +559,7 @@ def _tune(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, direction: s
     states, problems = [], []
     for j in groups.values():  # every search space is checked before any trial runs
         base = run_config(cfg, j.method, seed0, j.point)
-        space, bad = T.method_space(cfg, j.method, j.point, base)
+        space, bad = T.method_space(cfg, j.method, j.point, base, data=pl.datasets[j.data_key]["train"])
         problems += bad
         states.append({"job": j, "space": space, "base_key": run_key(base), "base": base.model_dump(), "trials": []})
     if problems:
@@ -585,15 +588,28 @@ def _tune(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, direction: s
                 if stale:
                     number, params = stale[0].number, dict(stale[0].params)
                 else:
+                    T.reseed(study, tc.seed)  # trial n's sampling: a function of (seed, n, finished trials)
                     trial = study.ask()
                     number, params = trial.number, T.suggest(trial, st["space"])
                 m = _tuned_method(j.method, params, {**protocol, **trial_extra, "training.max_epochs": trial_epochs})
-                rc = run_config(cfg, m, seed0, j.point)
+                try:
+                    rc = run_config(cfg, m, seed0, j.point)
+                except ConfigError as exc:  # marked FAIL (never left RUNNING), named with its parameters
+                    study.tell(number, state=optuna.trial.TrialState.FAIL)
+                    raise _trial_error(st["name"], number, params, exc) from None
                 batch.append((st, number, params, _Job(j.method, seed0, j.point, rc, run_key(rc), j.data_key, j.kind)))
             if not batch:
                 break
-            results = _train_runs(cfg, _Plan([b[3] for b in batch], pl.datasets, pl.reports), out, metric,
-                                  progress, tqdm, bar=bar, quiet=True)
+            try:
+                results = _train_runs(cfg, _Plan([b[3] for b in batch], pl.datasets, pl.reports), out, metric,
+                                      progress, tqdm, bar=bar, quiet=True)
+            except Exception as exc:  # a trial's setting failed: FAIL it (named), the others stay to be rerun
+                from .training.signals import TrainingInterrupted
+
+                if isinstance(exc, TrainingInterrupted):
+                    raise  # stopped: the asked trials stay RUNNING and are rerun with their parameters
+                _fail_trials(cfg, batch, out, pl, exc)
+                raise
             for st, number, params, job in batch:
                 value = T.objective(results[job.key]["curve"], direction)
                 if math.isfinite(value):
@@ -617,6 +633,8 @@ def _tune(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, direction: s
         info[_display(st["job"].method.label, st["job"].point)] = {
             "study": st["name"], "trials": len(T.done_trials(st["study"])), "completed": len(trials),
             "best_value": st["study"].best_value if trials else None, "best_params": params,
+            # the best trial is the enqueued first one (the config's own setting): tuning found nothing better
+            "best_is_config": bool(trials) and "fixed_params" in st["study"].best_trial.system_attrs,
             "space": st["space"], "trial_runs": sorted(keys)}
     for j in pl.jobs:
         key = (j.method.label, json.dumps(j.point, sort_keys=True, default=str))
@@ -626,6 +644,32 @@ def _tune(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, direction: s
     return jobs, {"methods": info, "trials_per_method": n, "trial_max_epochs": trial_epochs, "patience": patience,
                   "sampler": f"{tc.sampler} (seed {tc.seed})", "storage": str(out / "tuning.db"),
                   "tuning_wall_seconds": time.perf_counter() - t0}
+
+
+def _trial_error(study: str, number: int, params: dict, exc: Exception) -> ConfigError:
+    return ConfigError(f"compare.tuning: trial {number} of study {study!r} failed with parameters "
+                       f"{json.dumps(params, default=str)}: {exc}\n  the trial is marked FAIL; narrow the range of "
+                       "these keys in compare.tuning.space (or the entry's search_space) and rerun")
+
+
+def _fail_trials(cfg: ExperimentConfig, batch: list, out: Path, pl: _Plan, exc: Exception) -> None:
+    """After an error (not a stop signal) while training a tuning round: mark the failing trial(s) FAIL and raise an error
+    naming their parameters. Sequential training stops at the failing run: the first one not stored. In worker
+    processes: the unstored trials whose model does not build; if none, every unstored trial of the round."""
+    import optuna
+
+    from . import tuning as T
+
+    left = [b for b in batch if not (out / "runs" / f"{b[3].key}.json").is_file()]
+    if cfg.compare.workers > 1 and len(batch) > 1:
+        culprits = [b for b in left if T.build_problem(b[3].cfg, pl.datasets[b[3].data_key]["train"])] or left
+    else:
+        culprits = left[:1]
+    for st, number, params, job in culprits:
+        st["study"].tell(number, state=optuna.trial.TrialState.FAIL)
+    if culprits:
+        st, number, params, _ = culprits[0]
+        raise _trial_error(st["name"], number, params, exc) from None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -997,9 +1041,23 @@ def convergence(runs: pd.DataFrame, default_patience: int) -> str:
     return "converged" if not late else f"not converged (still improving at epoch {max(late)} of {ran})"
 
 
+def few_seeds_warning(cfg: ExperimentConfig) -> str | None:
+    """The leaderboard's / summary's warning when ``compare.seeds`` has fewer than 3 seeds."""
+    from .stats import MIN_SEEDS
+
+    n = len(cfg.compare.seeds)
+    if n >= MIN_SEEDS:
+        return None
+    tuned = " (the tuned settings are retrained on them)" if cfg.compare.tuning.trials > 0 else ""
+    return (f"only {n} seed{'' if n == 1 else 's'}{tuned}: the paired test cannot separate methods with fewer "
+            f"than {MIN_SEEDS} seeds, so no method is marked `≈ best` or `worse` (`untested ({n} "
+            f"seed{'' if n == 1 else 's'})`); use compare.seeds with at least {MIN_SEEDS} seeds.")
+
+
 def annotate(board: pd.DataFrame, runs: pd.DataFrame, cfg: ExperimentConfig, metric: str, direction: str,
              grid: list[str] | None = None) -> pd.DataFrame:
-    """Add to the leaderboard: ``vs_best`` (best | ≈ best | worse), ``p`` / ``p_holm`` (the paired test against
+    """Add to the leaderboard: ``vs_best`` (best | ≈ best | worse | untested (n seeds): fewer than 3 seeds, no
+    test; :func:`few_seeds_warning`), ``p`` / ``p_holm`` (the paired test against
     the best method of the grid point, by seed, Holm-corrected across the methods; :mod:`mmfuse.stats`) and
     ``converged`` (:func:`convergence`)."""
     from .stats import compare_to_best
@@ -1069,20 +1127,20 @@ def diagnostics_markdown(diags: list[dict]) -> str:
 
 def _ensemble(cfg: ExperimentConfig, pl: _Plan, out: Path, board: pd.DataFrame, task: str, metric: str,
               direction: str) -> dict | None:
-    """``compare.ensemble``: a Caruana ensemble per seed over the top methods of the first grid point (their
-    stored val / test predictions); the leaderboard row and the summary's record."""
+    """``compare.ensemble``: a Caruana ensemble per seed over the top methods of the first grid point, ranked
+    by their validation metric (stored val predictions, mean over seeds; never by test); the leaderboard row
+    and the summary's record."""
     from . import ensemble as E
 
     first = pl.jobs[0].point
-    top = [m for m in board["method"] if m in {j.method.label for j in pl.jobs if j.point == first}]
-    top = list(dict.fromkeys(top))[: cfg.compare.ensemble.top]
+    labels = [m for m in board["method"] if m in {j.method.label for j in pl.jobs if j.point == first}]
+    labels = list(dict.fromkeys(labels))
     val: dict[str, dict] = {}
     test: dict[str, dict] = {}
     y = {}
-    params = {}
     for j in pl.jobs:
         f = out / "runs" / f"{j.key}.preds.npz"
-        if j.point != first or j.method.label not in top or not f.is_file():
+        if j.point != first or j.method.label not in labels or not f.is_file():
             continue
         with np.load(f) as z:
             if "test_scores" not in z or "val_target" not in z:
@@ -1091,9 +1149,12 @@ def _ensemble(cfg: ExperimentConfig, pl: _Plan, out: Path, board: pd.DataFrame, 
             test.setdefault(j.method.label, {})[j.seed] = z["test_scores"]
             y.setdefault("val", z["val_target"])
             y.setdefault("test", z["test_target"])
-    val = {m: val[m] for m in top if m in val}
+    val = {m: val[m] for m in labels if m in val}
     if not val:
         return None
+    ranked = E.rank_by_val(val, y["val"], task, metric, direction)  # candidates chosen on validation
+    top = [m for m, _ in ranked][: cfg.compare.ensemble.top]
+    val = {m: val[m] for m in top}
     res = E.seedwise(val, test, y["val"], y["test"], task, metric, direction, cfg.compare.ensemble.size,
                      cfg.compare.seeds)
     if not res["per_seed"]:
@@ -1114,6 +1175,7 @@ def _ensemble(cfg: ExperimentConfig, pl: _Plan, out: Path, board: pd.DataFrame, 
         v = np.array([p["test"].get(name, np.nan) for p in res["per_seed"]], float)
         row[f"{name}_mean"], row[f"{name}_std"] = float(np.nanmean(v)), float(np.nanstd(v))
     info = {"label": row["method"], "size": cfg.compare.ensemble.size, "candidates": list(val),
+            "candidate_val": {m: _num(v) for m, v in ranked}, "ranked_by": f"val_{metric}",
             "mean_weights": mean_w, "per_seed": res["per_seed"], f"test_{metric}_mean": row[f"{metric}_mean"],
             f"test_{metric}_std": row[f"{metric}_std"]}
     return {"row": row, "info": info}
@@ -1160,20 +1222,37 @@ def _budget(cfg: ExperimentConfig, runs: pd.DataFrame, results: dict, tuning_inf
             "patience": t.get("patience", cfg.training.patience), "seeds": list(cfg.compare.seeds),
             "test": cfg.compare.test, "alpha": cfg.compare.alpha, "workers": cfg.compare.workers,
             "wall_seconds": round(wall, 1), "tuning_wall_seconds": round(t.get("tuning_wall_seconds", 0.0), 1),
-            "final_runs_compute_seconds": round(compute, 1), "trial_runs_compute_seconds": round(trial_compute, 1)}
+            "final_runs_compute_seconds": round(compute, 1), "trial_runs_compute_seconds": round(trial_compute, 1),
+            # methods whose best trial was the config's own setting (tuning found nothing better), of those tuned
+            "config_best": sum(bool(m.get("best_is_config")) for m in (t.get("methods") or {}).values()),
+            "tuned": len(t.get("methods") or {})}
+
+
+def _dataset_name(ds) -> str:
+    """The leaderboard header's name of datasets given in memory: their own name, else "user data"."""
+    name = getattr(ds, "name", None)
+    return name if isinstance(name, str) and name and name != "arrays" else "user data"
 
 
 def budget_line(b: dict) -> str:
-    tr = (f"{b['trials_per_method']} Optuna trials per method (≤ {b['trial_max_epochs']} epochs each)"
-          if b.get("trials_per_method") else "no tuning (every method with the config's settings)")
+    n = b.get("trials_per_method") or 0
+    te = b.get("trial_max_epochs")
+    tr = (f"{n} Optuna trial{'s' if n != 1 else ''} per method (≤ {te} epoch{'s' if te != 1 else ''} each)"
+          if n else "no tuning (every method with the config's settings)")
     pat = f"early stopping patience {b['patience']}" if b.get("patience") else "no early stopping"
+    w = b["workers"]
     return (f"Budget: {tr}; retrained ≤ {b['max_epochs']} epochs, {pat}, seeds {b['seeds']}; "
-            f"wall time {b['wall_seconds']:.0f} s (this invocation, {b['workers']} worker(s)); run compute "
+            f"wall time {b['wall_seconds']:.0f} s (this invocation, {w} worker{'s' if w != 1 else ''}: data loading, "
+            "tuning, training and evaluation; not the t-SNE, plots and HTML report); run compute "
             f"{b.get('trial_runs_compute_seconds', 0.0) + b['final_runs_compute_seconds']:.0f} s summed over the "
             "stored trial and final runs.")
 
 
-def summary(board: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None) -> dict:
+def summary(board: pd.DataFrame, metric: str, direction: str, grid: list[str] | None = None,
+            runs: pd.DataFrame | None = None, test: str = "ttest") -> dict:
+    """The headline numbers (first grid point). With ``runs``: ``margin_p``, the paired test (``test``, by seed,
+    uncorrected: one comparison) of the best fusion against the best unimodal model; None with fewer than 3
+    paired seeds (``margin_test`` says so)."""
     grid = list(grid or [])
     first = board
     for c in grid:  # the headline numbers are those of the first grid point
@@ -1187,6 +1266,18 @@ def summary(board: pd.DataFrame, metric: str, direction: str, grid: list[str] | 
         out.update({"best_fusion": bf["method"], "best_fusion_mean": bf[f"{metric}_mean"], "best_fusion_std": bf[f"{metric}_std"],
                     "best_unimodal": bu["method"], "best_unimodal_mean": bu[f"{metric}_mean"], "best_unimodal_std": bu[f"{metric}_std"],
                     "margin": sign * (bf[f"{metric}_mean"] - bu[f"{metric}_mean"])})
+        col = f"test_{metric}"
+        if runs is not None and col in runs.columns:
+            from .stats import MIN_SEEDS, paired_p, untested_mark
+
+            sub = runs[_point_mask(runs, bf, grid)] if grid else runs
+            per = {m: sub[sub["method"] == m].set_index("seed")[col].astype(float) for m in (bf["method"], bu["method"])}
+            seeds = [x for x in per[bf["method"]].index if x in per[bu["method"]].index]
+            a = [per[bf["method"]][x] for x in seeds]
+            b = [per[bu["method"]][x] for x in seeds]
+            n = int(sum(not (math.isnan(x) or math.isnan(y)) for x, y in zip(a, b)))
+            out["margin_p"] = paired_p(a, b, test) if n >= MIN_SEEDS else None
+            out["margin_test"] = f"{test}, paired by seed, n={n}" if n >= MIN_SEEDS else untested_mark(n)
     return out
 
 
@@ -1204,8 +1295,44 @@ def _mark(r) -> str:
     return mark if mark in ("best", "—") or p is None or math.isnan(float(p)) else f"{mark} (p={float(p):.3g})"
 
 
+def _caveats(board: pd.DataFrame, metric: str, cfg: ExperimentConfig, budget: dict | None,
+             grid: list[str]) -> list[str]:
+    """The lines under the table that say what the study could not show: tuning that did not improve on the
+    config's own setting for most methods, and seeds too few to separate the methods from the best."""
+    out = []
+    b = budget or {}
+    k, n = int(b.get("config_best") or 0), int(b.get("tuned") or 0)
+    if n and 2 * k > n:
+        t = b.get("trials_per_method")
+        out.append(f"Tuning: the config's own setting (each study's first trial) was best for {k} of {n} methods; "
+                   f"{t} trial{'s' if t != 1 else ''} per method rarely beat it, so the ranking mostly reflects "
+                   "the config's settings (raise compare.tuning.trials for a real search).")
+    col = f"{metric}_mean"
+    near, worse = [], []
+    for _, r in board.iterrows():
+        if r.get("vs_best") not in ("≈ best", "worse"):
+            continue
+        pt = board[_point_mask(board, r, grid)]
+        best = pt[pt["vs_best"] == "best"]
+        if not len(best):
+            continue
+        gap = abs(float(r[col]) - float(best[col].iloc[0]))
+        (near if r["vs_best"] == "≈ best" else worse).append((gap, _display(r["method"], {c: r[c] for c in grid})))
+    if near:
+        ns = len(cfg.compare.seeds)
+        gap, who = max(near)
+        tail = (f"; the smallest difference found significant was {min(worse)[0]:.3f} ({min(worse)[1]})"
+                if worse else "")
+        out.append(f"Seeds: with {ns} seed{'s' if ns != 1 else ''}, {len(near)} of {len(near) + len(worse)} methods "
+                   f"cannot be separated from the best: differences up to {gap:.3f} in {metric} ({who}) are not "
+                   f"significant after Holm correction{tail}; more seeds (compare.seeds) narrow this.")
+    return out
+
+
 def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig,
-                         reports: dict[str, list[dict]] | None = None, budget: dict | None = None) -> str:
+                         reports: dict[str, list[dict]] | None = None, budget: dict | None = None,
+                         dataset: str | None = None) -> str:
+    """``dataset``: the header's name of datasets given in memory (default: ``data.name`` and its options)."""
     grid = list(cfg.compare.grid)
     pats = [c[:-5] for c in board.columns if c.startswith("pattern[") and c.endswith("_mean")]
     extra = [m for m in ("macro_f1", "auroc", "f1_macro", "pearson_r") if f"{m}_mean" in board.columns and m != metric]
@@ -1226,13 +1353,18 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
     head = (["#"] + grid + ["method", "kind", metric] + (["vs best (Holm p)", "converged"] if marks else [])
             + extra[:2] + ["params", "train s"]
             + [p.replace(f"_{metric}", "") for p in pats] + obs_head)
-    lines = [f"Dataset `{cfg.data.name}` {cfg.data.options or ''}; seeds {cfg.compare.seeds}; "
+    src = f"`{dataset}` (given in memory)" if dataset else f"`{cfg.data.name}` {cfg.data.options or ''}"
+    lines = [f"Dataset {src}; seeds {cfg.compare.seeds}; "
              f"test {metric} mean ± std over seeds.", ""]
     if budget:
         lines += [budget_line(budget), ""]
+    if marks and few_seeds_warning(cfg):
+        lines += [f"**Warning**: {few_seeds_warning(cfg)}", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in board.iterrows():
-        cells = [str(i + 1)] + [str(r[c]) for c in grid] + [r["method"], r["kind"], _fmt(r[f"{metric}_mean"], r[f"{metric}_std"])]
+        one = r.get("seeds", 2) == 1  # one seed: no spread to show (— rather than a misleading ± 0)
+        cells = [str(i + 1)] + [str(r[c]) for c in grid] + [r["method"], r["kind"],
+                                                            _fmt(r[f"{metric}_mean"], math.nan if one else r[f"{metric}_std"])]
         if marks:
             cells += [_mark(r), str(r.get("converged", ""))]
         cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in extra[:2]]
@@ -1244,6 +1376,9 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
             cells.append(cell if " n=" in h or math.isnan(float(n)) else f"{cell} (n={float(n):g})")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    under = _caveats(board, metric, cfg, budget, grid) if marks else []
+    if under:
+        lines += under + [""]
     if marks:
         test = {"ttest": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test (exact)"}[cfg.compare.test]
         lines.append(f"`vs best`: {test} of each method against the best, paired by seed, Holm-corrected across the "
@@ -1253,6 +1388,10 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
                                             if cfg.compare.test == "wilcoxon" else ""))
         lines.append("`converged`: every seed's run stopped early or had its best validation epoch before its last "
                      "`patience` epochs; else the latest epoch at which it was still improving.")
+        lines.append("`best`: the best mean; `better`: significantly better than the method ranked first; "
+                     "`untested (n seeds)`: fewer than 3 seeds paired with the best, no test (with 2 seeds the "
+                     "paired t-test has 1 degree of freedom and an exact test's smallest p is 0.5); with 1 seed "
+                     "the std is shown as —.")
     lines.append(f"`pattern[x]`: simulated — test {metric} with only modalities x kept (the others hidden at test time "
                  "in every row).")
     if obs:

@@ -438,6 +438,17 @@ class CompareConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
+    @model_validator(mode="after")
+    def _few_seeds(self):  # allowed (smoke runs need it), but the paired test cannot separate methods
+        if self.tuning.trials > 0 and len(self.seeds) < 3:
+            import warnings
+
+            warnings.warn(f"compare.seeds: {len(self.seeds)} seed(s) with compare.tuning.trials > 0: the chosen "
+                          "settings are retrained on fewer than 3 seeds, so the paired test cannot separate the "
+                          "methods (marked 'untested'); use at least 3 seeds, e.g. compare.seeds: [0, 1, 2]",
+                          UserWarning, stacklevel=2)
+        return self
+
 
 class ExperimentConfig(_Strict):
     seed: int = 0

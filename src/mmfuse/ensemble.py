@@ -1,6 +1,7 @@
 """Caruana et al. (2004) ensemble selection: greedy forward selection with replacement, on validation.
 
-``compare.ensemble: {size: N, top: K}`` (size 0 = off): the K best methods of the leaderboard are the library;
+``compare.ensemble: {size: N, top: K}`` (size 0 = off): the K methods with the best *validation* metric (their
+stored validation predictions, mean over seeds; :func:`rank_by_val` — never the test ranking) are the library;
 starting from an empty ensemble, each of N steps adds (with replacement) the member whose addition gives the best
 validation metric of the averaged predictions (ties: the earlier, i.e. better-ranked, member). The weights are the
 selection counts / N. Averaged are probabilities (multiclass: softmax, multilabel: sigmoid) or, for regression, the
@@ -76,6 +77,23 @@ def blend(preds: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray
 def label(weights: dict[str, float]) -> str:
     """``ensemble(a×0.60, b×0.40)``."""
     return "ensemble(" + ", ".join(f"{n}×{w:.2f}" for n, w in weights.items()) + ")"
+
+
+def rank_by_val(val: dict[str, dict[int, np.ndarray]], y_val: np.ndarray, task: str, metric: str,
+                direction: str) -> list[tuple[str, float]]:
+    """The members ranked by their validation metric (mean over their seeds' ``val`` raw scores), best first
+    (ties keep the given order): the ensemble's candidates are chosen on validation, never on test."""
+    from .evaluation.metrics import compute_metrics
+
+    scored = []
+    for m, per_seed in val.items():
+        v = [compute_metrics(task, np.asarray(s), y_val).get(metric, float("nan")) for s in per_seed.values()]
+        v = [x for x in v if np.isfinite(x)]
+        scored.append((m, float(np.mean(v)) if v else float("nan")))
+    worst = -np.inf if direction == "max" else np.inf
+    key = (lambda t: -(t[1] if np.isfinite(t[1]) else worst)) if direction == "max" else (
+        lambda t: t[1] if np.isfinite(t[1]) else worst)
+    return sorted(scored, key=key)
 
 
 def seedwise(val: dict[str, dict[int, np.ndarray]], test: dict[str, dict[int, np.ndarray]],

@@ -144,6 +144,9 @@ def learning_curves_figure(curves: Mapping[str, Sequence[Sequence[float]]], metr
                 std = np.array([np.nanstd(arr[:, t], ddof=1) if band[t] else np.nan for t in range(T)])
             ax.fill_between(x, mean - std, mean + std, where=band, alpha=0.15 if n <= LEGEND_OUTSIDE else 0.07,
                             color=st["color"], linewidth=0)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no 2.5 tick
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch: {averaging_title(counts, seed_lists)}", fontsize=10)
@@ -161,16 +164,32 @@ def learning_curves(curves: dict[str, list[list[float]]], path: str | Path, metr
     return _save(learning_curves_figure(curves, metric, seeds), path)
 
 
+BAR_LABEL_WIDTH = 24  # characters per line of a bar's label; longer names wrap (at spaces) instead of running off
+
+
+def wrap_label(name: str, width: int = BAR_LABEL_WIDTH) -> str:
+    """``name`` on lines of about ``width`` characters, broken after spaces (e.g. the ensemble's
+    ``ensemble(a×0.60, b×0.20, ...)``); a word longer than ``width`` is kept whole. Joining the lines with
+    spaces gives ``name`` back."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(name), width, break_long_words=False, break_on_hyphens=False)) or str(name)
+
+
 def bar_chart_figure(names: list[str], means: list[float], stds: list[float], metric: str = "accuracy",
                      highlight: set[str] | None = None, seeds: Sequence[int] | None = None):
-    fig = _figure((max(6, 0.6 * len(names)), 4.5))
+    labels = [wrap_label(n) for n in names]
+    lines = max((lb.count("\n") + 1 for lb in labels), default=1)
+    longest = max((len(x) for lb in labels for x in lb.split("\n")), default=0)
+    # the labels are drawn at 35°: the figure grows with their lines and length instead of clipping them
+    fig = _figure((max(6.0, 0.65 * len(names) + 1.0), 3.6 + 0.08 * longest + 0.12 * lines))
     ax = fig.add_subplot(1, 1, 1)
     colors = [PALETTE[1] if highlight and n in highlight else PALETTE[0] for n in names]
     n_runs = None if seeds is None else len(list(seeds))
     err = None if n_runs == 1 else stds
     ax.bar(range(len(names)), means, yerr=err, color=colors, capsize=3)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels(labels, rotation=35, ha="right", rotation_mode="anchor", fontsize=8)
     if means:
         s = [0.0] * len(means) if err is None else [0.0 if not np.isfinite(v) else v for v in stds]
         lo, hi = min(m - d for m, d in zip(means, s)), max(m + d for m, d in zip(means, s))
@@ -182,6 +201,7 @@ def bar_chart_figure(names: list[str], means: list[float], stds: list[float], me
             averaging_title([n_runs] * len(names), [list(seeds)] * len(names)))
     ax.set_title(f"test {metric} ({what})" + ("; orange = unimodal" if highlight else ""), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
     return fig
 
 

@@ -10,8 +10,16 @@
 
 The p-values of the m methods compared with the best are corrected with Holm's step-down procedure
 (:func:`holm`); a method whose corrected p is ≥ ``compare.alpha`` is marked ``≈ best`` (no evidence that it is
-worse), else ``worse``. The best method itself is marked ``best``. Degenerate pairs: all differences zero → p = 1;
-all differences equal and non-zero (zero variance) → p = 0 for the t-test.
+worse), else ``worse``. The best method itself is marked ``best``.
+
+Degenerate pairs: all differences zero → p = 1. Differences with zero variance but a non-zero mean (e.g. a
+method exactly 1/600 behind the best on every seed) leave the t statistic undefined (±inf); the t-test then
+falls back to the exact paired permutation (sign-flip) test (:func:`sign_flip_p`): under H0 each difference's
+sign is ±1 with probability 1/2, and p is the fraction of the 2^n sign patterns whose |mean| reaches the observed
+one — ``2 / 2**n`` when all n differences are equal (0.25 with 3 seeds), never 0.
+
+Fewer than :data:`MIN_SEEDS` (3) paired seeds: no test (``untested (n seeds)``): with 2 seeds the t-test has one
+degree of freedom and the exact tests' smallest p is 0.5, so the test cannot separate methods.
 """
 
 from __future__ import annotations
@@ -22,6 +30,25 @@ from typing import Sequence
 import numpy as np
 
 TESTS = ("ttest", "wilcoxon")
+MIN_SEEDS = 3  # fewer paired seeds: the methods are marked "untested (n seeds)"
+
+
+def untested_mark(n: int) -> str:
+    """``untested (1 seed)`` / ``untested (2 seeds)``."""
+    return f"untested ({n} seed{'' if n == 1 else 's'})"
+
+
+def sign_flip_p(d: Sequence[float]) -> float:
+    """The exact two-sided paired permutation (sign-flip) p-value of the differences ``d``: the fraction of
+    the 2^n sign assignments ``s`` with ``|mean(s * d)| >= |mean(d)|`` (ties within 1e-12 count). n ≤ 20."""
+    d = np.asarray(d, float)
+    n = len(d)
+    if n == 0 or n > 20:
+        raise ValueError(f"sign_flip_p: expected 1 to 20 differences, got {n}")
+    signs = 1.0 - 2.0 * ((np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1)  # [2^n, n]
+    stat = np.abs(signs @ d)
+    obs = abs(float(d.sum()))
+    return float(np.mean(stat >= obs - 1e-12 * max(1.0, obs)))
 
 
 def paired_p(a: Sequence[float], b: Sequence[float], test: str = "ttest") -> float:
@@ -38,8 +65,8 @@ def paired_p(a: Sequence[float], b: Sequence[float], test: str = "ttest") -> flo
     if np.allclose(d, 0.0, atol=1e-12):
         return 1.0
     if test == "ttest":
-        if np.allclose(d, d[0], atol=1e-12):
-            return 0.0  # a constant non-zero difference: t is infinite
+        if np.allclose(d, d[0], atol=1e-12) or float(np.std(d)) <= 1e-12 * float(np.max(np.abs(d))):
+            return sign_flip_p(d) if len(d) <= 20 else 2.0 / 2 ** len(d)  # zero variance: t is infinite; the exact sign-flip p (2/2^n), never 0
         return float(stats.ttest_rel(a[ok], b[ok]).pvalue)
     if test == "wilcoxon":
         nz = d[~np.isclose(d, 0.0, atol=1e-12)]
@@ -64,17 +91,22 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 def compare_to_best(scores: dict[str, Sequence[float]], best: str, direction: str = "max", test: str = "ttest",
                     alpha: float = 0.05) -> dict[str, dict]:
     """``scores``: method -> metric per seed (the same seed order for every method). Returns, per method,
-    ``{"p": raw p, "p_holm": corrected p, "mark": "best" | "≈ best" | "worse" | "better" | "untested", "n": pairs}``
-    (``untested``: fewer than two seeds paired with the best's)."""
+    ``{"p": raw p, "p_holm": corrected p, "mark": "best" | "≈ best" | "worse" | "better" | "untested (n seeds)",
+    "n": pairs}`` (``untested (n seed(s))``: fewer than :data:`MIN_SEEDS` seeds paired with the best's; such a
+    method gets no p and does not count in Holm's m)."""
     others = [m for m in scores if m != best]
-    raw = [paired_p(scores[m], scores[best], test) for m in others]
+
+    def pairs(m: str) -> int:
+        return int(np.sum(~(np.isnan(np.asarray(scores[m], float)) | np.isnan(np.asarray(scores[best], float)))))
+
+    raw = [paired_p(scores[m], scores[best], test) if pairs(m) >= MIN_SEEDS else float("nan") for m in others]
     adj = holm(raw)
     out = {best: {"p": float("nan"), "p_holm": float("nan"), "mark": "best", "n": len(scores[best])}}
     sign = 1.0 if direction == "max" else -1.0
     for m, p, q in zip(others, raw, adj):
-        n = int(np.sum(~(np.isnan(np.asarray(scores[m], float)) | np.isnan(np.asarray(scores[best], float)))))
+        n = pairs(m)
         if math.isnan(q):
-            mark = "untested"  # fewer than 2 paired seeds: no test possible
+            mark = untested_mark(n)  # fewer than MIN_SEEDS paired seeds: the test cannot separate methods
         elif q >= alpha:
             mark = "≈ best"
         else:

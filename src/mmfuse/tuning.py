@@ -15,17 +15,24 @@ Search spaces: a shared default (:data:`DEFAULT_SPACE`: learning rate, weight de
 what the method's registry entries declare with ``register(..., search_space={dotted key: spec})``: its model
 family (``MODELS``), and its fusion operator / late combiner / interaction block. ``compare.tuning.space``
 adds or replaces keys for every method. A spec is ``{"low": a, "high": b, "log": bool}`` (ints: an integer
-range, ``"step"`` optional) or ``{"choices": [...]}``. Every key must be a valid config path for the method:
-checked before any training by parsing the method's config with the spec's bounds / choices, and for a
-component's ``options.<name>`` by the component's signature. A default-space key that the method's component
-does not take (e.g. ``dropout`` of a ``linear`` head) is left out for that method.
+range, ``"step"`` optional) or ``{"choices": [...]}``. A per-modality key ``model.encoders.*.options.<opt>``
+(e.g. the ``fusion`` and ``intermediate`` families' embedding width ``output_dim``) becomes one key per modality
+the method uses whose configured encoder (``model.encoders.<m>.name``) takes ``<opt>``. Every key must be a valid
+config path for the method, checked before any study is opened: by parsing the method's config with the spec's
+bounds / choices, for a component's ``options.<name>`` by the component's signature, and by building the
+method's model (meta device) at the low and high bound and at every choice (the other keys at the method's own
+setting): an invalid value (e.g. a dropout of 1.5) is refused naming ``compare.tuning.space.<key>`` or the
+entry's declared key. A trial that still fails (a combination of values) is marked FAIL and the error names
+its parameters. A default-space key that the method's component does not take (e.g. ``dropout`` of a
+``linear`` head) is left out for that method.
 
 Studies live in ``OUT/tuning.db`` (Optuna's SQLite storage), one per method and grid point (study name: the
 method label, plus `` @ <grid point>``), created with ``load_if_exists``: a rerun into the same folder runs only
 the missing trials (it prints ``k of n trials done``); a trial that was running when the study stopped is run
-again with its own parameters (its run may already be stored). Note: the sampler's random state is not
-persisted, so a resumed study's remaining trials may differ from an uninterrupted one's; finished trials never
-change. A study whose search space or budget differs from the stored one is refused (use another folder).
+again with its own parameters (its run may already be stored). Each trial is sampled by a fresh
+``TPESampler(seed=tuning.seed + trial number)`` (:func:`reseed`), so its parameters depend only on the seed, its
+number and the finished trials before it: a resumed study samples the same trials as an uninterrupted one.
+A study whose search space or budget differs from the stored one is refused (use another folder).
 """
 
 from __future__ import annotations
@@ -126,9 +133,54 @@ def _component_accepts(rc, key: str) -> bool | None:
     return opt in sig.parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ps)
 
 
-def method_space(cfg, method, point: dict, base_rc=None) -> tuple[dict[str, dict], list[str]]:
+WILDCARD = "model.encoders.*."  # a per-modality key: one key per modality of the method (see _expand)
+
+
+def _expand(rc, key: str, spec: dict) -> list[str]:
+    """``model.encoders.*.options.<opt>`` -> ``model.encoders.<m>.options.<opt>`` for every modality ``m`` the
+    method uses (``model.modalities``, else every configured encoder) whose configured encoder takes ``opt``
+    (an encoder not named in ``model.encoders.<m>`` is the default for the data's shape: left out). Any other
+    key: itself."""
+    if not key.startswith(WILDCARD):
+        return [key]
+    encoders = getattr(rc.model, "encoders", None) or {}
+    used = getattr(rc.model, "modalities", None) or list(encoders)
+    out = []
+    for m in sorted(used):
+        k = key.replace("*", m, 1)
+        if m in encoders and _component_accepts(rc, k):
+            out.append(k)
+    return out
+
+
+def build_problem(rc, data) -> str | None:
+    """Build the model of the run config ``rc`` for the data (``data``: a training dataset: ``shapes``,
+    ``num_classes``, ``task``) without training: on the meta device (no memory, no initialisation cost), again
+    on the CPU if the meta build fails for another reason than the config. Returns the error text, or None."""
+    import torch
+
+    from .models import build_model
+
+    task = getattr(data, "task", "multiclass")
+    err = None
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                build_model(rc.model, data.shapes, int(data.num_classes), task)
+            return None
+        except ConfigError as exc:
+            return str(exc)
+        except Exception as exc:  # e.g. torch's "dropout probability has to be between 0 and 1"
+            err = f"{type(exc).__name__}: {exc}"
+    return err
+
+
+def method_space(cfg, method, point: dict, base_rc=None, data=None) -> tuple[dict[str, dict], list[str]]:
     """The search space of one method (default, declared entries, ``compare.tuning.space``) and a list of
-    problems (each naming the entry and the key). ``base_rc``: the method's resolved run config."""
+    problems (each naming the entry and the key). ``base_rc``: the method's resolved run config; ``data``: its
+    training dataset — then every bound / choice of every key is also checked by building the method's model
+    (:func:`build_problem`) with that value (the other keys at the method's own setting), before any trial.
+    A per-modality key ``model.encoders.*.options.<opt>`` becomes one key per modality (:func:`_expand`)."""
     from .compare import merge, nest, run_config, Method
 
     rc = base_rc if base_rc is not None else run_config(cfg, method, cfg.compare.seeds[0], point)
@@ -144,11 +196,18 @@ def method_space(cfg, method, point: dict, base_rc=None) -> tuple[dict[str, dict
             problems.append(f"{kind} {name!r}: search_space must be a mapping of dotted config keys, got {declared!r}")
             continue
         for k, spec in declared.items():
-            space[k], sources[k] = spec, f"{kind} {name!r} search_space"
+            for kk in _expand(rc, k, spec):  # a per-modality key no modality's encoder takes: left out
+                space[kk], sources[kk] = spec, f"{kind} {name!r} search_space key {k!r}"
     for k, spec in (cfg.compare.tuning.space or {}).items():
-        space[k], sources[k] = spec, "compare.tuning.space"
+        keys = _expand(rc, k, spec)
+        if not keys:
+            problems.append(f"method {method.label!r}: compare.tuning.space.{k}: no modality of this method has "
+                            "a configured encoder (model.encoders.<modality>.name) that takes this option")
+        for kk in keys:
+            space[kk], sources[kk] = spec, f"compare.tuning.space.{k}"
     for k, spec in space.items():
-        where = f"method {method.label!r}: {sources[k]} key {k!r}"
+        where = f"method {method.label!r}: {sources[k]}" + ("" if sources[k].endswith((f".{k}", f" key {k!r}"))
+                                                             else f" (key {k!r})")
         bad = _spec_problem(k, spec)
         if bad:
             problems.append(f"{where}: {bad}")
@@ -167,6 +226,12 @@ def method_space(cfg, method, point: dict, base_rc=None) -> tuple[dict[str, dict
             if not _path_exists(prc.model_dump(), k):
                 problems.append(f"{where}: not a config key of this method (the key is not in its resolved config); "
                                 "fix the dotted path")
+                break
+            err = build_problem(prc, data) if data is not None else None
+            if err is not None:
+                what = "choice" if "choices" in spec else ("low" if v == spec["low"] else "high")
+                problems.append(f"{where}: the {what} value {v!r} is invalid for this method (building its model "
+                                f"with {k}={v!r} fails: {err}); narrow the range / fix the choices")
                 break
     return space, problems
 
@@ -253,6 +318,14 @@ def open_study(out, name: str, direction: str, seed: int, fp: str):
                           "space or budget (trials' epochs / patience / base config); write into another output "
                           "folder, or delete tuning.db to start the tuning again")
     return study
+
+
+def reseed(study, seed: int) -> None:
+    """Before ``study.ask()``: a fresh TPE sampler seeded with ``seed + number of the next trial`` (no random
+    state carried over from earlier asks, none to persist: a resumed study samples as an uninterrupted one)."""
+    import optuna
+
+    study.sampler = optuna.samplers.TPESampler(seed=int(seed) + len(study.get_trials(deepcopy=False)))
 
 
 def done_trials(study) -> list:

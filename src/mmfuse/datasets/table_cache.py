@@ -146,18 +146,37 @@ class CacheWriter:
         self.tmp = cache.root / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.maps: dict[str, np.ndarray] = {}
+        self.failed = False
 
     def alloc(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A zero-filled memory-mapped array to decode into."""
-        m = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+        """A zero-filled memory-mapped array to decode into (an array in RAM, and no cache, if it cannot be made:
+        a full disk, a quota)."""
+        try:
+            m = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=np.dtype(dtype),
+                                          shape=tuple(shape))
+        except OSError as exc:
+            warnings.warn(f"mmfuse: data.options.cache_dir: cannot create the table cache file under {self.tmp} "
+                          f"({type(exc).__name__}: {exc}); loading without the cache", stacklevel=4)
+            self.failed = True
+            return np.zeros(tuple(shape), dtype=np.dtype(dtype))
         self.maps[name] = m
         return m
 
     def put(self, name: str, array: np.ndarray) -> None:
-        np.save(self.tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        if self.failed:
+            return
+        try:
+            np.save(self.tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        except OSError as exc:
+            warnings.warn(f"mmfuse: data.options.cache_dir: cannot write the table cache file {name}.npy under "
+                          f"{self.tmp} ({type(exc).__name__}: {exc}); loading without the cache", stacklevel=4)
+            self.failed = True
 
     def commit(self, meta: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """Flush, write the manifest, rename the folder into place; the arrays re-opened from the cache."""
+        if self.failed:
+            self.abort()
+            return None
         try:
             for m in self.maps.values():
                 m.flush()

@@ -31,7 +31,9 @@ def create_imputer_for(cfg, encoders) -> object | None:
 
 
 @MODELS.register("fusion", default_scheme="joint", schemes=("joint",),
-                 test_options={"strategy": "feature", "fusion": {"name": "concat"}})
+                 test_options={"strategy": "feature", "fusion": {"name": "concat"}},
+                 # the embedding width of each modality's configured encoder that takes output_dim (mmfuse.tuning)
+                 search_space={"model.encoders.*.options.output_dim": {"low": 16, "high": 128, "log": True}})
 def build_fusion(cfg: FusionModelConfig, input_shapes: Mapping[str, tuple], num_outputs: int, task: str):
     mods = check_modalities(cfg, input_shapes)
     dropout = modality_dropout_of(cfg)

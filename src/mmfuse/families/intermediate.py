@@ -18,7 +18,9 @@ from ..registry import MODELS
 @MODELS.register("intermediate", default_scheme="joint", schemes=("joint", "per_stream"),
                  test_options={"encoders": {"image": {"name": "cnn2d", "options": {"channels": [4, 8]}},
                                             "audio": {"name": "cnn2d", "options": {"channels": [4, 8]}}}},
-                 test_shapes={"image": (1, 12, 12), "audio": (1, 12, 12)})
+                 test_shapes={"image": (1, 12, 12), "audio": (1, 12, 12)},
+                 # the embedding width of each modality's configured encoder that takes output_dim (mmfuse.tuning)
+                 search_space={"model.encoders.*.options.output_dim": {"low": 16, "high": 128, "log": True}})
 def build_intermediate(cfg: IntermediateModelConfig, input_shapes: Mapping[str, tuple], num_outputs: int, task: str):
     from ..models.intermediate import IntermediateFusionModel
 

@@ -60,7 +60,11 @@ class CrossAttentionBlock(nn.Module):
         return self.norm2(x + self.drop(self.ffn(x)))
 
 
-@FUSIONS.register("cross_attention", test_options={"dim": 8, "heads": 2, "ffn_dim": 8})
+@FUSIONS.register("cross_attention", test_options={"dim": 8, "heads": 2, "ffn_dim": 8},
+                  search_space={"model.fusion.options.dim": {"choices": [16, 32, 64]},
+                                "model.fusion.options.heads": {"choices": [1, 2, 4]},  # each divides every dim
+                                "model.fusion.options.ffn_dim": {"low": 16, "high": 256, "log": True},
+                                "model.fusion.options.dropout": {"low": 0.0, "high": 0.3}})
 class CrossAttentionFusion(FusionOp):
     """Cross-modal attention over modality tokens, pooled per modality and concatenated::
 

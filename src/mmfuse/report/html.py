@@ -31,6 +31,7 @@ tr:nth-child(even) td{background:#fafbfc}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0;max-width:100%}
 figcaption{font-size:.8em;color:#4b5563}
+.budget{background:#eef4fb;border-left:4px solid #1f3b5c;padding:6px 10px;margin:6px 0;font-size:.9em}
 .warn{background:#fff4e5;border-left:4px solid #f59e0b;padding:6px 10px;margin:6px 0}
 details{margin:4px 0} summary{cursor:pointer;color:#1f3b5c;font-weight:600}
 pre{background:#f3f4f6;padding:10px;overflow-x:auto;font-size:.82em;max-height:480px}
@@ -149,10 +150,18 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 DASHES = ["", "6,3", "2,3", "8,3,2,3"]
 
 
+LEGEND_ROW = 15  # px per legend entry
+LEGEND_COL = 170  # px of the legend column beside the plot
+LEGEND_COL_BELOW = 190  # px per legend column below the plot
+LEGEND_CHARS = 25  # a longer series name is shortened with "…" (the full name in the entry's tooltip)
+
+
 def line_chart(series: dict[str, list[float]], ylabel: str, xlabel: str = "epoch", width: int = 640,
                height: int = 320) -> str:
     """An inline SVG line chart (one line per series; colours × dash patterns so that any number of series
-    stay distinct). Non-finite points are skipped."""
+    stay distinct). Non-finite points are skipped. The legend sits right of the plot while its entries fit
+    in the plot's height; more series: the legend goes below the plot in columns and the SVG grows taller, so
+    no entry is drawn outside the image."""
     pts = {k: [(i + 1, number(v)) for i, v in enumerate(vals)] for k, vals in series.items()}
     pts = {k: [(x, y) for x, y in p if y is not None] for k, p in pts.items()}
     pts = {k: p for k, p in pts.items() if p}
@@ -166,9 +175,14 @@ def line_chart(series: dict[str, list[float]], ylabel: str, xlabel: str = "epoch
         y0, y1 = y0 - 0.5, y1 + 0.5
     pad = (y1 - y0) * 0.05
     y0, y1 = y0 - pad, y1 + pad
-    legend_w = 170
-    L, R, T, B = 56, 12 + legend_w, 12, 40
+    n = len(pts)
+    L, T, B = 56, 12, 40
+    right = n * LEGEND_ROW + 10 <= height - T - B  # the legend fits beside the plot
+    R = 12 + (LEGEND_COL if right else 0)
     w, h = width - L - R, height - T - B
+    ncols = 1 if right else max(1, (width - L) // LEGEND_COL_BELOW)
+    nrows = n if right else -(-n // ncols)
+    total_h = height if right else height + 14 + nrows * LEGEND_ROW
 
     def sx(x):
         return L + (x - x0) / (x1 - x0) * w
@@ -176,7 +190,7 @@ def line_chart(series: dict[str, list[float]], ylabel: str, xlabel: str = "epoch
     def sy(y):
         return T + (1 - (y - y0) / (y1 - y0)) * h
 
-    out = [f'<svg width="{width}" height="{height}" role="img" '
+    out = [f'<svg width="{width}" height="{total_h}" role="img" '
            f'aria-label="{esc(ylabel)} per {esc(xlabel)}">',
            f'<rect x="{L}" y="{T}" width="{w}" height="{h}" fill="#fff" stroke="#999"/>']
     for i in range(5):
@@ -186,19 +200,25 @@ def line_chart(series: dict[str, list[float]], ylabel: str, xlabel: str = "epoch
     step = max(1, round((x1 - x0) / 8))
     for xv in range(int(x0), int(x1) + 1, step):
         out.append(f'<text x="{sx(xv):.1f}" y="{T + h + 14}" font-size="10" text-anchor="middle">{xv}</text>')
-    out.append(f'<text x="{L + w / 2}" y="{height - 6}" font-size="11" text-anchor="middle">{esc(xlabel)}</text>')
+    out.append(f'<text x="{L + w / 2}" y="{T + h + 34}" font-size="11" text-anchor="middle">{esc(xlabel)}</text>')
     out.append(f'<text x="12" y="{T + h / 2}" font-size="11" text-anchor="middle" '
                f'transform="rotate(-90 12 {T + h / 2})">{esc(ylabel)}</text>')
     for j, (name, p) in enumerate(pts.items()):
         col, dash = PALETTE[j % len(PALETTE)], DASHES[(j // len(PALETTE)) % len(DASHES)]
         d = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in p)
         da = f' stroke-dasharray="{dash}"' if dash else ""
-        out.append(f'<polyline fill="none" stroke="{col}" stroke-width="1.8"{da} points="{d}"/>')
+        out.append(f'<polyline fill="none" stroke="{col}" stroke-width="1.8"{da} points="{d}"><title>{esc(name)}'
+                   "</title></polyline>")
         if len(p) == 1:
             out.append(f'<circle cx="{sx(p[0][0]):.1f}" cy="{sy(p[0][1]):.1f}" r="3" fill="{col}"/>')
-        ly = T + 10 + 15 * j
-        out.append(f'<line x1="{L + w + 10}" x2="{L + w + 32}" y1="{ly}" y2="{ly}" stroke="{col}" stroke-width="2"{da}/>'
-                   f'<text x="{L + w + 36}" y="{ly + 4}" font-size="10">{esc(name[:26])}</text>')
+        if right:
+            lx, ly = L + w + 10, T + 10 + LEGEND_ROW * j
+        else:  # column-major below the plot
+            lx, ly = L + LEGEND_COL_BELOW * (j // nrows), height + 10 + LEGEND_ROW * (j % nrows)
+        short = name if len(name) <= LEGEND_CHARS else name[:LEGEND_CHARS - 1] + "…"
+        out.append(f'<g class="legend"><title>{esc(name)}</title>'
+                   f'<line x1="{lx}" x2="{lx + 22}" y1="{ly}" y2="{ly}" stroke="{col}" stroke-width="2"{da}/>'
+                   f'<text x="{lx + 26}" y="{ly + 4}" font-size="10">{esc(short)}</text></g>')
     out.append("</svg>")
     return "".join(out)
 

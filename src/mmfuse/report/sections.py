@@ -138,6 +138,8 @@ def frame_table(columns: list[str], rows: list[dict], *, sortable: bool = True, 
             v = cell(r.get(vc))
             if sc is not None and H.number(v) is not None:
                 s = H.number(cell(r.get(sc)))
+                if s is not None and abs(s) < 1e-12 * max(1.0, abs(float(v))):  # rounding noise, e.g. 1.39e-17
+                    s = 0.0
                 if s == 0 and (float(v).is_integer() or one_seed):  # a count, or one seed: no spread to show
                     line.append(str(int(float(v))) if float(v).is_integer() else H.fmt(float(v)))
                 else:
@@ -230,6 +232,75 @@ def _mean_curve(cs: list[list[float]]) -> list[float]:
 
 # ------------------------------------------------------------------------------------------------ sections
 
+MARK_COLUMNS = ("vs_best", "p_holm", "converged")  # the paired test's mark and convergence: next to the metric
+
+
+def leaderboard_first_columns(columns: list[str], summ: Any = None) -> list[str]:
+    """The leaderboard's leading columns: ``method``, ``kind``, the main metric (summary.json's ``metric``, else
+    the first ``X_mean`` column), then ``vs_best``, ``p_holm`` and ``converged``; the others follow in the file's
+    order."""
+    metric = summ.get("metric") if isinstance(summ, dict) else None
+    main = None
+    if metric and (f"{metric}_mean" in columns or metric in columns):
+        main = f"{metric}_mean" if f"{metric}_mean" in columns else metric
+    else:
+        main = next((c for c in columns if c.endswith("_mean") and c[:-5] not in ("seeds", "params")), None)
+    head = ["method", "kind"] + ([main, main[:-5] + "_std"] if main and main.endswith("_mean") else [main])
+    return [c for c in head + list(MARK_COLUMNS) if c and c in columns]
+
+
+def _budget_text(f: RunFolder, summ: Any) -> str | None:
+    """The study's budget sentence: the ``Budget:`` line of leaderboard.md (as compare printed it), else one
+    written from summary.json's ``budget`` (the fields present)."""
+    md = f.root / "leaderboard.md"
+    if md.is_file():
+        try:
+            for line in md.read_text(encoding="utf-8").splitlines():
+                if line.startswith("Budget:"):
+                    return line.strip()
+        except (OSError, UnicodeDecodeError):
+            pass
+    b = summ.get("budget") if isinstance(summ, dict) else None
+    if not isinstance(b, dict) or not b:
+        return None
+    bits = []
+    if b.get("trials_per_method"):
+        bits.append(f"{b['trials_per_method']} Optuna trials per method"
+                    + (f" (≤ {b['trial_max_epochs']} epochs each)" if b.get("trial_max_epochs") else ""))
+    elif "trials_per_method" in b:
+        bits.append("no tuning (every method with the config's settings)")
+    if b.get("max_epochs") is not None:
+        bits.append(f"≤ {b['max_epochs']} epochs per run")
+    if "patience" in b:
+        bits.append(f"early stopping patience {b['patience']}" if b["patience"] else "no early stopping")
+    if b.get("seeds") is not None:
+        bits.append(f"seeds {b['seeds']}")
+    if H.number(b.get("wall_seconds")) is not None:
+        bits.append(f"wall time {H.number(b['wall_seconds']):.0f} s")
+    rest = {k: v for k, v in b.items() if k not in ("trials_per_method", "trial_max_epochs", "max_epochs", "patience",
+                                                      "seeds", "wall_seconds") and not isinstance(v, (dict, list))}
+    bits += [f"{k} {H.fmt(v)}" for k, v in rest.items()]
+    return "Budget: " + "; ".join(bits) + "." if bits else None
+
+
+def _legend_lines(f: RunFolder, columns: set[str]) -> list[str]:
+    """leaderboard.md's explanations of the shown ``columns`` (its lines that start with a backquoted column
+    name, e.g. `vs best`: ...)."""
+    md = f.root / "leaderboard.md"
+    try:
+        lines = md.read_text(encoding="utf-8").splitlines() if md.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for line in lines:
+        if line.startswith("Diagnostics"):
+            break
+        name = line[1:].split("`", 1)[0] if line.startswith("`") and line.count("`") >= 2 else None
+        if name and (name in columns or name.replace(" ", "_") in columns):
+            out.append(line.replace("`", ""))
+    return out
+
+
 def leaderboard(f: RunFolder) -> str:
     parts = []
     summ = f.json("summary.json")
@@ -240,14 +311,20 @@ def leaderboard(f: RunFolder) -> str:
         parts.append(f'<p class="note">{len(rows)} method(s), one row each (from leaderboard.csv; '
                      f'{"one seed: no spread over seeds" if one else "mean ± std over seeds"}). '
                      "Click a column header to sort.</p>")
-        parts.append(frame_table(main_cols, rows, table_id="leaderboard", first=["method"]))
+        budget = _budget_text(f, summ)
+        if budget:
+            parts.append(f'<p class="budget"><b>{H.esc(budget)}</b></p>')
+        parts.append(frame_table(main_cols, rows, table_id="leaderboard",
+                                 first=leaderboard_first_columns(main_cols, summ)))
+        shown = {n for n, _, _ in merged_columns(main_cols)}
+        parts += [f'<p class="note">{H.esc(line)}</p>' for line in _legend_lines(f, shown)]
         if isinstance(summ, dict):
             shown = {k: v for k, v in summ.items() if k not in ("diagnostics", "warnings", "skipped")}
             flat = {k: v for k, v in shown.items() if not isinstance(v, (dict, list))}
             nested = {k: v for k, v in shown.items() if isinstance(v, (dict, list)) and v not in ({}, [])}
             if flat:
                 parts.append("<h3>Summary (summary.json)</h3>" + value_html(flat))
-            for k, v in nested.items():  # budget, tuning, paired test, ...: folded, one click away
+            for k, v in nested.items():  # budget's fields, tuning, paired test, ...: folded, one click away
                 parts.append(f"<details><summary>{H.esc(k)}</summary>{value_html(v, 1)}</details>")
         if (f.root / "leaderboard.png").is_file():
             parts.append(figures([f.root / "leaderboard.png"], f.root))
@@ -376,25 +453,119 @@ def tsne(f: RunFolder) -> str:
     return missing("no tsne.png")
 
 
-def _warnings(v: Any, key: str = "") -> list[str]:
+def _ignored_messages(x: Any, at: str = "") -> list[str]:
+    """The messages of ignored-modality warnings in either layout: a list of warning dicts (one run's
+    ``test.diagnostics.ignored``) or ``{method: [warning dicts]}`` (each grid point of compare's
+    ``summary["diagnostics"]``); a warning without ``message`` is described from its fields."""
+    out: list[str] = []
+    if isinstance(x, dict) and ("message" in x or "modality" in x):
+        x = [x]
+    if isinstance(x, list):
+        for w in x:
+            if not w:
+                continue
+            if isinstance(w, dict):
+                msg = w.get("message") or (f"modality {w.get('modality')!r} looks ignored"
+                                           + (f" ({json.dumps({k: v for k, v in w.items() if k != 'modality'}, default=str)})"
+                                              if len(w) > 1 else "") if w.get("modality") else
+                                           json.dumps(w, default=str))
+            else:
+                msg = str(w)
+            out.append(at + str(msg))
+    elif isinstance(x, dict):
+        for method, ws in x.items():
+            out += _ignored_messages(ws, f"{at}{method}: ")
+    elif isinstance(x, str) and x:
+        out.append(at + x)
+    return out
+
+
+def _point_text(point: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items()) if isinstance(point, dict) else str(point)
+
+
+def _warnings(v: Any, key: str = "", at: str = "") -> list[str]:
     """Every string under a key that names a warning or an error, and the message of every ignored modality
-    (``report["diagnostics"]["ignored"]``, see :mod:`mmfuse.diagnostics`)."""
+    (a run's ``test.diagnostics.ignored`` list, see :mod:`mmfuse.diagnostics`, or compare's
+    ``summary["diagnostics"][i]["ignored"]`` = {method: [warnings]}, prefixed by the grid point when there is
+    one)."""
     out = []
     if isinstance(v, dict):
+        if isinstance(v.get("point"), dict) and v["point"]:
+            at = f"{at}at {_point_text(v['point'])}: "
         for k, x in v.items():
-            if k == "ignored" and isinstance(x, list):
-                out += [str(w.get("message") or w) for w in x if w]
+            if k == "ignored":
+                out += _ignored_messages(x, at)
                 continue
             if k == "error" and isinstance(x, str):
-                out.append(x)
+                out.append(at + x)
                 continue
-            out += _warnings(x, str(k))
+            out += _warnings(x, str(k), at)
     elif isinstance(v, list):
         for x in v:
-            out += _warnings(x, key)
+            out += _warnings(x, key, at)
     elif isinstance(v, str) and "warn" in key.lower():
-        out.append(v)
+        out.append(at + v)
     return out
+
+
+def _is_compare_diagnostics(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(d, dict) and ({"unimodal_gap", "ignored", "grad_norm_ratio"} & set(d)) for d in v)
+
+
+def compare_diagnostics_html(diags: list[dict]) -> str:
+    """compare's ``summary["diagnostics"]`` (one dict per grid point) as tables: the unimodal gap (each fused
+    method's test metric and its difference to every unimodal model), the ignored-modality warnings and the
+    per-method encoder gradient-norm ratios; other keys as found."""
+    out = []
+    for d in diags:
+        if isinstance(d.get("point"), dict) and d["point"]:
+            out.append(f"<h3>Grid point {H.esc(_point_text(d['point']))}</h3>")
+        metric = d.get("metric") or "metric"
+        gap = d.get("unimodal_gap")
+        if isinstance(gap, dict) and isinstance(gap.get("gap"), dict) and gap.get("unimodal"):
+            uni = gap["unimodal"]
+            fused = gap.get("fused") or {}
+            mods = list(uni)
+            rows = [[m, fused.get(m)] + [(g or {}).get(u) for u in mods] for m, g in gap["gap"].items()]
+            better = "" if gap.get("direction", "max") == "max" else " (lower is better here: < 0 = fused better)"
+            out.append(f'<p class="note"><b>Unimodal gap</b>: each fused method\'s test {H.esc(metric)} (mean over '
+                       f"seeds) minus each unimodal model's (its value in the column header){better}.</p>")
+            out.append(H.table(["method", metric] + [f"gap vs unimodal:{u} ({H.fmt(H.number(uni[u]))})" for u in mods],
+                               rows, sortable=True))
+        elif gap:
+            out.append("<p class=\"note\"><b>Unimodal gap</b></p>" + value_html(gap, 1))
+        ign = d.get("ignored")
+        if isinstance(ign, dict) and ign:
+            rows = [{"method": m, **{k: v for k, v in w.items() if k != "message"}}
+                    for m, ws in ign.items() for w in (ws if isinstance(ws, list) else [ws]) if isinstance(w, dict)]
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+            out.append('<p class="note"><b>Ignored modalities</b>: test metric with only that modality present, '
+                       "the chance level and the unimodal model's value (the warnings above).</p>"
+                       + H.table(cols, [[r.get(c) for c in cols] for r in rows], sortable=True))
+        elif "ignored" in d:
+            out.append('<p class="note"><b>Ignored modalities</b>: none flagged'
+                       + (" (needs unimodal models and chance levels)" if not d.get("chance") else "") + ".</p>")
+        chance = d.get("chance")
+        if isinstance(chance, dict) and chance and not (isinstance(ign, dict) and ign):
+            out.append('<p class="note">Chance level per modality: '
+                       + H.esc(", ".join(f"{k} {H.fmt(v)}" for k, v in chance.items())) + "</p>")
+        grad = d.get("grad_norm_ratio")
+        if isinstance(grad, dict) and grad:
+            mods = list(dict.fromkeys(k for r in grad.values() if isinstance(r, dict) for k in r))
+            out.append('<p class="note"><b>Gradient-norm ratio</b> per method: each modality\'s encoder gradient norm '
+                       "over the largest one during training (mean over epochs and seeds; 1 = the dominant modality, "
+                       "near 0 = a modality that barely learns).</p>"
+                       + H.table(["method"] + mods, [[m] + [(r or {}).get(k) for k in mods] for m, r in grad.items()],
+                                 sortable=True))
+        elif "grad_norm_ratio" in d:
+            out.append('<p class="note"><b>Gradient-norm ratio</b>: not recorded in these runs.</p>')
+        rest = {k: v for k, v in d.items() if k not in ("point", "metric", "unimodal_gap", "ignored", "chance",
+                                                          "grad_norm_ratio") and v not in ({}, [], None)}
+        if rest:
+            out.append(value_html(rest, 1))
+    return "".join(out)
 
 
 def diagnostics(f: RunFolder) -> str:
@@ -437,7 +608,8 @@ def diagnostics(f: RunFolder) -> str:
     if not warns:
         out.append('<p class="note">No warnings.</p>')
     for src, v in found:
-        out.append(f"<h3>{H.esc(src)}</h3>" + value_html(v))
+        out.append(f"<h3>{H.esc(src)}</h3>" + (compare_diagnostics_html(v) if _is_compare_diagnostics(v)
+                                               else value_html(v)))
     return "".join(out)
 
 
@@ -500,9 +672,57 @@ def environment(f: RunFolder) -> str:
     rows += [["platform", platform.platform()], ["machine", platform.machine()], ["CPU cores", os.cpu_count()]]
     commit = _git_commit()
     rows.append(["git commit", commit or "— (not a git checkout)"])
-    if run_doc and run_doc.get("mmfuse_version"):
-        rows.append(["mmfuse version that wrote the checkpoint", run_doc["mmfuse_version"]])
-    return '<p class="note">The environment that wrote this report.</p>' + H.table(["", "value"], rows)
+    out = ['<p class="note">The machine and software that wrote <b>this report</b> (now), not necessarily those '
+           "that trained the run.</p>" + H.table(["", "value"], rows)]
+    run_rows = _run_versions(f, src)
+    if run_rows:
+        out.append('<h3>Recorded by the run</h3><p class="note">What the run itself wrote when it trained.</p>'
+                   + H.table(["", "value", "source"], run_rows))
+    else:
+        out.append('<p class="note">The run recorded no versions of its own (no checkpoint config.json or '
+                   "metrics.json with a version field).</p>")
+    return "".join(out)
+
+
+ENV_KEYS = ("mmfuse_version", "torch_version", "python_version", "lightning_version", "numpy_version", "platform",
+            "machine", "cpu_count", "threads", "torch_threads", "num_threads", "git_commit", "hostname")
+
+
+def _env_fields(d: Any) -> list[tuple[str, Any]]:
+    """Version / machine fields of a run's own file: the keys above at the top level, and every scalar of an
+    ``environment`` / ``env`` / ``versions`` mapping."""
+    if not isinstance(d, dict):
+        return []
+    out = [(k, d[k]) for k in ENV_KEYS if k in d and not isinstance(d[k], (dict, list))]
+    for sub in ("environment", "env", "versions"):
+        if isinstance(d.get(sub), dict):
+            out += [(k, v) for k, v in d[sub].items() if not isinstance(v, (dict, list))]
+    return out
+
+
+def _run_versions(f: RunFolder, src: tuple[Path, dict] | None) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    seen = set()
+    docs: list[tuple[str, Any]] = []
+    if src is not None:
+        p, doc = src
+        where = str(p.relative_to(f.root)) if p.is_relative_to(f.root) else str(p)
+        docs += [(where, doc), (f"{where}: metrics", doc.get("metrics"))]
+        cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        tr = cfg.get("training") if isinstance(cfg.get("training"), dict) else {}
+        for k in ("threads", "num_threads", "deterministic"):
+            if k in tr:
+                rows.append([f"training.{k} (config)", tr[k], where])
+        if "seed" in cfg:
+            rows.append(["seed (config)", cfg["seed"], where])
+    for rel in ("metrics.json", "summary.json"):
+        docs.append((rel, f.json(rel)))
+    for where, d in docs:
+        for k, v in _env_fields(d):
+            if (k, str(v)) not in seen:
+                seen.add((k, str(v)))
+                rows.append([k, v, where])
+    return rows
 
 
 SECTIONS: list[tuple[str, str, Callable[[RunFolder], str]]] = [

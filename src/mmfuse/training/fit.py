@@ -147,8 +147,11 @@ def fit(cfg: ExperimentConfig, datasets: dict | None = None, out_dir: str | Path
 
 def pattern_evaluation_due(setting, n_test: int, n_modalities: int, trained_samples: int) -> bool:
     """``training.evaluate_patterns``: ``True`` / ``False`` as given; ``"auto"``: evaluate the 2^M - 1 simulated
-    patterns only when those passes over the test split cost no more samples than the run trained on (one
-    epoch of a real run always qualifies; a smoke run of a few batches is not charged 2^M - 1 test passes)."""
+    patterns only when those passes over the test split cost no more samples than the run trained on, i.e.
+    n_test * (2^M - 1) <= trained samples (epochs x training rows seen per epoch). A smoke run of a few batches is
+    not charged 2^M - 1 test passes; a real run may need more than one epoch to qualify: AV-MNIST hard (2100
+    training, 600 test rows) qualifies after one epoch with M = 2 (600 * 3 = 1800), but with M = 3 only from the
+    second (600 * 7 = 4200 > 2100). Set ``true`` to always evaluate them."""
     if setting is None or setting == "auto":
         return n_modalities > 1 and n_test * (2 ** n_modalities - 1) <= trained_samples
     return bool(setting)
