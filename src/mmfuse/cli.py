@@ -26,12 +26,12 @@ DEMO_CONFIG = {
     },
     # diagnostics without the per-modality linear probe: in a compare the unimodal runs are the reference (the
     # probe costs more than a demo run's training on 2 cores)
-    "training": {"max_epochs": 14, "lr": 0.005, "weight_decay": 0.0001, "monitor": "val_accuracy", "patience": 2,
+    "training": {"max_epochs": 20, "lr": 0.005, "weight_decay": 0.0001, "monitor": "val_accuracy", "patience": 2,
                  "progress": False, "diagnostics": "no_probe"},
     # the fair protocol (mmfuse.tuning) within ~5 minutes on 2 cores: 6 methods (4 fusions, 2 unimodal references),
     # each gets the same 4 short Optuna trials (≤ 3 epochs: lr, weight decay, dropout and its own knobs; the first
-    # trial is the config's setting), then its best setting is retrained to convergence (≤ 14 epochs, early
-    # stopping patience 2) on 3 seeds; paired t-tests against the best (Holm), convergence marks and the budget
+    # trial is the config's setting), then its best setting is retrained to convergence (≤ 20 epochs, early
+    # stopping patience 2; every run stopped by epoch 17 when measured) on 3 seeds; paired t-tests against the best (Holm), convergence marks and the budget
     # are on the leaderboard; then the best fused run is explained (exact modality Shapley + interaction, 40 rows)
     "compare": {
         "methods": ["fusion:concat", "fusion:gated", "fusion:low_rank", "fusion:late", "unimodal:image",

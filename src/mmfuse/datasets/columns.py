@@ -201,6 +201,80 @@ class Cell:
         return f"Cell({str(self.path)!r}, row={self.row})"
 
 
+PATH_CHUNK = 4096  # rows per chunk when packing a streamed column's paths
+
+
+def pack_path_bytes(enc: list[Any]) -> tuple[np.ndarray, bytes]:
+    """(one ``S`` array of encoded paths after their common folder prefix, that prefix); None / b"" = absent."""
+    present = [e for e in enc if e]
+    prefix = os.path.commonprefix(present) if present else b""
+    prefix = prefix[:prefix.rfind(os.sep.encode()) + 1]  # whole folders only
+    k = len(prefix)
+    out = np.array([e[k:] if e else b"" for e in enc], dtype=bytes)
+    if out.dtype.itemsize == 0 or not len(out):
+        out = np.zeros(len(enc), dtype="S1")
+    return out, prefix
+
+
+class PathColumn:
+    """The checked paths of a streamed file column: ``cells`` one ``S`` array of paths after ``prefix`` (``b""``
+    = absent); indexing gives the path as a str, or None for an absent cell."""
+
+    __slots__ = ("cells", "prefix")
+
+    def __init__(self, cells: np.ndarray, prefix: bytes):
+        self.cells, self.prefix = cells, prefix
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def __getitem__(self, i: int) -> str | None:
+        b = self.cells[i]
+        return os.fsdecode(self.prefix + b) if b else None
+
+    def __setitem__(self, i: int, v: Any) -> None:
+        if v is not None:
+            raise TypeError("PathColumn: only None (an absent cell) can be assigned")
+        self.cells[i] = b""
+
+    def __iter__(self):
+        pre, dec = self.prefix, os.fsdecode
+        for b in self.cells:
+            yield dec(pre + b) if b else None
+
+    def present(self) -> np.ndarray:
+        return self.cells != b""
+
+
+class RowsColumn:
+    """Checked cells as one array ``values[N, ...]`` and a ``present`` mask: indexing gives a row, or None for
+    an absent / invalid cell (what a list of parsed cells gives), without one Python object per row."""
+
+    __slots__ = ("values", "_present")
+
+    def __init__(self, values: np.ndarray, present: np.ndarray):
+        self.values, self._present = values, np.asarray(present, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.values[i] if self._present[i] else None
+
+    def __setitem__(self, i: int, v: Any) -> None:
+        if v is None:
+            self._present[i] = False
+        else:
+            self.values[i], self._present[i] = v, True
+
+    def __iter__(self):
+        for i in range(len(self.values)):
+            yield self[i]
+
+    def present(self) -> np.ndarray:
+        return self._present
+
+
 def cell_path(c: Any) -> Any:
     """A parsed file cell's path (a str or Path; both open alike)."""
     return c.path if isinstance(c, Cell) else c
@@ -342,16 +416,69 @@ class FileLoader(ColumnLoader):
     def check_cell(self, value, i, row, problems):
         p = self.resolve_stat(value, i, row)[0]  # a str: the parsed cells of a streamed column stay small
         try:
-            self.headers[i] = type(self).header(p)
+            h = type(self).header(p)
         except Exception as exc:  # noqa: BLE001
             raise _CellError(self.read_error(i, row, p, exc)) from None
+        self.store_header(i, h)
         return p
+
+    def begin_headers(self, n: int) -> None:
+        """Called before the header checks of ``n`` rows (streaming): where :meth:`store_header` keeps them."""
+
+    def store_header(self, i: int, h: Any) -> None:
+        """Keep row i's header (streaming); ``None`` headers (nothing learned from them) are not kept."""
+        if h is not None:
+            self.headers[i] = h
+
+    def check_headers(self, cells, row) -> tuple["PathColumn", list[str]]:
+        """Streaming check: each file's path and header, in chunks of rows packed straight into one numpy bytes
+        array (:class:`PathColumn`), so the transient memory is one chunk of Python objects, not one per row."""
+        col = cells[0] if cells else []
+        n = len(col)
+        self.begin_headers(n)
+        problems: list[str] = []
+        base = str(self.base_dir).rstrip(os.sep)
+        pre = os.fsencode(base + os.sep) if base else b""
+        k = len(pre)
+        chunks: list[np.ndarray] = []
+        buf: list[bytes] = []
+        odd: dict[int, bytes] = {}  # checked paths outside the table's folder (absolute, ~): rare
+        for i in range(n):
+            v = col[i]
+            if not empty(v):
+                try:
+                    e = os.fsencode(self.check_cell(v, i, row, problems))
+                    if k and e.startswith(pre):
+                        buf.append(e[k:])
+                    else:
+                        odd[i] = e
+                        buf.append(b"")
+                except _CellError as exc:
+                    problems.append(str(exc))
+                    buf.append(b"")
+            else:
+                buf.append(b"")
+            if len(buf) >= PATH_CHUNK:
+                chunks.append(np.array(buf, dtype="S"))
+                buf = []
+        if buf or not chunks:
+            chunks.append(np.array(buf or [b""][:0], dtype="S"))
+        arr = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        del chunks
+        if odd:  # a common prefix over every path (one list, only in this rare case)
+            full = [odd.get(i) or (pre + b if b else None) for i, b in enumerate(arr.tolist())]
+            arr, prefix = pack_path_bytes(full)
+        else:
+            prefix = pre
+        if arr.dtype.itemsize == 0:
+            arr = np.zeros(n, dtype="S1")
+        return PathColumn(arr, prefix), problems
 
     def check(self, cells, row):
         self.headers: dict[int, Any] = {}
         self.data = None
         if self.check_mode != "decode":
-            return super().check(cells, row)
+            return self.check_headers(cells, row)
         n = len(cells[0]) if cells else 0
         parsed: list[Any] = []
         problems: list[str] = []
@@ -570,12 +697,32 @@ class ImageLoader(FileLoader):
         with Image.open(cell_path(c)) as im:
             return im.size
 
+    def begin_headers(self, n):
+        # streaming: each row's (width, height) from its header check, kept as one int32 array (-1: no header)
+        self.header_sizes = np.full((n, 2), -1, dtype=np.int32)
+
+    def store_header(self, i, h):
+        self.header_sizes[i] = h
+
+    def fit_rows(self, checked: Any, rows: np.ndarray) -> "ImageLoader":
+        """Fit on the training rows ``rows`` (a boolean mask) of the checked cells from the sizes read by the
+        header check (streaming: no file is reopened); after a decoding check, as :meth:`fit`."""
+        hs = getattr(self, "header_sizes", None)
+        if self.options.size is not None:
+            return self._fit_sizes(None)
+        if self.check_mode == "decode" or hs is None or len(hs) != len(checked):
+            return self.fit([c for c, tr in zip(checked, rows) if tr and c is not None])
+        sel = hs[np.asarray(rows, dtype=bool) & checked.present() & (hs[:, 0] >= 0)]
+        return self._fit_sizes({(int(w), int(h)) for w, h in np.unique(sel, axis=0).tolist()} if len(sel) else set())
+
     def fit(self, cells):
+        return self._fit_sizes(None if self.options.size is not None else {self._native(c) for c in cells})
+
+    def _fit_sizes(self, sizes):
         o = self.options
         if o.size is not None:
             self.size = list(o.size)
         else:
-            sizes = {self._native(c) for c in cells}
             if len(sizes) > 1:
                 raise DataError(f"modalities.{self.modality}: training images of column {self.columns[0]!r} have "
                                 f"different sizes {sorted(sizes)[:5]}; set 'size: [height, width]' to resize them")
@@ -1111,6 +1258,42 @@ class NumericLoader(ColumnLoader):
     multi_column = True
     loader_name = "numeric"
 
+    def check(self, cells, row):
+        """The numbers of every row written into one float64 array (no Python object per row): the same
+        per-cell checks and messages, in the same order, as :meth:`check_cell` row by row."""
+        n = len(cells[0]) if cells else 0
+        k = len(self.columns)
+        vals = np.zeros((n, k), dtype=np.float64)
+        present = np.zeros(n, dtype=bool)
+        problems: list[str] = []
+        isfinite = math.isfinite
+        for i in range(n):
+            raw = [c[i] for c in cells]
+            if any(empty(v) for v in raw):
+                continue
+            bad = False
+            for j, (c, v) in enumerate(zip(self.columns, raw)):
+                try:
+                    f = float(v)
+                except (TypeError, ValueError):
+                    problems.append(f"{self.where(i, row, c)}: {v!r} is not a number; leave the cell empty if the "
+                                    "value is missing")
+                    bad = True
+                    continue
+                if not isfinite(f):
+                    problems.append(f"{self.where(i, row, c)}: value is {v!r} (NaN or infinite); leave the cell "
+                                    "empty if the value is missing")
+                    bad = True
+                vals[i, j] = f
+            present[i] = not bad
+        out = vals.astype(np.float32)
+        out[~present] = 0
+        return RowsColumn(out, present), problems
+
+    def fit_rows(self, checked: "RowsColumn", rows: np.ndarray) -> "NumericLoader":
+        """Fit on the training rows ``rows`` (a boolean mask) of the checked cells (a :class:`RowsColumn`)."""
+        return self.fit(checked.values[np.asarray(rows, dtype=bool) & checked.present()])
+
     def check_cell(self, values, i, row, problems):
         out = np.zeros(len(values), dtype=np.float64)
         bad = False
@@ -1131,8 +1314,8 @@ class NumericLoader(ColumnLoader):
 
     def fit(self, cells):
         self.mean = self.std = None
-        if self.options.normalize and cells:
-            ref = np.stack(cells)
+        if self.options.normalize and len(cells):
+            ref = cells if isinstance(cells, np.ndarray) else np.stack(cells)
             self.mean = ref.mean(axis=0)
             std = ref.std(axis=0)
             self.std = np.where(std > 1e-8, std, 1.0)
@@ -1148,6 +1331,12 @@ class NumericLoader(ColumnLoader):
         """Vectorised: the same element-wise arithmetic as :meth:`transform_cell`, on all present rows at once."""
         if not self.fitted:
             raise DataError(f"column loader of modality {self.modality!r}: transform before fit")
+        if isinstance(cells, RowsColumn):
+            keep = cells.present()
+            v = cells.values[keep]
+            out = np.zeros((len(cells), len(self.columns)), dtype=np.float32)
+            out[keep] = ((v - self.mean) / self.std).astype(np.float32) if self.mean is not None else v
+            return out, []
         out = np.zeros((len(cells), len(self.columns)), dtype=np.float32)
         rows = [i for i, c in enumerate(cells) if c is not None]
         if rows:

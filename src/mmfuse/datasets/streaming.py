@@ -43,7 +43,9 @@ class StreamColumn(Gather):
     def __init__(self, loader: Any, cells: Any, rows: np.ndarray, shape: tuple[int, ...], dtype: Any,
                  csv: bool = False, prefix: str | None = None):
         self.loader = loader
-        if prefix is None:  # a list of paths (None = absent): packed into one bytes array
+        if prefix is None and hasattr(cells, "prefix"):  # a columns.PathColumn: already packed by the check
+            cells, prefix = cells.cells, cells.prefix
+        elif prefix is None:  # a list of paths (None = absent): packed into one bytes array
             cells, prefix = pack_paths(cells)
         self.cells = cells
         self.prefix = prefix
@@ -111,12 +113,6 @@ class StreamColumn(Gather):
 
 def pack_paths(paths: list[Any]) -> tuple[np.ndarray, bytes]:
     """(one ``S`` array of the paths after their common folder prefix, that prefix); None -> ``b""``."""
-    enc = [b"" if p is None else os.fsencode(str(p)) for p in paths]
-    present = [e for e in enc if e]
-    prefix = os.path.commonprefix(present) if present else b""
-    prefix = prefix[:prefix.rfind(os.sep.encode()) + 1]  # whole folders only
-    k = len(prefix)
-    out = np.array([e[k:] if e else b"" for e in enc], dtype=bytes)
-    if out.dtype.itemsize == 0 or not len(out):
-        out = np.zeros(len(enc), dtype="S1")
-    return out, prefix
+    from .columns import pack_path_bytes
+
+    return pack_path_bytes([b"" if p is None else os.fsencode(str(p)) for p in paths])

@@ -106,7 +106,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from ..errors import ConfigError, DataError
 from ..registry import COLUMN_LOADERS, suggestion
 from .base import SPLITS, ArrayDataset, Gather, check_fractions, stratified_split
-from .columns import ColumnLoader, FileLoader, TargetEncoder, TargetSpec, class_key, empty as _empty, label_str as _label_str
+from .columns import (ColumnLoader, FileLoader, TargetEncoder, TargetSpec, class_key, empty as _empty,
+                      label_str as _label_str)
 from .loading import register_dataset
 from .pipeline import TablePipeline
 
@@ -227,6 +228,62 @@ def _schema_lines(exc: ValidationError, root: type[BaseModel], prefix: tuple) ->
 
 
 # ---------------------------------------------------------------------- reading the table
+class RowNumbers:
+    """The row ids of a table without an ``id`` column: its row numbers, as ints (no list of n ints held)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        i = int(i)
+        if not -self.n <= i < self.n:
+            raise IndexError(f"row {i} out of range ({self.n} rows)")
+        return i % self.n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def __eq__(self, other: Any) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, RowNumbers)) else NotImplemented
+
+    __hash__ = None
+
+    def tolist(self) -> list[int]:
+        return list(range(self.n))
+
+
+CSV_CHUNK = 8192  # rows per chunk when reading a CSV
+
+
+class TextColumn:
+    """A CSV column as one numpy bytes array (UTF-8, ``S`` dtype); a cell is decoded to a str when read, so a
+    table's cells cost their bytes, not a Python string each, and the check of one row holds one row's strings.
+    (An ``S`` array drops trailing NUL bytes, which a CSV text cell does not hold.)"""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> str:
+        return self.data[i].decode("utf-8", "surrogatepass")
+
+    def __iter__(self):
+        for b in self.data:
+            yield b.decode("utf-8", "surrogatepass")
+
+    def tolist(self) -> list[str]:
+        return list(self)
+
+
 def _read_table(path: Path, fmt: str | None) -> tuple[dict[str, list[Any]], int, bool]:
     """Columns as lists of raw cells (CSV: strings), the number of rows, and whether it is a CSV."""
     import pandas as pd
@@ -234,11 +291,24 @@ def _read_table(path: Path, fmt: str | None) -> tuple[dict[str, list[Any]], int,
     kind = (fmt or path.suffix.lstrip(".")).lower()
     if kind in ("csv", "tsv", "txt"):
         sep = "\t" if kind == "tsv" else ","
-        try:
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+        try:  # in chunks, each column packed as UTF-8 bytes: no Python string per cell held (see TextColumn)
+            names: list[str] | None = None
+            parts: dict[str, list[np.ndarray]] = {}
+            for chunk in pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                                     chunksize=CSV_CHUNK):
+                if names is None:
+                    names = [str(c) for c in chunk.columns]
+                    parts = {c: [] for c in names}
+                for c, name in zip(chunk.columns, names):
+                    parts[name].append(np.array([v.encode("utf-8", "surrogatepass") for v in chunk[c].tolist()],
+                                                dtype="S"))
+                del chunk
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DataError(f"table {path}: cannot parse it as {kind.upper()} ({exc})") from None
-        csv = True
+        cols = {c: TextColumn(np.concatenate(p) if len(p) > 1 else (p[0] if p else np.zeros(0, dtype="S1")))
+                for c, p in parts.items()}
+        parts.clear()
+        return cols, (len(next(iter(cols.values()))) if cols else 0), True
     elif kind in ("parquet", "pq"):
         try:
             df = pd.read_parquet(path)
@@ -414,7 +484,7 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
 
     # ---- row ids
     id_col = (sch.id if sch is not None else None) or (pipeline.id_column if pipeline is not None else None)
-    row_ids: list[Any] = list(range(n))
+    row_ids: Any = RowNumbers(n)
     if id_col is not None:
         if id_col not in cols:
             problems.schema.append(f"schema.id: column {id_col!r} is not in the table ({suggestion(id_col, columns)}); "
@@ -510,7 +580,8 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
         col_cache = ColumnCache(cache_dir)
     streamed = _choose_streaming(loaders, cols, n, stream, stream_threshold_gb, table_dir, roots) \
         if not problems else set()
-    for name, ld in loaders.items():
+    order = list(loaders)
+    for j, (name, ld) in enumerate(loaders.items()):
         ld.base_dir = table_dir
         ld.roots = roots
         if isinstance(ld, FileLoader):
@@ -518,6 +589,11 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
             ld.check_mode = "header" if name in streamed else "decode"
         parsed[name], probs = ld.check([cols[c] for c in ld.columns], row)
         problems.data.extend(probs)
+        later = {c for m in order[j + 1:] for c in loaders[m].columns}
+        for c in ld.columns:  # the raw cells are not needed any more: drop them before the next column's check
+            if c not in later:
+                cols.pop(c, None)
+    cols.clear()  # every check is done: the raw cells are dropped (ids, labels and splits were parsed above)
     problems.raise_if_any()
 
     # ---- split indices
@@ -546,7 +622,10 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
                 problems.raise_if_any()
         for name, ld in loaders.items():
             try:
-                ld.fit([c for c, tr in zip(parsed[name], is_train) if tr and c is not None])
+                if hasattr(ld, "fit_rows") and hasattr(parsed[name], "present"):  # packed cells (no per-row list)
+                    ld.fit_rows(parsed[name], is_train)
+                else:
+                    ld.fit([c for c, tr in zip(parsed[name], is_train) if tr and c is not None])
             except DataError as exc:
                 problems.schema.append(str(exc))
         problems.raise_if_any()
@@ -556,12 +635,14 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     arrays: dict[str, Any] = {}
     presence: dict[str, np.ndarray] = {}
     for name, ld in loaders.items():
-        presence[name] = np.array([c is not None for c in parsed[name]], dtype=bool)
+        presence[name] = parsed[name].present().copy() if hasattr(parsed[name], "present") else \
+            np.array([c is not None for c in parsed[name]], dtype=bool)
         if name in streamed and ld.empty_shape() is not None:
             from .streaming import StreamColumn
 
             dtype = getattr(ld, "out_dtype", None) or "float32"
             ld.headers = {}
+            ld.header_sizes = None
             # the paths as one numpy bytes array (no Python object per row: see mmfuse.datasets.streaming)
             arrays[name] = StreamColumn(ld, parsed[name], np.arange(n), ld.empty_shape(), dtype, is_csv)
             parsed[name] = None
