@@ -195,3 +195,14 @@ def test_declared_spaces_per_modality_widths_and_cross_attention():
                    for p in problems), problems
     with pytest.warns(UserWarning, match=r"compare.seeds: 2 seed\(s\) with compare.tuning.trials > 0"):
         _cfg(1)  # allowed (smoke runs), but warned
+
+
+def test_late_intermediate_model_without_blocks_gets_no_block_space():
+    """fusion_points: [] has no MMTM block, so the block's knob (reduction) must not waste the tuning budget."""
+    from mmfuse import tuning
+    from mmfuse.config import parse_config
+
+    late = parse_config({"data": {"name": "avmnist"}, "model": {"family": "intermediate", "fusion_points": []}})
+    mmtm = parse_config({"data": {"name": "avmnist"}, "model": {"family": "intermediate"}})
+    assert [k for k, _, _ in tuning._entries(late)] == ["MODELS"]
+    assert [k for k, _, _ in tuning._entries(mmtm)] == ["MODELS", "INTERACTIONS"]

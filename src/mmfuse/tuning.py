@@ -95,7 +95,7 @@ def _entries(rc) -> list[tuple[str, str, dict]]:
         out.append(("FUSIONS", m.fusion.name, R.FUSIONS.info(m.fusion.name).get("search_space") or {}))
     elif m.family == "fusion" and m.strategy == "late":
         out.append(("LATE_COMBINERS", m.late.name, R.LATE_COMBINERS.info(m.late.name).get("search_space") or {}))
-    elif m.family == "intermediate":
+    elif m.family == "intermediate" and getattr(m, "fusion_points", None) != []:  # [] = no block: nothing to tune
         out.append(("INTERACTIONS", m.block, R.INTERACTIONS.info(m.block).get("search_space") or {}))
     return out
 
