@@ -325,3 +325,34 @@ def test_cache_write_failure_mid_load_warns_and_keeps_the_values(tmp_path, monke
     for k in ref:
         assert np.array_equal(_dense(ref[k], "img"), _dense(got[k], "img"))
     assert not [p for p in (tmp_path / "c").iterdir()]  # no partial folder left behind
+
+
+def test_streaming_opens_each_file_once_and_fits_from_the_headers(tmp_path, opens):
+    # the header check is the only open: fitting the image size reuses the header sizes (before: a second open of
+    # every training file); the fitted size is the files' (8x8), so rows decode to the in-memory arrays
+    splits = load_table(_write(tmp_path), cache=False, stream=True)
+    assert set(opens.values()) == {1} and len(opens) == N - 1
+    assert splits["train"].arrays["img"].shape[1:] == (3, 8, 8)
+    mem = load_table(tmp_path / "s.yaml", cache=False, stream=False)
+    for k in ("train", "test"):
+        np.testing.assert_array_equal(_dense(splits[k], "img"), _dense(mem[k], "img"))
+        np.testing.assert_array_equal(_dense(splits[k], "num"), _dense(mem[k], "num"))
+
+
+def test_csv_cells_round_trip_exactly(tmp_path):
+    # the CSV columns are held as UTF-8 bytes: non-ASCII text, inner / outer spaces and quoted commas come back as
+    # pandas read them (labels are class names; a path with a space and an accent is found)
+    (tmp_path / "d é").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "d é" / "a b.png")
+    labels = ["café", '"x, y"', " naïve ", "café", '"x, y"', " naïve "]
+    lines = ["img,label,split"] + [f"d é/a b.png,{lab},{'train' if i < 3 else 'test'}" for i, lab in enumerate(labels)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "s.yaml").write_text("table: t.csv\ntarget: label\nsplit: split\nmodalities:\n"
+                                     "  img: {column: img, loader: image}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for stream in (True, False):
+            s = load_table(tmp_path / "s.yaml", cache=False, stream=stream)
+            assert sorted(s["train"].class_names) == sorted(["café", "x, y", "naïve"])
+            assert list(s["test"].ids) == [3, 4, 5] and list(s["test"].row_ids) == list(range(6))
+
