@@ -339,9 +339,14 @@ def test_streaming_opens_each_file_once_and_fits_from_the_headers(tmp_path, open
         np.testing.assert_array_equal(_dense(splits[k], "num"), _dense(mem[k], "num"))
 
 
-def test_csv_cells_round_trip_exactly(tmp_path):
+def test_csv_cells_round_trip_exactly(tmp_path, monkeypatch):
     # the CSV columns are held as UTF-8 bytes: non-ASCII text, inner / outer spaces and quoted commas come back as
-    # pandas read them (labels are class names; a path with a space and an accent is found)
+    # pandas read them (labels are class names; a path with a space and an accent is found); read and packed in
+    # chunks of 4 rows here, so rows after a chunk boundary keep their numbers
+    from mmfuse.datasets import columns, table
+
+    monkeypatch.setattr(table, "CSV_CHUNK", 4)
+    monkeypatch.setattr(columns, "PATH_CHUNK", 4)
     (tmp_path / "d é").mkdir()
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "d é" / "a b.png")
     labels = ["café", '"x, y"', " naïve ", "café", '"x, y"', " naïve "]
@@ -355,4 +360,10 @@ def test_csv_cells_round_trip_exactly(tmp_path):
             s = load_table(tmp_path / "s.yaml", cache=False, stream=stream)
             assert sorted(s["train"].class_names) == sorted(["café", "x, y", "naïve"])
             assert list(s["test"].ids) == [3, 4, 5] and list(s["test"].row_ids) == list(range(6))
+            np.testing.assert_array_equal(s["test"].targets, [s["test"].class_names.index(v) for v in
+                                                              ["café", "x, y", "naïve"]])
+    (tmp_path / "t.csv").write_text("\n".join(lines[:6] + ["d é/gone.png,café,test"]) + "\n", encoding="utf-8")
+    for stream in (True, False):
+        with pytest.raises(DataError, match=r"row 5 \(line 7\), column 'img'.*'d é/gone.png' not found"):
+            load_table(tmp_path / "s.yaml", cache=False, stream=stream)
 

@@ -261,24 +261,32 @@ CSV_CHUNK = 8192  # rows per chunk when reading a CSV
 
 
 class TextColumn:
-    """A CSV column as one numpy bytes array (UTF-8, ``S`` dtype); a cell is decoded to a str when read, so a
-    table's cells cost their bytes, not a Python string each, and the check of one row holds one row's strings.
-    (An ``S`` array drops trailing NUL bytes, which a CSV text cell does not hold.)"""
+    """A CSV column as numpy bytes arrays (UTF-8, ``S`` dtype), one per chunk of ``chunk`` rows as read (never
+    concatenated: no second copy); a cell is decoded to a str when read, so a table's cells cost their bytes, not
+    a Python string each, and the check of one row holds one row's strings. (An ``S`` array drops trailing NUL
+    bytes, which a CSV text cell does not hold.)"""
 
-    __slots__ = ("data",)
+    __slots__ = ("parts", "chunk", "n")
 
-    def __init__(self, data: np.ndarray):
-        self.data = data
+    def __init__(self, parts: list[np.ndarray], chunk: int):
+        self.parts, self.chunk = parts, int(chunk)
+        self.n = sum(len(p) for p in parts)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.n
 
     def __getitem__(self, i: int) -> str:
-        return self.data[i].decode("utf-8", "surrogatepass")
+        i = int(i)
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(f"row {i} out of range ({self.n} rows)")
+        return self.parts[i // self.chunk][i % self.chunk].decode("utf-8", "surrogatepass")
 
     def __iter__(self):
-        for b in self.data:
-            yield b.decode("utf-8", "surrogatepass")
+        for p in self.parts:
+            for b in p:
+                yield b.decode("utf-8", "surrogatepass")
 
     def tolist(self) -> list[str]:
         return list(self)
@@ -294,8 +302,9 @@ def _read_table(path: Path, fmt: str | None) -> tuple[dict[str, list[Any]], int,
         try:  # in chunks, each column packed as UTF-8 bytes: no Python string per cell held (see TextColumn)
             names: list[str] | None = None
             parts: dict[str, list[np.ndarray]] = {}
+            size = CSV_CHUNK
             for chunk in pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                                     chunksize=CSV_CHUNK):
+                                     chunksize=size):
                 if names is None:
                     names = [str(c) for c in chunk.columns]
                     parts = {c: [] for c in names}
@@ -305,9 +314,7 @@ def _read_table(path: Path, fmt: str | None) -> tuple[dict[str, list[Any]], int,
                 del chunk
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DataError(f"table {path}: cannot parse it as {kind.upper()} ({exc})") from None
-        cols = {c: TextColumn(np.concatenate(p) if len(p) > 1 else (p[0] if p else np.zeros(0, dtype="S1")))
-                for c, p in parts.items()}
-        parts.clear()
+        cols = {c: TextColumn(p, size) for c, p in parts.items()}
         return cols, (len(next(iter(cols.values()))) if cols else 0), True
     elif kind in ("parquet", "pq"):
         try:
@@ -701,16 +708,21 @@ def _choose_streaming(loaders: dict[str, ColumnLoader], cols: dict[str, list], n
     for m in files:
         ld = loaders[m]
         col = cols[ld.columns[0]]
-        present = [i for i, v in enumerate(col) if not empty(v)]
-        if not present:
+        first, count = -1, 0  # the first present row and the number of present rows (no list of rows)
+        for i, v in enumerate(col):
+            if not empty(v):
+                count += 1
+                if first < 0:
+                    first = i
+        if first < 0:
             continue
         ld.base_dir, ld.roots = table_dir, roots
         try:
-            p = ld.resolve(col[present[0]], present[0], str)
+            p = ld.resolve(col[first], first, str)
             one = ld.decode_one(p)
         except (_CellError, Exception):  # noqa: BLE001 - reported by the check with its row
             continue
-        total += int(np.asarray(one).nbytes) * len(present)
+        total += int(np.asarray(one).nbytes) * count
     return set(files) if total > limit else set()
 
 
@@ -738,22 +750,27 @@ def _named_columns(raw: dict, sch: "TableSchema | None", pipeline: Any) -> list[
 
 def _check_label_coverage(target: TargetEncoder, labels: list[Any], is_train: np.ndarray, row, problems) -> None:
     """A class found only outside the train split is an error; a class with < 2 training rows a warning."""
-    rows_of: dict[str, list[int]] = {}
+    first: dict[str, list[int]] = {}  # the first 8 rows of each label (all a message shows) and its row count
+    total: dict[str, int] = {}
     train_count: dict[str, int] = {}
+    multiclass = target.task == "multiclass"
     for i, v in enumerate(labels):
-        for lab in [] if v is None else ([v] if target.task == "multiclass" else v):
-            rows_of.setdefault(lab, []).append(i)
+        for lab in () if v is None else ((v,) if multiclass else v):
+            t = total.get(lab, 0)
+            total[lab] = t + 1
+            if t < 8:
+                first.setdefault(lab, []).append(i)
             if is_train[i]:
                 train_count[lab] = train_count.get(lab, 0) + 1
     col = target.columns[0]
     known = set(target.class_names or [])
-    for lab in known - set(rows_of):
+    for lab in known - set(total):
         warnings.warn(f"table: class {lab!r} of target.classes has no row in the table", stacklevel=3)
-    for lab, rows in sorted(rows_of.items(), key=lambda kv: class_key(kv[0])):
+    for lab, rows in sorted(first.items(), key=lambda kv: class_key(kv[0])):
         if target.given is not None and lab not in known:
             continue  # an unknown label: reported by the target's transform, by row
         k = train_count.get(lab, 0)
-        shown = ", ".join(row(i) for i in rows[:8]) + (f" and {len(rows) - 8} more" if len(rows) > 8 else "")
+        shown = ", ".join(row(i) for i in rows) + (f" and {total[lab] - 8} more" if total[lab] > 8 else "")
         if k == 0 and target.given is None:
             problems.data.append(f"label {lab!r} in column {col!r} appears only outside the train split ({shown}); "
                                  "the model could never predict it: move some of those rows to train, fix the label, "
