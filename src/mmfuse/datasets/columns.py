@@ -1266,26 +1266,13 @@ class NumericLoader(ColumnLoader):
         vals = np.zeros((n, k), dtype=np.float64)
         present = np.zeros(n, dtype=bool)
         problems: list[str] = []
-        isfinite = math.isfinite
         for i in range(n):
             raw = [c[i] for c in cells]
             if any(empty(v) for v in raw):
                 continue
-            bad = False
-            for j, (c, v) in enumerate(zip(self.columns, raw)):
-                try:
-                    f = float(v)
-                except (TypeError, ValueError):
-                    problems.append(f"{self.where(i, row, c)}: {v!r} is not a number; leave the cell empty if the "
-                                    "value is missing")
-                    bad = True
-                    continue
-                if not isfinite(f):
-                    problems.append(f"{self.where(i, row, c)}: value is {v!r} (NaN or infinite); leave the cell "
-                                    "empty if the value is missing")
-                    bad = True
-                vals[i, j] = f
-            present[i] = not bad
+            checked = self.check_cell(raw, i, row, problems)  # the one per-cell rule and message
+            if checked is not None:
+                vals[i], present[i] = checked, True
         out = vals.astype(np.float32)
         out[~present] = 0
         return RowsColumn(out, present), problems
