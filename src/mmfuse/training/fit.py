@@ -74,6 +74,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*treespec.*")
     warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")  # frozen encoders
+    # small data: fewer batches per epoch than Trainer(log_every_n_steps); the epoch-level losses are logged anyway
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 
 
 PRETRAINED_TEXT_ENCODERS = ("sentence_transformer", "hf_auto")
