@@ -281,3 +281,13 @@ def test_array_dataset_rejects_bad_input():
         ArrayDataset({"x": np.zeros((2, 3))}, [0, 1], task="multi-class")
     with pytest.raises(DataError, match="sample 1"):
         ArrayDataset({"x": np.zeros((2, 3))}, [0.5, np.nan], task="regression")
+
+
+@pytest.mark.parametrize("value, message", [("x", "must be a number in \\[0, 1\\), got 'x'"), (1.5, "must be in \\[0, 1\\), got 1.5")])
+def test_check_fraction_names_the_option(value, message):
+    from mmfuse.datasets.base import check_fraction
+    from mmfuse.errors import ConfigError
+
+    assert check_fraction("0.25", "val_fraction", "dataset 'x'") == 0.25
+    with pytest.raises(ConfigError, match="dataset 'x': val_fraction " + message):
+        check_fraction(value, "val_fraction", "dataset 'x'")

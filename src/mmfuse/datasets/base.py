@@ -537,6 +537,17 @@ def choice(option: str, value: Any, allowed: Iterable[str], where: str) -> str:
     return value
 
 
+def check_fraction(value: Any, option: str, where: str) -> float:
+    """A float in [0, 1) (e.g. ``val_fraction``), or a ConfigError naming the option."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {option} must be a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{where}: {option} must be in [0, 1), got {value}")
+    return value
+
+
 def from_arrays(
     arrays: Mapping[str, np.ndarray | Sequence[np.ndarray | None]],
     targets: np.ndarray | Sequence[Any],

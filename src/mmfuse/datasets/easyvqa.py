@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .base import ArrayDataset, Gather, choice
+from .base import ArrayDataset, Gather, check_fraction, choice
 from .loading import register_dataset
 from .text import build_vocab, encode, minilm_embeddings
 
@@ -78,12 +78,7 @@ def easyvqa(
     max_train = _count(max_train, "max_train", where)
     max_val = _count(max_val, "max_val", where)
     max_test = _count(max_test, "max_test", where)
-    try:
-        val_fraction = float(val_fraction)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: val_fraction must be a number in [0, 1), got {val_fraction!r}") from None
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"{where}: val_fraction must be in [0, 1), got {val_fraction}")
+    val_fraction = check_fraction(val_fraction, "val_fraction", where)
     try:
         import easy_vqa
     except ImportError:

@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from .estimators import all_coalitions, exact_from_values
 from .rows import rows_per_call
 from .scoring import as_score_fn, explained_classes
-from .shapley import ModalityShapley, coalition_values, resolve_players
+from .shapley import ModalityShapley, cat_or_none, coalition_values, resolve_players
 
 #: Exact enumeration only: at most this many player modalities (2^10 = 1024 coalitions per sample).
 MAX_MODALITIES = 10
@@ -117,14 +117,11 @@ class ModalityInteractions:
     def concat(results: Sequence["ModalityInteractions"]) -> "ModalityInteractions":
         if not results:
             raise ConfigError("ModalityInteractions.concat: got no results")
-        cls = [r.classes for r in results]
-        absent = [r.absent for r in results]
         return ModalityInteractions(
             torch.cat([r.values for r in results]), torch.cat([r.interactions for r in results]),
             torch.cat([r.base for r in results]), torch.cat([r.full for r in results]), list(results[0].modalities),
             sum(r.n_evaluations for r in results),
-            None if any(c is None for c in cls) else torch.cat(cls),
-            None if any(a is None for a in absent) else torch.cat(absent))
+            cat_or_none([r.classes for r in results]), cat_or_none([r.absent for r in results]))
 
 
 def modality_interactions(score_fn: Callable, batch: MultimodalBatch, modalities: Sequence[str] | None = None,

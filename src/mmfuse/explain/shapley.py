@@ -105,8 +105,6 @@ class ModalityShapley:
         """Join the results of several batches (same modalities)."""
         if not results:
             raise ConfigError("ModalityShapley.concat: got no results")
-        cls = [r.classes for r in results]
-        absent = [r.absent for r in results]
         return ModalityShapley(
             values=torch.cat([r.values for r in results]),
             base=torch.cat([r.base for r in results]),
@@ -114,9 +112,14 @@ class ModalityShapley:
             modalities=list(results[0].modalities),
             method=results[0].method,
             n_evaluations=sum(r.n_evaluations for r in results),
-            classes=None if any(c is None for c in cls) else torch.cat(cls),
-            absent=None if any(a is None for a in absent) else torch.cat(absent),
+            classes=cat_or_none([r.classes for r in results]),
+            absent=cat_or_none([r.absent for r in results]),
         )
+
+
+def cat_or_none(parts: Sequence[Tensor | None]) -> Tensor | None:
+    """``torch.cat(parts)``, or None when any part is None (an optional per-sample field of joined results)."""
+    return None if any(p is None for p in parts) else torch.cat(list(parts))
 
 
 def resolve_players(batch: MultimodalBatch, players: Sequence[str] | None, what: str = "modalities") -> list[str]:

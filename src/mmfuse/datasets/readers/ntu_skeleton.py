@@ -51,7 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import ConfigError, DataError
-from ..base import ArrayDataset, choice, stratified_split
+from ..base import ArrayDataset, check_fraction, choice, stratified_split
 from ..loading import register_dataset
 from ._common import check_int, existing_path
 
@@ -163,12 +163,7 @@ def ntu_skeleton(*, seed: int = 0, root: str | None = None, benchmark: str = "xs
     num_classes = check_int(num_classes, "num_classes", where, minimum=1)
     if max_frames is not None:
         max_frames = check_int(max_frames, "max_frames", where, minimum=1)
-    try:
-        val_fraction = float(val_fraction)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: val_fraction must be a number in [0, 1), got {val_fraction!r}") from None
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"{where}: val_fraction must be in [0, 1), got {val_fraction}")
+    val_fraction = check_fraction(val_fraction, "val_fraction", where)
     subjects = set(XSUB_TRAIN_SUBJECTS if train_subjects is None else [int(s) for s in train_subjects])
     missing = _missing_list(missing_skeletons, where)
     files = sorted(folder.glob("*.skeleton"))
