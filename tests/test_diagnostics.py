@@ -52,6 +52,9 @@ def test_no_warning_when_both_modalities_are_used(trained):
         assert d["only_present"][m] > d["chance"][m] + 0.3
         # the reused simulated pattern {m}
         assert d["only_present"][m] == res.test["patterns"][m]["accuracy"]
+    # healthy encoders: a few dead ReLU units at most, no collapse warning (≤ 512 test rows: all 48 here)
+    assert d["collapsed"] == [] and d["collapse_skipped"] is None
+    assert all(st["rows"] == 48 and st["dims"] == 8 and st["fraction"] < 0.5 for st in d["collapse"].values()), d
     g = d["grad_norm"]
     assert len(g["per_epoch"]) == len(res.history) == 4
     assert all(h["grad_norm[a]"] > 0 and h["grad_norm[b]"] > 0 for h in res.history)
@@ -192,3 +195,81 @@ def test_probe_matches_scikit_learn_objectives():
     assert np.abs(ours - ref).max() < 1e-4
     yr = x @ rng.normal(size=(6, 2)) + 0.3
     assert np.allclose(_ridge_probe(x, yr, xt, 1.0), Ridge(alpha=1.0).fit(x, yr).predict(xt), atol=1e-10)
+
+
+def test_collapsed_encoder_is_named_and_the_test_embeddings_are_computed_once(trained, monkeypatch):
+    """Encoder a's last Linear zeroed with a positive bias: its ReLU output is the bias on every row (8 of 8
+    dimensions constant); b is untouched. Also b's head weights cut, so that the probe runs and must reuse the
+    collapse check's test-split embeddings (the test split is encoded once)."""
+    import mmfuse.diagnostics as D
+
+    res, data = trained
+    model = copy.deepcopy(res.model)
+    last = [m for m in model.encoders["a"].modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.linspace(0.1, 0.8, 8))
+        head = [m for m in model.head.modules() if isinstance(m, nn.Linear)][0]
+        head.weight[:, 8:] = 0.0
+    calls = []
+    real = D._embeddings
+    monkeypatch.setattr(D, "_embeddings", lambda m, ds, *a, **k: calls.append(ds) or real(m, ds, *a, **k))
+    d = diagnose(model, data, "multiclass", history=[], family="fusion")
+    assert d["collapse"]["a"] == {"dims": 8, "constant": 8, "rows": 48, "fraction": 1.0}
+    assert d["collapse"]["b"]["fraction"] < 0.5
+    (w,) = d["collapsed"]
+    assert w["modality"] == "a" and "8 of 8 dimensions constant over 48 test rows" in w["message"]
+    assert "dead ReLUs?" in w["message"] and "lower learning rate" in w["message"]
+    assert any("encoder output collapsed" in line for line in warning_lines(d))
+    assert d["unimodal_reference"] and sum(ds is data["test"] for ds in calls) == 1  # probe ran, one test pass
+    other = diagnose(model, data, "multiclass", history=[], family="intermediate")  # no per-modality encoders
+    assert other["collapse"] == {} and other["collapsed"] == [] and "no collapse check" in other["collapse_skipped"]
+
+
+def test_encoder_collapse_rule_on_numbers():
+    from mmfuse.diagnostics import collapsed_modalities, encoder_collapse
+
+    rng = np.random.default_rng(0)
+    n = 40
+    x = np.zeros((n, 6))
+    x[:, 0] = 1e3 + rng.normal(size=n) * 1e-10  # large constant with rounding-size noise: var 1e-20 ≤ 1e-12·1e6
+    x[:, 1] = 0.0  # a dead ReLU
+    x[:, 2] = 1e-3 * rng.normal(size=n)  # small but varying: var 1e-6 > 1e-12
+    x[:, 3:] = rng.normal(size=(n, 3))
+    st = encoder_collapse({"m": x, "pair": (x[:, 2:], np.zeros(n))})
+    assert st["m"] == {"dims": 6, "constant": 2, "rows": n, "fraction": 2 / 6}
+    assert st["pair"]["constant"] == 0
+    assert collapsed_modalities(st) == []  # a third constant: not collapsed
+    x[:, 3] = 7.0
+    x[:, 4] = 0.0  # 4 of 6 constant: a working ReLU encoder can have that many dead units, still no warning
+    assert encoder_collapse({"m": x})["m"]["constant"] == 4 and collapsed_modalities(encoder_collapse({"m": x})) == []
+    x[:, 5] = -2.0  # 5 of 6 ≥ three quarters: collapsed
+    (w,) = collapsed_modalities(encoder_collapse({"m": x}))
+    assert w["constant"] == 5 and "5 of 6 dimensions constant over 40 test rows" in w["message"]
+    assert collapsed_modalities(encoder_collapse({"m": x[:10]})) == []  # too few rows to tell
+    assert encoder_collapse({"m": np.zeros((0, 4))}) == {}
+
+
+def test_compare_and_report_show_collapsed_encoders():
+    import pandas as pd
+
+    from mmfuse.compare import compare_diagnostics, diagnostics_markdown
+    from mmfuse.report.sections import _warnings, compare_diagnostics_html
+
+    board = pd.DataFrame([{"method": "fusion:concat", "kind": "feature", "accuracy_mean": 0.7},
+                          {"method": "fusion:sum", "kind": "feature", "accuracy_mean": 0.6}])
+    runs = pd.DataFrame([
+        {"method": "fusion:concat", "seed": 0, "collapsed[image]": 1.0, "collapsed[audio]": 0.1},
+        {"method": "fusion:concat", "seed": 1, "collapsed[image]": 0.2, "collapsed[audio]": 0.0},
+        {"method": "fusion:sum", "seed": 0, "collapsed[image]": 0.7, "collapsed[audio]": float("nan")},
+    ])
+    (d,) = compare_diagnostics(board, runs, "accuracy", "max")
+    assert list(d["collapsed"]) == ["fusion:concat"]
+    (w,) = d["collapsed"]["fusion:concat"]
+    assert (w["modality"], w["runs"], w["of_runs"], w["fraction"]) == ("image", 1, 2, 1.0)
+    assert "100% of its dimensions constant over the test rows in 1 of 2 runs" in w["message"]
+    assert "fusion:concat" in diagnostics_markdown([d]) and "encoder output collapsed" in diagnostics_markdown([d])
+    assert _warnings([d]) == [f"fusion:concat: {w['message']}"]  # the report's warning list (compare)
+    assert "Collapsed encoders" in compare_diagnostics_html([d])
+    one_run = {"test": {"diagnostics": {"collapsed": [{"modality": "a", "message": "modality 'a': collapsed"}]}}}
+    assert _warnings(one_run) == ["modality 'a': collapsed"]  # the report's warning list (mmfuse train)

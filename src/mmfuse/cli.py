@@ -258,7 +258,7 @@ def _run_compare(cfg, out, after=None) -> int:
              "summary.json", "tuning.db"]
     print(f"files in {out}: " + ", ".join(n for n in names if (out / n).is_file()))
     if summ.get("best_checkpoint"):
-        print(f"best model ({summ['best_method']}, seed {summ.get('best_seed')}): {summ['best_checkpoint']} "
+        print(f"best model ({summ['best_method']}, seed {summ.get('best_seed')}): {out / summ['best_checkpoint']} "
               "(mmfuse evaluate / predict / explain take it)")
         if after is not None:
             after(out, summ, cfg)
@@ -322,7 +322,7 @@ def _demo_explain(out: Path, summ: dict, ccfg) -> None:
     fused = summ.get("best_fusion")
     if not fused:
         return
-    ckpt = Path(summ["best_checkpoint"])
+    ckpt = out / summ["best_checkpoint"]  # relative to the study folder (an absolute path stays as it is)
     if fused != summ["best_method"]:  # the best fusion's first-seed run keeps its checkpoint (compare's pruning)
         with open(out / "runs.csv", newline="") as f:
             key = next(r["run"] for r in csv.DictReader(f)

@@ -60,7 +60,9 @@ Files that other tools read (the HTML report) and their columns:
 - ``runs.csv``: one row per run: ``method``, ``kind``, ``seed``, the grid keys, ``run`` (the key), ``params``,
   ``train_seconds``, ``best_epoch`` (0-based), ``epochs_run``, ``max_epochs``, ``patience`` (0 = none),
   ``wall_seconds``, ``n_train``, ``test_<metric>`` for every metric, ``pattern[<mods>]_<metric>`` (simulated),
-  ``observed[<mods>]_<metric>`` / ``observed[<mods>]_n`` (real), ``<split>_<modality>_present`` / ``_masked``.
+  ``observed[<mods>]_<metric>`` / ``observed[<mods>]_n`` (real), ``<split>_<modality>_present`` / ``_masked``;
+  from the run's diagnostics: ``chance[<m>]``, ``grad_ratio[<m>]``, ``collapsed[<m>]`` (the share of m's encoder
+  output dimensions constant over the test rows, :func:`mmfuse.diagnostics.encoder_collapse`).
 - ``leaderboard.csv``: one row per grid point and method, best first (the ensemble row last): the grid keys,
   ``method``, ``kind``, ``seeds``, ``params``, ``train_seconds``, ``<metric>_mean`` / ``<metric>_std`` for every
   test metric and pattern column, ``vs_best`` (``best`` | ``≈ best`` | ``worse`` | ``untested`` | ``—`` for the
@@ -75,7 +77,9 @@ Files that other tools read (the HTML report) and their columns:
   mark), ``tuning`` (when tuned: per method ``study``, ``trials``, ``completed``, ``best_value``,
   ``best_params``, ``space``, ``trial_runs``), ``ensemble`` (when on: ``label``, ``mean_weights``,
   ``per_seed``), ``best_checkpoint``, ``best_run``, ``best_seed``, ``skipped``; ``diagnostics`` is reserved for
-  the per-run diagnostics section (issue 14 item 2).
+  the per-run diagnostics section (issue 14 item 2). Paths in it (``best_checkpoint`` = ``best/checkpoint``,
+  ``tuning.storage``) and ``runs/<key>.json``'s ``checkpoint`` are relative to the study folder (``OUT``), so a
+  moved or copied folder still works: resolve them as ``OUT / path``.
 """
 
 from __future__ import annotations
@@ -451,6 +455,7 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
     from .training.checkpoint import FolderLock
 
     out = Path(out_dir or cfg.output_dir)
+    warn_few_seeds(cfg)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     pl = plan(cfg, datasets)
@@ -513,7 +518,7 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path | None = None, progre
         if ens is not None:
             summ["ensemble"] = ens["info"]
         summ["diagnostics"] = compare_diagnostics(ranked, runs, metric, direction, grid_cols)
-        if any(d["ignored"] for d in summ["diagnostics"]):
+        if any(d["ignored"] or d.get("collapsed") for d in summ["diagnostics"]):
             _write_atomic(out / "leaderboard.md", md + diagnostics_markdown(summ["diagnostics"]))
         best = _best_job(pl, summ, cfg)
         summ.update(_publish_best(best, pl, out, results[best.key]))
@@ -642,7 +647,7 @@ def _tune(cfg: ExperimentConfig, pl: _Plan, out: Path, metric: str, direction: s
         rc = run_config(cfg, m, j.seed, j.point)
         jobs.append(_Job(j.method, j.seed, j.point, rc, run_key(rc), j.data_key, j.kind))
     return jobs, {"methods": info, "trials_per_method": n, "trial_max_epochs": trial_epochs, "patience": patience,
-                  "sampler": f"{tc.sampler} (seed {tc.seed})", "storage": str(out / "tuning.db"),
+                  "sampler": f"{tc.sampler} (seed {tc.seed})", "storage": "tuning.db",
                   "tuning_wall_seconds": time.perf_counter() - t0}
 
 
@@ -862,7 +867,8 @@ def _publish_best(job: _Job, pl: _Plan, out: Path, result: dict) -> dict:
         os.replace(dest, old)
     os.replace(tmp, dest)
     _remove(old)
-    return {"best_checkpoint": str(dest / "checkpoint"), "best_run": job.key, "best_seed": job.seed}
+    # relative to the study folder (summary.json's paths): a moved or copied folder still works
+    return {"best_checkpoint": "best/checkpoint", "best_run": job.key, "best_seed": job.seed}
 
 
 def _prune_checkpoints(pl: _Plan, out: Path, keep: set[str]) -> None:
@@ -965,8 +971,19 @@ def _run_one(rc: ExperimentConfig, kind: str, metric: str, data_key: str, patter
         mets[f"chance[{m}]"] = c
     for m, r in ((diag.get("grad_norm") or {}).get("mean_ratio") or {}).items():
         mets[f"grad_ratio[{m}]"] = r
+    for m, st in (diag.get("collapse") or {}).items():  # share of m's embedding dimensions constant on the test rows
+        mets[f"collapsed[{m}]"] = st["fraction"]
     return {"metrics": mets, "curve": [h.get(f"val_{metric}", float("nan")) for h in res.history],
-            "checkpoint": str(res.checkpoint) if res.checkpoint else None}
+            # relative to the study folder (run_dir = OUT/runs/<key>), like summary.json's paths
+            "checkpoint": _relative(res.checkpoint, Path(run_dir).parent.parent) if res.checkpoint else None}
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` (POSIX separators), or as given when it is not under ``root``."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _write_preds(model, data: dict, rc: ExperimentConfig, path: Path) -> None:
@@ -1054,6 +1071,48 @@ def few_seeds_warning(cfg: ExperimentConfig) -> str | None:
             f"seed{'' if n == 1 else 's'})`); use compare.seeds with at least {MIN_SEEDS} seeds.")
 
 
+_SEEDS_WARNED: set = set()  # (config source, seeds, trials) already warned about in this process
+
+
+def warn_few_seeds(cfg: ExperimentConfig, once: bool = True) -> str | None:
+    """Warn (``UserWarning``) when the study tunes (``compare.tuning.trials`` > 0) but retrains on fewer than 3
+    seeds: allowed (smoke runs), but the paired test cannot separate the methods. Emitted by :func:`run_compare`
+    when the study starts, once per process and config (``once``); a config read by ``load_config`` is named and
+    the warning points at its ``seeds`` line (``cfg.yaml:7: UserWarning: ...``), else at the caller of
+    ``run_compare``. Returns the message (None: nothing to warn about)."""
+    import re
+    import warnings
+
+    from .config import config_source
+    from .stats import MIN_SEEDS
+
+    seeds, trials = list(cfg.compare.seeds), cfg.compare.tuning.trials
+    if trials <= 0 or len(seeds) >= MIN_SEEDS:
+        return None
+    src = config_source(cfg)
+    key = (src, tuple(seeds), trials)
+    if once and key in _SEEDS_WARNED:
+        return None
+    _SEEDS_WARNED.add(key)
+    msg = (f"{'config ' + repr(src) + ': ' if src else ''}compare.seeds: {len(seeds)} seed(s) {seeds} with "
+           f"compare.tuning.trials > 0 ({trials}): the chosen settings are retrained on fewer than {MIN_SEEDS} seeds, "
+           "so the paired test cannot separate the methods (marked 'untested'); use at least 3 seeds, e.g. "
+           "compare.seeds: [0, 1, 2]")
+    if src is None:
+        warnings.warn(msg, UserWarning, stacklevel=3)  # the caller of run_compare
+        return msg
+    line = 1
+    try:
+        text = Path(src).read_text().splitlines()
+        hit = [i for i, t in enumerate(text, 1) if re.search(r"\bseeds\s*:", t)] or \
+              [i for i, t in enumerate(text, 1) if re.match(r"\s*compare\s*:", t)]
+        line = hit[0] if hit else 1
+    except OSError:
+        pass
+    warnings.warn_explicit(msg, UserWarning, src, line, module="mmfuse.compare")
+    return msg
+
+
 def annotate(board: pd.DataFrame, runs: pd.DataFrame, cfg: ExperimentConfig, metric: str, direction: str,
              grid: list[str] | None = None) -> pd.DataFrame:
     """Add to the leaderboard: ``vs_best`` (best | ≈ best | worse | untested (n seeds): fewer than 3 seeds, no
@@ -1092,8 +1151,9 @@ def compare_diagnostics(board: pd.DataFrame, runs: pd.DataFrame, metric: str, di
     """Per grid point: the unimodal gap (each fused method against each ``unimodal:<m>`` method), the
     ignored-modality warnings (a fused method whose only-``m``-present test metric is near chance while the
     ``unimodal:<m>`` model is far above it; :func:`mmfuse.diagnostics.leaderboard_ignored`) and the mean
-    encoder gradient-norm ratio per method (``grad_ratio[<m>]`` of the runs, mean over seeds)."""
-    from .diagnostics import leaderboard_ignored, unimodal_gap
+    encoder gradient-norm ratio per method (``grad_ratio[<m>]`` of the runs, mean over seeds); ``collapsed``: the
+    collapsed-encoder warnings per method (``collapsed[<m>]`` of the runs, :func:`mmfuse.diagnostics.runs_collapsed`)."""
+    from .diagnostics import leaderboard_ignored, runs_collapsed, unimodal_gap
 
     grid = list(grid or [])
     out = []
@@ -1110,18 +1170,19 @@ def compare_diagnostics(board: pd.DataFrame, runs: pd.DataFrame, metric: str, di
         grad = {m: {c[11:-1]: float(g[c].mean()) for c in ratio_cols if g[c].notna().any()}
                 for m, g in sub.groupby("method", sort=False)} if ratio_cols else {}
         out.append({"point": point, "metric": metric, "unimodal_gap": gap, "chance": chance, "ignored": ignored,
-                    "grad_norm_ratio": {m: v for m, v in grad.items() if v}})
+                    "grad_norm_ratio": {m: v for m, v in grad.items() if v}, "collapsed": runs_collapsed(sub)})
     return out
 
 
 def diagnostics_markdown(diags: list[dict]) -> str:
     """The ignored-modality warnings under the leaderboard."""
-    lines = ["", "Diagnostics (ignored modalities):"]
+    lines = ["", "Diagnostics (ignored modalities, collapsed encoders):"]
     for d in diags:
         at = f" at {d['point']}" if d["point"] else ""
-        for method, warns in d["ignored"].items():
-            for w in warns:
-                lines.append(f"- warning{at}: `{method}`: {w['message']}")
+        for key in ("ignored", "collapsed"):
+            for method, warns in (d.get(key) or {}).items():
+                for w in warns:
+                    lines.append(f"- warning{at}: `{method}`: {w['message']}")
     return "\n".join(lines) + "\n"
 
 

@@ -438,16 +438,8 @@ class CompareConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
-    @model_validator(mode="after")
-    def _few_seeds(self):  # allowed (smoke runs need it), but the paired test cannot separate methods
-        if self.tuning.trials > 0 and len(self.seeds) < 3:
-            import warnings
-
-            warnings.warn(f"compare.seeds: {len(self.seeds)} seed(s) with compare.tuning.trials > 0: the chosen "
-                          "settings are retrained on fewer than 3 seeds, so the paired test cannot separate the "
-                          "methods (marked 'untested'); use at least 3 seeds, e.g. compare.seeds: [0, 1, 2]",
-                          UserWarning, stacklevel=2)
-        return self
+    # fewer than 3 seeds with tuning is allowed (smoke runs need it); mmfuse.compare.warn_few_seeds warns once per
+    # config when the study starts (not here: a validator's warning points at pydantic and repeats on every re-parse)
 
 
 class ExperimentConfig(_Strict):
@@ -651,7 +643,26 @@ def read_config_file(path: str | Path, who: str = "config file") -> dict:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    return parse_config(read_config_file(path), overrides)
+    cfg = parse_config(read_config_file(path), overrides)
+    _remember_source(cfg, path)
+    return cfg
+
+
+_SOURCES: dict[int, tuple[Any, str]] = {}  # id(config) -> (weak reference, the file it was read from)
+
+
+def _remember_source(cfg: ExperimentConfig, path: str | Path) -> None:
+    import weakref
+
+    key = id(cfg)
+    _SOURCES[key] = (weakref.ref(cfg, lambda _ref, k=key: _SOURCES.pop(k, None)), str(path))
+
+
+def config_source(cfg: ExperimentConfig) -> str | None:
+    """The file ``cfg`` was read from by :func:`load_config` (None for a config built by ``parse_config``), for
+    messages that name the config; kept outside the model so that configs still compare by their values."""
+    entry = _SOURCES.get(id(cfg))
+    return entry[1] if entry is not None and entry[0]() is cfg else None
 
 
 def _resolve_schema_paths(raw: dict, base: Path) -> None:

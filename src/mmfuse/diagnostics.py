@@ -15,6 +15,10 @@
   unimodal reference is far above chance; it suggests modality dropout (``model.missing.modality_dropout``).
 * :func:`leaderboard_ignored` — the same warning in ``compare``: a fused method's ``pattern[<m>]`` metric
   against the ``unimodal:<m>`` run.
+* :func:`encoder_collapse` / :func:`collapsed_modalities` — per modality, the embedding dimensions that are constant
+  over the evaluated test rows (var ≤ 1e-12·(1 + mean²): dead ReLUs, a saturated or zeroed layer), from the same
+  test-split embeddings the probe scores; a warning when at least three quarters of them are (the encoder's output
+  collapsed).
 * :func:`grad_norm_summary` — the per-modality encoder gradient norms recorded by
   :class:`mmfuse.training.callbacks.GradNormMonitor` in the run's history, and their ratio to the largest.
 * :func:`diagnose` — all of the above for a trained model; ``fit`` stores its result in
@@ -31,7 +35,10 @@ The ``report["diagnostics"]`` document (JSON-serialisable)::
      "ignored": [{"modality", "metric", "only_present", "chance", "reference", "reference_kind", "message"}],
      "grad_norm": {"modalities", "per_epoch": [{"epoch", "norm": {m}, "ratio": {m}}],
                    "mean_norm": {m}, "mean_ratio": {m}} | None,
-     "thresholds": {"near": 0.25, "far": 0.1}}
+     "collapse": {m: {"dims", "constant", "rows", "fraction"}},   # {} when not computed (collapse_skipped says why)
+     "collapse_skipped": "reason" | None,
+     "collapsed": [{"modality", "dims", "constant", "rows", "fraction", "message"}],
+     "thresholds": {"near": 0.25, "far": 0.25, "collapse_fraction": 0.75}}
 """
 
 from __future__ import annotations
@@ -54,6 +61,19 @@ LOWER_IS_BETTER = ("mse", "mae")
 UNIMODAL_PREFIX = "unimodal:"
 DROPOUT_KEY = "model.missing.modality_dropout"
 MAX_PROBE_ROWS = 2000
+#: A dimension is constant over the rows when its variance is at most COLLAPSE_VAR × (1 + mean²) (relative: a
+#: dimension at 1e3 with float32 rounding noise is still constant, one at 1e-3 that varies is not).
+COLLAPSE_VAR = 1e-12
+#: An encoder's output is "collapsed" when at least this fraction of its dimensions is constant over the rows
+#: (ReLU encoders that work keep a share dead: `mmfuse demo --quick`'s audio encoders had 25-50 % of 64 dimensions
+#: constant at 0.50-0.53 accuracy alone, its image encoders 53-83 % at 0.11-0.22, chance 0.10) ...
+COLLAPSE_FRACTION = 0.75
+#: ... and there are at least this many rows (a healthy ReLU unit active on 5 % of the inputs is zero on all of
+#: 10 rows 60 % of the time, on 30 rows ~20 %, on 100 rows < 1 %: few rows prove nothing about one unit; the rule
+#: asks for three quarters of the dimensions, which a healthy encoder does not reach by chance).
+COLLAPSE_MIN_ROWS = 30
+#: Test rows the collapse check encodes when the probe does not run (a seeded random subset; the probe: all rows).
+MAX_COLLAPSE_ROWS = 512
 
 
 def metric_direction(metric: str) -> str:
@@ -153,6 +173,9 @@ def leaderboard_ignored(board_rows: Any, metric: str, direction: str, chance: Ma
 def _targets(dataset) -> np.ndarray:
     from .evaluation import make_loader
 
+    y = getattr(dataset, "targets", None)
+    if isinstance(y, np.ndarray) and len(y) == len(dataset) and callable(getattr(dataset, "batch", None)):
+        return np.array(y)  # what the batches' targets concatenate to (ArrayDataset.batch), without decoding a pass
     return np.concatenate([b.target.cpu().numpy() for b in make_loader(dataset, 512)])
 
 
@@ -269,10 +292,11 @@ def _logistic_probe(x: np.ndarray, y: np.ndarray, k: int, x_test: np.ndarray, c:
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
 
     def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(X @ W + b, Y, reduction="sum") + (W * W).sum() / (2 * c)
-        loss.backward()
-        return loss
+        with torch.enable_grad():
+            loss = torch.nn.functional.cross_entropy(X @ W + b, Y, reduction="sum") + (W * W).sum() / (2 * c)
+            # the probe's own gradients (autograd.grad: the training loop alone calls backward, see CONTRACTS)
+            W.grad, b.grad = torch.autograd.grad(loss, [W, b])
+        return loss.detach()
 
     opt.step(closure)  # the probe's own small convex fit (no model parameter is touched)
     with torch.no_grad():
@@ -288,16 +312,17 @@ def _ridge_probe(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, alpha: float 
 
 
 def probe_reference(model, train, test, task: str, num_outputs: int, modalities: Sequence[str] | None = None,
-                    batch_size: int = 256, max_train_rows: int = MAX_PROBE_ROWS, seed: int = 0
-                    ) -> dict[str, dict]:
+                    batch_size: int = 256, max_train_rows: int = MAX_PROBE_ROWS, seed: int = 0,
+                    test_embeddings: Mapping[str, tuple] | None = None) -> dict[str, dict]:
     """``{m: {"metrics": {...}, "n_train": rows, "n_test": rows}}``: a linear probe per modality (see the module
     docstring) fitted on at most ``max_train_rows`` train rows that have m (a seeded random subset), scored on
-    the test rows that have m. A modality with no usable rows is left out."""
+    the test rows that have m. A modality with no usable rows is left out. ``test_embeddings``: the test split's
+    ``{m: (X, y)}`` when already computed (:func:`diagnose` shares them with the collapse check)."""
     from .evaluation.metrics import compute_metrics
 
     mods = list(modalities or model.modalities)
     tr = _embeddings(model, train, mods, batch_size, max_train_rows, seed)
-    te = _embeddings(model, test, mods, batch_size, None, seed)
+    te = test_embeddings if test_embeddings is not None else _embeddings(model, test, mods, batch_size, None, seed)
     out: dict[str, dict] = {}
     for m in mods:
         if m not in tr or m not in te:
@@ -319,6 +344,80 @@ def probe_reference(model, train, test, task: str, num_outputs: int, modalities:
             if task == "multilabel":
                 scores = scores - 0.5
         out[m] = {"metrics": compute_metrics(task, scores, yte), "n_train": int(len(xtr)), "n_test": int(len(xte))}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- collapsed encoders
+def encoder_collapse(embeddings: Mapping[str, Any], rel: float = COLLAPSE_VAR) -> dict[str, dict]:
+    """``{m: {"dims": D, "constant": k, "rows": n, "fraction": k / D}}`` of each modality's embeddings [n, D]
+    (the rows that have m; an ``(X, y)`` pair as :func:`_embeddings` returns is accepted): k = the dimensions whose
+    variance over the n rows is at most ``rel · (1 + mean²)`` (float64; relative, so the float rounding of a large
+    constant still counts as constant). A modality without rows is left out."""
+    out: dict[str, dict] = {}
+    for m, x in embeddings.items():
+        x = np.asarray(x[0] if isinstance(x, tuple) else x, dtype=np.float64)
+        if x.ndim == 0 or len(x) == 0:
+            continue
+        x = x.reshape(len(x), -1)
+        if x.shape[1] == 0:
+            continue
+        mean, var = x.mean(0), x.var(0)
+        k = int(np.count_nonzero(var <= rel * (1.0 + mean * mean)))  # NaN variance: not counted
+        out[m] = {"dims": int(x.shape[1]), "constant": k, "rows": int(len(x)), "fraction": k / x.shape[1]}
+    return out
+
+
+def collapse_message(m: str, detail: str) -> str:
+    """The collapsed-encoder warning; ``detail``: e.g. "8 of 8 dimensions constant over 48 test rows"."""
+    return (f"modality {m!r}: encoder output collapsed ({detail}; dead ReLUs?), so the model gets little or nothing "
+            f"from {m} — try a lower learning rate "
+            f"(--set training.lr=...), fewer epochs or early stopping (training.patience), or a wider encoder "
+            f"(model.encoders.{m}.options.output_dim); and check that the {m} inputs themselves vary (not all zeros "
+            "or one value after loading)")
+
+
+def collapsed_modalities(stats: Mapping[str, Mapping], fraction: float = COLLAPSE_FRACTION,
+                         min_rows: int = COLLAPSE_MIN_ROWS) -> list[dict]:
+    """The warnings for :func:`encoder_collapse`'s result: a modality with at least ``min_rows`` rows and at least
+    ``fraction`` of its embedding dimensions constant over them."""
+    out = []
+    for m in sorted(stats):
+        st = stats[m]
+        if st["rows"] < min_rows or st["dims"] == 0 or st["constant"] < fraction * st["dims"]:
+            continue
+        out.append({"modality": m, "dims": st["dims"], "constant": st["constant"], "rows": st["rows"],
+                    "fraction": st["fraction"],
+                    "message": collapse_message(m, f"{st['constant']} of {st['dims']} dimensions constant over "
+                                                   f"{st['rows']} test rows")})
+    return out
+
+
+def runs_collapsed(run_rows: Any, fraction: float = COLLAPSE_FRACTION) -> dict[str, list[dict]]:
+    """The collapsed-encoder warnings of ``compare``: ``run_rows`` (runs.csv rows of one grid point, a DataFrame or
+    dicts) with ``method`` and ``collapsed[<m>]`` (each run's :func:`encoder_collapse` fraction on its test rows;
+    empty / NaN when not computed); a method is flagged for m when at least one of its runs has ``fraction`` or
+    more of m's dimensions constant. Returns ``{method: [{"modality", "runs", "of_runs", "fraction", "message"}]}``
+    (``fraction``: the mean over the flagged runs; methods without warnings left out)."""
+    rows = _rows(run_rows)
+    by: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(k, str) and k.startswith("collapsed[") and k.endswith("]") and v is not None:
+                v = float(v)
+                if not math.isnan(v):
+                    by.setdefault(str(r.get("method")), {}).setdefault(k[10:-1], []).append(v)
+    out: dict[str, list[dict]] = {}
+    for method, mods in by.items():
+        for m in sorted(mods):
+            vals = mods[m]
+            bad = [v for v in vals if v >= fraction]
+            if not bad:
+                continue
+            mean = float(np.mean(bad))
+            detail = (f"{mean:.0%} of its dimensions constant over the test rows in {len(bad)} of {len(vals)} "
+                      f"run{'s' if len(vals) != 1 else ''}")
+            out.setdefault(method, []).append({"modality": m, "runs": len(bad), "of_runs": len(vals),
+                                               "fraction": mean, "message": collapse_message(m, detail)})
     return out
 
 
@@ -384,7 +483,10 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
     """The ``report["diagnostics"]`` document of a trained ``model`` (see the module docstring): only-present
     metrics on ``datasets["test"]`` (reusing ``report["patterns"]``), chance levels, the probe reference fitted on
     ``datasets["train"]`` (``probe=False`` or a family without per-modality encoders: skipped, with the reason),
-    the ignored-modality warnings and the gradient-norm summary of ``history``."""
+    the ignored-modality warnings, the gradient-norm summary of ``history`` and the collapsed-encoder check (from
+    the test split's per-modality embeddings: one encoder-only pass, over every test row when the probe runs and
+    then reused by it, else over at most ``MAX_COLLAPSE_ROWS`` seeded random test rows; families without
+    per-modality encoders: skipped, with the reason)."""
     test, train = datasets.get("test"), datasets["train"]
     if test is None or len(test) == 0:
         raise DataError("diagnostics: the data has no non-empty 'test' split to evaluate the modalities on")
@@ -392,9 +494,24 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
     mods = list(getattr(model, "modalities", None) or test.modalities)
     num_outputs = int(getattr(train, "num_classes", 0) or 0)
     doc: dict[str, Any] = {"metric": metric, "direction": direction, "modalities": mods,
-                           "thresholds": {"near": near, "far": far}}
+                           "thresholds": {"near": near, "far": far, "collapse_fraction": COLLAPSE_FRACTION}}
     doc["grad_norm"] = grad_norm_summary(history, mods)
+    no_encoders = probe_skip_reason(model, family)
+    doc["collapse"], doc["collapse_skipped"], doc["collapsed"] = {}, None, []
+    if no_encoders is not None:
+        reason = no_encoders.removesuffix("; no probe").removesuffix("; no per-modality probe")
+        doc["collapse_skipped"] = reason + "; no collapse check"
+
+    def collapse_check(rows: int | None) -> dict | None:
+        if no_encoders is not None:
+            return None
+        emb = _embeddings(model, test, mods, batch_size, rows, seed)
+        doc["collapse"] = encoder_collapse(emb)
+        doc["collapsed"] = collapsed_modalities(doc["collapse"])
+        return emb
+
     if len(mods) < 2:
+        collapse_check(MAX_COLLAPSE_ROWS)
         doc.update(only_present={}, chance={}, unimodal_reference={}, probe_skipped="a single modality",
                    reference_kind=None, ignored=[])
         return doc
@@ -404,7 +521,7 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
     doc["chance"] = {m: chance_metrics(task, ytr, yte[o["rows"]], num_outputs).get(metric, float("nan"))
                      if len(o["rows"]) else float("nan") for m, o in only.items()}
     skip = None if probe else "no probe (training.diagnostics: no_probe)"
-    skip = skip or probe_skip_reason(model, family)
+    skip = skip or no_encoders
     ref = {}
     # only a modality whose only-present gain over chance is at most `near` x the room above chance can ever be
     # flagged (the reference's gain is at most the room): the probe runs for those alone, so a run that uses every
@@ -417,8 +534,10 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
     if skip is None and not candidates:
         skip = ("not needed: every modality alone is well above chance, so none can be ignored "
                 f"(only-present gain > {near} x the room above chance)")
+    test_emb = collapse_check(None if skip is None else MAX_COLLAPSE_ROWS)  # every row when the probe scores them
     if skip is None:
-        probes = probe_reference(model, train, test, task, num_outputs, candidates, batch_size, seed=seed)
+        probes = probe_reference(model, train, test, task, num_outputs, candidates, batch_size, seed=seed,
+                                 test_embeddings={m: test_emb[m] for m in candidates if m in test_emb})
         ref = {m: p["metrics"].get(metric, float("nan")) for m, p in probes.items()}
     kind = "linear probe on the model's own encoder embeddings (train split → test split)"
     doc.update(unimodal_reference=ref, reference_kind=kind if skip is None else None, probe_skipped=skip)
@@ -428,10 +547,12 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
 
 
 def warning_lines(diagnostics: Mapping | None) -> list[str]:
-    """The lines ``mmfuse train`` prints at the end: one per ignored modality, and a gradient-norm note."""
+    """The lines ``mmfuse train`` prints at the end: one per ignored modality and per collapsed encoder, and a
+    gradient-norm note."""
     if not diagnostics:
         return []
     lines = [f"warning: {w['message']}" for w in diagnostics.get("ignored") or []]
+    lines += [f"warning: {w['message']}" for w in diagnostics.get("collapsed") or []]
     g = diagnostics.get("grad_norm")
     if g and len(g.get("mean_ratio", {})) > 1:
         parts = ", ".join(f"{m} {r:.2f}" for m, r in g["mean_ratio"].items())

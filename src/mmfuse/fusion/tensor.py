@@ -97,15 +97,25 @@ class LowRankFusion(FusionOp):
         )
         self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, self.rank)))
         self._row_split = [[1, d] for d in self.input_dims.values()]  # constant row | the D_m rows of W_m
+        self._factor_keys = [module_key(m, "low_rank") for m in self.input_dims]  # sorted modality order
         self.bias = nn.Parameter(torch.zeros(self.output_dim))
 
     def fuse(self, xs: list[Tensor], present: Tensor | None) -> Tensor:
         # z̃_m · W_m^{(i)} = W_m^{(i)}[0] + z_m · W_m^{(i)}[1:]: one baddbmm per modality for every
         # rank at once, without building [1; z_m] (an absent row, zeroed, gives exactly W_m^{(i)}[0],
-        # the row [1, 0, …, 0] of the docstring). ``factors`` holds them in sorted modality order;
-        # its ``_parameters`` dict is read directly (ParameterDict.values() costs ~2.5 µs per entry).
+        # the row [1, 0, …, 0] of the docstring).
+        # Each parameter is looked up by name in the module's ``_parameters`` dict (a dict.get: nn.Module.__getattr__
+        # costs ~1 µs per parameter and call, +6 % of a batch-64 forward, benchmarks/lmf_param_access.py); a name
+        # that is not there (torch.nn.utils.parametrize moves a parametrized tensor out of ``_parameters`` and
+        # serves it through a property) falls back to the ordinary attribute access, so parametrizations
+        # (weight norm, orthogonal, ...) are honoured.
+        factors = self.factors
+        table = factors._parameters
         prod = None
-        for i, (x, w, sizes) in enumerate(zip(xs, self.factors._parameters.values(), self._row_split)):
+        for i, (x, key, sizes) in enumerate(zip(xs, self._factor_keys, self._row_split)):
+            w = table.get(key)
+            if w is None:
+                w = getattr(factors, key)  # a parametrized factor: computed by its parametrization
             if present is not None:
                 x = masked(x, present[:, i], 0.0)
             w0, w1 = w.split_with_sizes(sizes, 1)  # [R, 1, H], [R, D_m, H] (one call: half the cost of two slices)
@@ -113,8 +123,13 @@ class LowRankFusion(FusionOp):
             prod = f if prod is None else prod * f
         R, B, H = prod.shape
         # Σ_i w_i prod[i] as one [1, R] x [R, B·H] product
-        own = self._parameters  # (read directly: nn.Module.__getattr__ costs ~1 µs per parameter and call)
-        return torch.matmul(own["rank_weights"], prod.view(R, B * H)).view(B, H) + own["bias"]  # [B, H]
+        own = self._parameters
+        lam, bias = own.get("rank_weights"), own.get("bias")
+        if lam is None:
+            lam = self.rank_weights
+        if bias is None:
+            bias = self.bias
+        return torch.matmul(lam, prod.view(R, B * H)).view(B, H) + bias  # [B, H]
 
     def fuse_all_present(self, xs: list[Tensor]) -> Tensor:
         """Every modality present: ``[1; z_m]`` without the masking (bitwise equal to ``fuse``)."""

@@ -494,7 +494,7 @@ def _warnings(v: Any, key: str = "", at: str = "") -> list[str]:
         if isinstance(v.get("point"), dict) and v["point"]:
             at = f"{at}at {_point_text(v['point'])}: "
         for k, x in v.items():
-            if k == "ignored":
+            if k in ("ignored", "collapsed"):  # ignored modalities, collapsed encoders (mmfuse.diagnostics)
                 out += _ignored_messages(x, at)
                 continue
             if k == "error" and isinstance(x, str):
@@ -561,8 +561,18 @@ def compare_diagnostics_html(diags: list[dict]) -> str:
                                  sortable=True))
         elif "grad_norm_ratio" in d:
             out.append('<p class="note"><b>Gradient-norm ratio</b>: not recorded in these runs.</p>')
+        col = d.get("collapsed")
+        if isinstance(col, dict) and col:
+            rows = [{"method": m, **{k: v for k, v in w.items() if k != "message"}}
+                    for m, ws in col.items() for w in (ws if isinstance(ws, list) else [ws]) if isinstance(w, dict)]
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+            out.append('<p class="note"><b>Collapsed encoders</b>: runs whose encoder output for a modality had at '
+                       "least three quarters of its dimensions constant over the test rows (the warnings above).</p>"
+                       + H.table(cols, [[r.get(c) for c in cols] for r in rows], sortable=True))
+        elif "collapsed" in d:
+            out.append('<p class="note"><b>Collapsed encoders</b>: none.</p>')
         rest = {k: v for k, v in d.items() if k not in ("point", "metric", "unimodal_gap", "ignored", "chance",
-                                                          "grad_norm_ratio") and v not in ({}, [], None)}
+                                                          "grad_norm_ratio", "collapsed") and v not in ({}, [], None)}
         if rest:
             out.append(value_html(rest, 1))
     return "".join(out)
