@@ -11,7 +11,11 @@ Three ways to compute the same exact modality Shapley values (all 2^M coalitions
 
 All give the same values (checked, max |diff| printed). Models (untrained: timing does not depend on the weights):
 ``demo``: cli.DEMO_CONFIG's encoders (image 1x28x28 cnn2d 32/64 ch -> 64, audio 40x13 cnn1d 32/64 ch k5 -> 64,
-mlp head 64, concat); ``four``: the same plus a second image (cnn2d) and a 64-d vector (mlp): M = 4.
+mlp head 64, concat); ``four``: the same plus a second image (cnn2d) and a 64-d vector (mlp): M = 4; ``five``:
+audio, image, a 64-d vector (mlp), a 30x16 sensor sequence (gru, hidden 64) and a 20x32 feature sequence
+(transformer, 2 layers, dim 64, 4 heads): M = 5; ``six``: ``five`` plus a 1x4x16x16 clip (cnn3d 8/16 ch): M = 6.
+The ratio of ``loop`` (one call per coalition, each encoder run 2^M times a sample) to ``split`` (each encoder once
+per sample, plus one zero row) is bounded by about 2^M (the encoders' share of the cost): 4, 16, 32, 64.
 
 Protocol (issue 13): set-up outside the timed region; every variant warmed up; --repeats rounds, each round runs
 every variant once in a rotated order (interleaved in one process); reported: median seconds and IQR per variant,
@@ -39,16 +43,30 @@ DEMO_ENCODERS = {
     "image": {"name": "cnn2d", "options": {"channels": [32, 64], "output_dim": 64}},
     "audio": {"name": "cnn1d", "options": {"channels": [32, 64], "output_dim": 64, "kernel_size": 5}},
 }
-SHAPES = {"image": (1, 28, 28), "audio": (40, 13), "image2": (1, 28, 28), "vector": (64,)}
+EXTRA_ENCODERS = {
+    "image2": DEMO_ENCODERS["image"],
+    "vector": {"name": "mlp", "options": {"output_dim": 64}},
+    # a sensor sequence (30 steps x 16 channels) through a GRU
+    "motion": {"name": "gru", "options": {"hidden": 64, "output_dim": 64}},
+    # a feature sequence (20 steps x 32) through a 2-layer transformer
+    "frames": {"name": "transformer", "options": {"dim": 64, "layers": 2, "heads": 4, "dropout": 0.0,
+                                                  "output_dim": 64}},
+    # a short clip (1 x 4 x 16 x 16) through a 3-D CNN
+    "video": {"name": "cnn3d", "options": {"channels": [8, 16], "output_dim": 64}},
+}
+SHAPES = {"image": (1, 28, 28), "audio": (40, 13), "image2": (1, 28, 28), "vector": (64,), "motion": (30, 16),
+          "frames": (20, 32), "video": (1, 4, 16, 16)}
+MODELS = {
+    "demo": ["audio", "image"],
+    "four": ["audio", "image", "image2", "vector"],
+    "five": ["audio", "image", "vector", "motion", "frames"],
+    "six": ["audio", "image", "vector", "motion", "frames", "video"],
+}
 
 
 def make_model(kind: str):
-    enc = dict(DEMO_ENCODERS)
-    names = ["audio", "image"]
-    if kind == "four":
-        enc["image2"] = DEMO_ENCODERS["image"]
-        enc["vector"] = {"name": "mlp", "options": {"output_dim": 64}}
-        names += ["image2", "vector"]
+    names = MODELS[kind]
+    enc = {m: DEMO_ENCODERS.get(m, EXTRA_ENCODERS.get(m)) for m in names}
     shapes = {m: SHAPES[m] for m in names}
     torch.manual_seed(0)
     model = build_model({"family": "fusion", "strategy": "feature", "fusion": {"name": "concat"}, "encoders": enc,
@@ -110,7 +128,7 @@ def main():
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--models", default="demo,four")
+    ap.add_argument("--models", default="demo,four,five,six")
     ap.add_argument("--loop1", action="store_true", help="also time one whole-model call per (sample, coalition)")
     ap.add_argument("--json", default=None, help="write the raw timings as a pyperf BenchmarkSuite here")
     args = ap.parse_args()

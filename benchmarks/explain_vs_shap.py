@@ -16,14 +16,18 @@ Protocol (issue 13): every import (shap, captum) and set-up (model, data, explai
 reference) happens before timing; each explainer is run once untimed (warm-up); then --repeats rounds, in each
 round every (explainer, budget) once in a rotated order (interleaved in one process, so load drift hits all
 alike); a round uses seed = its index, so the errors are medians over seeds too. Reported: median time and
-spread (IQR, min-max), thread count. Raw timings: a pyperf BenchmarkSuite (``python -m pyperf stats FILE``).
+spread (IQR, min-max), thread count; wall time and process CPU time (every explainer runs on one thread, so its CPU
+time is the work done, less exposed to other jobs on a shared machine); the time-to-error ratios for both clocks. Raw timings: a pyperf BenchmarkSuite (``python -m pyperf stats FILE``).
 
 The model (feature-level concat, 2 epochs) is trained through ``mmfuse.fit`` on 1200 training samples.
 
 mmfuse runs with its defaults: the explanation split (each modality's distinct masked inputs encoded once,
-fusion + head per coalition) and the interleave estimator (P orders per modality, averaged exactly over all
-interleavings); --variants also times its walk estimator (shap's) with and without the split, and the interleave
-estimator with ``reuse={"image": 4}`` (each image order serves 4 draws: a hand-chosen setting, reported apart). The error of
+fusion + head per coalition), the interleave estimator (orders per modality, averaged exactly over all
+interleavings) and ``reuse="auto"`` (a pilot per sample, then each modality's number of distinct orders by the
+cost-optimal rule; the pilot is inside the timed call); --variants also times ``reuse=None`` (one new order of every
+modality per draw: the default before), ``reuse={"image": 4}`` (each image order serves 4 draws: a hand-chosen
+setting, reported apart) and the walk estimator (shap's) with the split; --whole-walk the walk with whole-model
+calls (mmfuse before the split). The error of
 every explainer is measured against the same reference (mmfuse's *walk*, i.e. shap's estimator, at 200
 antithetic permutations, its own seed), with the same definition (mean |phi - phi_ref| over features and samples).
 When mmfuse's cheapest budget is already more accurate than the target error, its time-to-error is that
@@ -31,7 +35,7 @@ budget's time (an upper bound, so the ratio is a lower bound, printed with >=).
 
 Run:  cd /work/main && .venv/bin/python benchmarks/explain_vs_shap.py
 Options: --samples N (8) --permutations P (10) --budgets 2,5,10,20 --repeats R (7) --threads T (1) --synthetic
---variants --plot PNG --json FILE.
+--variants --whole-walk --plot PNG --json FILE.
 Times depend on the machine and its load; read the ratios.
 """
 
@@ -239,7 +243,10 @@ def main():
     ap.add_argument("--plot", default=None, help="error-vs-time plot (PNG); none by default, so a plain run never "
                     "overwrites the figure of record benchmarks/results/explain_vs_shap.png")
     ap.add_argument("--variants", action="store_true",
-                    help="also time mmfuse's walk estimator with and without the explanation split")
+                    help="also time mmfuse with reuse=None (the previous default), reuse={'image': 4} (by hand) and "
+                         "the walk estimator (with the split)")
+    ap.add_argument("--whole-walk", action="store_true",
+                    help="also time the walk estimator with whole-model calls (mmfuse before the split)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     P = args.permutations
@@ -291,13 +298,17 @@ def main():
             sf.use_split = True
 
     extra = {
+        # the default before reuse="auto": one new order of every modality per draw
+        "mmfuse-plain": lambda p, seed: stack_values(mmshap(sf, batch, maskers, n_permutations=p, seed=seed,
+                                                            reuse=None)),
         # hand-chosen: each image order serves 4 draws (the image encoder is the cost, audio carries the error)
         "mmfuse-reuse4": lambda p, seed: stack_values(mmshap(sf, batch, maskers, n_permutations=p, seed=seed,
                                                              reuse={"image": 4})),
         "mmfuse-walk": lambda p, seed: stack_values(mmshap(sf, batch, maskers, n_permutations=p, seed=seed,
                                                            estimator="walk")),
-        "mmfuse-whole-walk": whole_walk,
     } if args.variants else {}
+    if args.whole_walk:
+        extra["mmfuse-whole-walk"] = whole_walk
     methods = {
         # default: the explanation split + the interleave estimator (estimator="auto")
         "mmfuse": lambda p, seed: stack_values(mmshap(sf, batch, maskers, n_permutations=p, seed=seed)),
@@ -309,13 +320,15 @@ def main():
     for m, p in jobs:  # warm-up: every explainer and budget once, untimed
         methods[m](p, 0)
     times = {j: [] for j in jobs}
+    cpu = {j: [] for j in jobs}  # process CPU time: single-threaded explainers, so less exposed to other jobs
     errs = {j: [] for j in jobs}
     for r in range(args.repeats):
         k = r % len(jobs)
         for m, p in jobs[k:] + jobs[:k]:  # rotated order: no explainer always first or last
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             v = methods[m](p, r + 1)
             times[(m, p)].append(time.perf_counter() - t)
+            cpu[(m, p)].append(time.process_time() - c)
             errs[(m, p)].append(float((v.double() - ref.double()).abs().mean()))
 
     print(f"\nError vs wall time ({args.repeats} interleaved rounds, median [IQR] of seconds; mean |error| median "
@@ -326,34 +339,40 @@ def main():
         ts, es = times[(m, p)], errs[(m, p)]
         med_t, med_e = float(np.median(ts)), float(np.median(es))
         curves[m].append((med_t, med_e, p))
-        print(f"  {m:<8} {p:>3}  {med_t:8.3f}  {quantile(ts, .25):7.3f}-{quantile(ts, .75):7.3f}  {med_e:9.2e}")
+        cs = cpu[(m, p)]
+        print(f"  {m:<8} {p:>3}  {med_t:8.3f}  {quantile(ts, .25):7.3f}-{quantile(ts, .75):7.3f}  {med_e:9.2e}"
+              f"   CPU {np.median(cs):7.3f} ({quantile(cs, .25):.3f}-{quantile(cs, .75):.3f})")
 
     print(f"\nSame-budget ratios at P={P} (median over rounds of per-round time ratios; IQR, min-max)")
     for other in ("shap", "captum"):
         rr = [b / a for a, b in zip(times[("mmfuse", P)], times[(other, P)])]
         print(f"  {other} / mmfuse: {np.median(rr):.2f}x  (IQR {quantile(rr, .25):.2f}-{quantile(rr, .75):.2f}, "
               f"min-max {min(rr):.2f}-{max(rr):.2f})")
-    print("\nTime to reach the same error (log-log interpolation on each explainer's error-vs-time curve)")
     targets = {}
-    for other in ("shap", "captum"):
-        target = float(np.median(errs[(other, P)]))
-        targets[other] = target
-        t_o = float(np.median(times[(other, P)]))
-        for mine in [m for m in methods if m.startswith("mmfuse")]:
-            got = time_to_error([(t, e) for t, e, _ in curves[mine]], target)
-            if got is None:
-                print(f"  error {target:.2e} ({other} at P={P}): {mine} does not reach it; widen --budgets")
-                continue
-            t_m, exact = got
-            how = "" if exact else " (its cheapest budget is already below this error: a bound, >=)"
-            print(f"  error {target:.2e} ({other} at P={P}): {mine} {t_m:.3f}s, {other} {t_o:.3f}s -> {mine} "
-                  f"{'' if exact else '>= '}{t_o / t_m:.2f}x faster{how}")
+    for clock, tt in (("wall", times), ("CPU", cpu)):
+        print(f"\nTime to reach the same error ({clock} time; log-log interpolation on each explainer's "
+              "error-vs-time curve)")
+        for other in ("shap", "captum"):
+            target = float(np.median(errs[(other, P)]))
+            targets[other] = target
+            t_o = float(np.median(tt[(other, P)]))
+            for mine in [m for m in methods if m.startswith("mmfuse")]:
+                pts = [(float(np.median(tt[(mine, p)])), float(np.median(errs[(mine, p)]))) for p in budgets]
+                got = time_to_error(pts, target)
+                if got is None:
+                    print(f"  error {target:.2e} ({other} at P={P}): {mine} does not reach it; widen --budgets")
+                    continue
+                t_m, exact = got
+                how = "" if exact else " (its cheapest budget is already below this error: a bound, >=)"
+                print(f"  error {target:.2e} ({other} at P={P}): {mine} {t_m:.3f}s, {other} {t_o:.3f}s -> {mine} "
+                      f"{'' if exact else '>= '}{t_o / t_m:.2f}x faster{how}")
     if args.plot:
         plot_curves(curves, targets, args.plot)
         print(f"plot: {args.plot}")
     if args.json:
-        suite = pyperf.BenchmarkSuite([pyperf.Benchmark([pyperf.Run(times[(m, p)], metadata={
-            "name": f"{m} P={p}", "unit": "second", "loops": 1})]) for m, p in jobs])
+        suite = pyperf.BenchmarkSuite([pyperf.Benchmark([pyperf.Run(tt[(m, p)], metadata={
+            "name": f"{m} P={p}{tag}", "unit": "second", "loops": 1})]) for m, p in jobs
+            for tt, tag in ((times, ""), (cpu, " cpu"))])
         suite.dump(args.json, replace=True)
         print(f"raw timings (pyperf): {args.json}")
     print(f"total {time.perf_counter() - t0:.1f}s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -178,3 +178,95 @@ def test_auto_picks_exact_only_where_it_is_cheaper_than_sampling():
     # exact_max still caps the choice, and an explicit method wins
     assert modality_shapley(score, batch, exact_max=1).method == "permutation"
     assert modality_shapley(score, batch, method="exact").method == "exact"
+
+
+# --- reuse="auto": the pilot's variance components and the cost-optimal allocation ---
+
+
+@pytest.mark.parametrize("G", [2, 3, 4, 5])
+def test_pilot_levels_identify_every_group(G):
+    """Some pair of pilot draws shares no order, and for every group some pair shares only that group's order."""
+    from mmfuse.explain.estimators import pilot_levels
+
+    lv = pilot_levels(G)
+    assert lv.shape == (G + 1 if G <= 3 else G + 2, G)
+    shared = [frozenset((lv[a] == lv[b]).nonzero().flatten().tolist())
+              for a in range(lv.shape[0]) for b in range(a + 1, lv.shape[0])]
+    assert frozenset() in shared
+    assert all(frozenset([m]) in shared for m in range(G))
+
+
+def test_pilot_statistics_separate_additive_order_effects():
+    """Per-draw estimates = μ + α(order of group 0) + β(order of group 1), α on group 0's players and β on group 1's:
+    V = ½‖α0−α1‖² + ½‖β0−β1‖² per group, and V − W[m] = the part of group m's order (closed form)."""
+    from mmfuse.explain.estimators import pilot_levels, pilot_statistics
+
+    g = torch.Generator().manual_seed(0)
+    owner = torch.tensor([0, 0, 0, 1, 1])
+    alpha = torch.randn(2, 5, generator=g, dtype=torch.float64) * (owner == 0)  # group 0's order moves its players
+    beta = torch.randn(2, 5, generator=g, dtype=torch.float64) * (owner == 1)
+    lv = pilot_levels(2)
+    per = torch.stack([1.0 + alpha[lv[d, 0]] + beta[lv[d, 1]] for d in range(lv.shape[0])])
+    V, W = pilot_statistics(per, owner, lv)
+    va = 0.5 * (alpha[0] - alpha[1]).pow(2)
+    vb = 0.5 * (beta[0] - beta[1]).pow(2)
+    torch.testing.assert_close(V, torch.stack([va[:3].sum(), vb[3:].sum()]))
+    first = V.unsqueeze(0) - W  # [m, g]: the first-order variance of m's order on group g
+    torch.testing.assert_close(first, torch.diag(V), rtol=0, atol=1e-12)
+
+
+def test_allocation_is_the_cost_optimal_rule():
+    """Independent groups (each group's error from its own orders only), no draw cost: minimising
+    (Σ_g sqrt(n_g V_g / Q_g))² · Σ_g c_g Q_g gives Q_g ∝ (sqrt(n_g V_g) / c_g)^(2/3) (Lagrange):
+    V = (729, 1), equal costs -> Q = 9 : 1; and the coordinate descent equals brute force on a 3-group case."""
+    import itertools
+
+    from mmfuse.explain.estimators import allocate_orders
+
+    V = torch.tensor([729.0, 1.0], dtype=torch.float64)
+    W = V.unsqueeze(0) - torch.diag(V)  # first-order variance of m on g: V[g] on the diagonal only
+    q = allocate_orders(V, W, torch.tensor([1, 1]), torch.tensor([1.0, 1.0]), 0.0, 9, 1, 9)
+    assert q == [9, 1]
+    # expensive group 0: costs (27, 1) with V = (729, 1): (27 / 27)^(2/3) : 1 -> equal orders
+    q = allocate_orders(V, W, torch.tensor([1, 1]), torch.tensor([27.0, 1.0]), 0.0, 6, 1, 6)
+    assert q[0] == q[1]
+
+    g = torch.Generator().manual_seed(1)
+    V3 = torch.rand(3, generator=g, dtype=torch.float64) + 0.1
+    W3 = V3.unsqueeze(0) - torch.rand(3, 3, generator=g, dtype=torch.float64) * V3 / 3
+    n, cost, dc = torch.tensor([4, 9, 2]), torch.tensor([1.0, 20.0, 3.0]), 5.0
+
+    def objective(q):
+        V1 = (V3.unsqueeze(0) - W3).clamp(min=0)
+        inter = (V3 - V1.sum(0)).clamp(min=0)
+        var = (V1 / torch.tensor(q, dtype=torch.float64).unsqueeze(1)).sum(0) + inter / 8
+        return float((n * var).sqrt().sum()) ** 2 * (float((cost * torch.tensor(q)).sum()) + dc * 8)
+
+    best = min(itertools.product(range(2, 9), repeat=3), key=objective)
+    got = allocate_orders(V3, W3, n, cost, dc, 8, 2, 8)
+    assert objective(got) == pytest.approx(objective(list(best)), rel=1e-12)
+
+
+def test_balanced_assignment_fills_the_least_used_orders():
+    from mmfuse.explain.estimators import balanced_assignment
+
+    uses = torch.tensor([1, 2, 0, 0])
+    out = balanced_assignment(uses, 6)
+    assert out.tolist() == [2, 3, 0, 2, 3, 0]
+    assert uses.tolist() == [3, 2, 2, 2]
+
+
+def test_interleave_per_draw_estimates_average_to_the_estimate():
+    from mmfuse.explain.estimators import interleave_coalitions, interleave_from_values
+
+    sizes = [2, 3]
+    game = nonlinear_game(5, 3)
+    g = torch.Generator().manual_seed(0)
+    ords = [random_permutations(4, k, g) for k in sizes]
+    pats, idx = interleave_coalitions(ords)
+    v = game(torch.cat([pats[m][idx[m]] for m in range(2)], 1))
+    per = interleave_from_values(v, ords, per_draw=True)
+    assert per.shape == (4, 5)
+    torch.testing.assert_close(per.mean(0), interleave_from_values(v, ords), rtol=0, atol=1e-14)
+    full_minus_none = v.view(4, -1)[:, -1] - v.view(4, -1)[:, 0]
+    torch.testing.assert_close(per.sum(1), full_minus_none, rtol=0, atol=1e-12)  # efficiency per draw

@@ -149,10 +149,14 @@ def test_mmshap_split_equals_whole_model(task):
     for kw in (dict(method="exact"), dict(n_permutations=3, seed=2, estimator="walk"),
                dict(n_permutations=2, antithetic=False, estimator="walk"),
                dict(n_permutations=3, seed=2, estimator="interleave"),
-               dict(n_permutations=2, antithetic=False, estimator="interleave")):
+               dict(n_permutations=2, antithetic=False, estimator="interleave"),
+               dict(n_permutations=8, seed=1, estimator="interleave")):  # with the pilot (reuse="auto")
         fast, slow = _both(lambda s: mmshap(s, batch, maskers, max_rows=11, **kw), sf)
         assert fast.extra["split"] and not slow.extra["split"]
         assert fast.extra["estimator"] == slow.extra["estimator"] == kw.get("estimator", "exact")
+        assert fast.extra["orders"] == slow.extra["orders"]  # the same design on both paths
+        if kw.get("n_permutations") == 8:
+            assert any(o is not None for o in fast.extra["orders"])
         assert max(f.efficiency_gap() for f in fast.samples) < 1e-6
         for f, s in zip(fast.samples, slow.samples):
             torch.testing.assert_close(f.values, s.values, rtol=1e-5, atol=1e-6)
@@ -233,3 +237,114 @@ def test_estimator_label_says_when_the_walk_was_used():
     assert _estimator_label(True, 1, 4, "permutation").startswith("interleave (walk for 1 of 4 samples")
     assert str(INTERLEAVE_MAX_GRID) in _estimator_label(True, 1, 4, "permutation")
     assert _estimator_label(False, 0, 4, "exact") == "exact"
+
+
+class _GameModel(torch.nn.Module):
+    """A model with the explanation split whose score is a closed-form game of the masked inputs:
+    f(z) = Σ_j a_j z_j + Σ_{j<k} B_jk z_j z_k + c1·z0·z1·z2 (within "a") + c2·z0·z4·z5 (across "a" and "b"),
+    z = [x_a, x_b] (masked to 0). Shapley: a_j x_j + Σ_k B_jk x_j x_k / 2 + each triple's product / 3 to its members.
+    Encoders: identities through a 64-wide hidden layer for "b" (so "b" costs more to encode than "a")."""
+
+    def __init__(self, c1=1.5, c2=0.05):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = torch.randn(7, generator=g, dtype=torch.float64)
+        self.B = torch.randn(7, 7, generator=g, dtype=torch.float64).triu(1) * 0.5
+        self.c1, self.c2 = c1, c2
+        self.enc = torch.nn.ModuleDict({
+            "a": torch.nn.Linear(4, 4, bias=False, dtype=torch.float64),
+            "b": torch.nn.Sequential(torch.nn.Linear(3, 64, bias=False, dtype=torch.float64),
+                                     torch.nn.Linear(64, 3, bias=False, dtype=torch.float64))})
+        with torch.no_grad():
+            self.enc["a"].weight.copy_(torch.eye(4))
+            self.enc["b"][0].weight.zero_()[:3].copy_(torch.eye(3))
+            self.enc["b"][1].weight.zero_()[:, :3].copy_(torch.eye(3))
+
+    def explain_split(self):
+        return True
+
+    def explain_pool(self):
+        return True
+
+    def encode_modality(self, m, x, lengths=None, pool=True):
+        return self.enc[m](x)
+
+    def explain_decode(self, emb, mask, lengths):
+        z = torch.cat([emb["a"], emb["b"]], 1)
+        f = z @ self.a + ((z @ self.B) * z).sum(1) + self.c1 * z[:, 0] * z[:, 1] * z[:, 2] \
+            + self.c2 * z[:, 0] * z[:, 4] * z[:, 5]
+        return f.unsqueeze(1)
+
+    def forward(self, batch):
+        return self.explain_decode({m: self.encode_modality(m, batch.inputs[m]) for m in ("a", "b")}, batch.mask, {})
+
+    def shapley(self, x):
+        """Closed-form Shapley values Tensor[B, 7] for inputs x Tensor[B, 7] (masking = 0)."""
+        pair = x.unsqueeze(2) * x.unsqueeze(1) * (self.B + self.B.T)
+        phi = x * self.a + pair.sum(2) / 2
+        t1 = self.c1 * x[:, 0] * x[:, 1] * x[:, 2] / 3
+        t2 = self.c2 * x[:, 0] * x[:, 4] * x[:, 5] / 3
+        for j in (0, 1, 2):
+            phi[:, j] += t1
+        for j in (0, 4, 5):
+            phi[:, j] += t2
+        return phi
+
+
+def test_auto_reuse_is_unbiased_efficient_and_deterministic_on_a_closed_form_game():
+    """reuse="auto" (pilot + cost-optimal orders per modality, the default with the split): the mean over many seeds
+    converges to the closed-form Shapley values (|z| small for every sample and feature), Σφ = f(all) − f(none) for
+    every sample and seed, the same seed gives the same values, and the expensive modality whose order carries
+    little variance ("b": its players only interact pairwise, which antithetic draws get exactly) gets fewer
+    distinct orders than "a" (a strong 3-way interaction inside "a")."""
+    model = _GameModel().double()
+    g = torch.Generator().manual_seed(1)
+    B = 4
+    x = torch.rand(B, 7, generator=g, dtype=torch.float64) + 0.5
+    batch = MultimodalBatch({"a": x[:, :4], "b": x[:, 4:]}, {m: torch.ones(B, dtype=torch.bool) for m in "ab"})
+    sf = make_score_fn(model, target="logit", class_index=0)
+    maskers = {"a": "vector", "b": "vector"}
+    exact = model.shapley(x)
+    enum = torch.stack([s.values for s in mmshap(sf, batch, maskers, method="exact").samples])
+    torch.testing.assert_close(enum, exact, rtol=0, atol=1e-12)  # the closed form is the Shapley value
+    S = 150
+    for P in (6, 5):  # 6: pilot + allocated orders; 5: no pilot (one rotated order per draw)
+        runs = []
+        for seed in range(S):
+            r = mmshap(sf, batch, maskers, n_permutations=P, seed=seed)
+            assert max(s.efficiency_gap() for s in r.samples) < 1e-12
+            runs.append(torch.stack([s.values for s in r.samples]))
+        if P == 6:
+            assert r.extra["orders"][0] is not None
+            assert all(o["b"] < o["a"] for o in r.extra["orders"])
+        runs = torch.stack(runs)
+        sd = runs.std(0)
+        assert float(sd.max()) > 1e-3  # a real sampling estimator (not exact by construction)
+        z = (runs.mean(0) - exact) / (sd / S ** 0.5).clamp(min=1e-9)  # players without 3-way terms: exact each draw
+        assert float(z.abs().max()) < 4.5, (P, z)
+        again = mmshap(sf, batch, maskers, n_permutations=P, seed=S - 1)
+        assert torch.equal(torch.stack([s.values for s in again.samples]), runs[-1])
+    # fewer distinct "b" orders than one new order per draw (reuse=None, the plain design), never more encodes
+    plain = mmshap(sf, batch, maskers, n_permutations=6, seed=0, reuse=None)
+    auto = mmshap(sf, batch, maskers, n_permutations=6, seed=0)
+    assert plain.extra["orders"] == [None] * B
+    assert all(o["b"] < 6 for o in auto.extra["orders"])
+    assert auto.extra["encoded_rows"]["b"] <= plain.extra["encoded_rows"]["b"]
+    # below twice the pilot's draws (3 for two modalities) there is no pilot: the plain design
+    assert mmshap(sf, batch, maskers, n_permutations=5, seed=0).extra["orders"] == [None] * B
+    with pytest.raises(Exception, match="reuse must be"):
+        mmshap(sf, batch, maskers, reuse="sometimes")
+
+
+def test_rotated_orders_are_permutations_with_stratified_positions():
+    from mmfuse.explain.mmshap import _rotated_orders
+
+    g = torch.Generator().manual_seed(0)
+    o = _rotated_orders(11, 4, g)  # a block of 4 rotations, another of 4, then 3
+    assert o.shape == (11, 4)
+    assert torch.equal(o.sort(1).values, torch.arange(4).expand(11, 4))
+    for block in (o[:4], o[4:8]):  # within a full block every player takes every position once
+        pos = block.argsort(1)
+        assert torch.equal(pos.sort(0).values, torch.arange(4).view(4, 1).expand(4, 4))
+    assert not torch.equal(o[0], o[4])  # a new uniform order per block
+    assert _rotated_orders(3, 0, g).shape == (3, 0)

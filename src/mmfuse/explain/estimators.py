@@ -21,6 +21,7 @@ Tensor[n, *]. Everything is computed in float64.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -170,6 +171,12 @@ def interleave_grid_size(sizes: list[int]) -> int:
 
 
 def interleave_weights(sizes: list[int], m: int) -> Tensor:
+    """See :func:`_interleave_weights` (cached per sizes; the result must not be modified)."""
+    return _interleave_weights(tuple(int(n) for n in sizes), int(m))
+
+
+@functools.lru_cache(maxsize=256)
+def _interleave_weights(sizes: tuple[int, ...], m: int) -> Tensor:
     """W_m Tensor[grid with axis m of size n_m, the others n_j + 1] (float64).
 
     Players come in groups (modalities) of sizes n_1..n_G. A uniform permutation of all N players is a
@@ -207,7 +214,7 @@ def interleave_weights(sizes: list[int], m: int) -> Tensor:
     return log_w.exp()
 
 
-def interleave_from_values(values: Tensor, orders: list[Tensor]) -> Tensor:
+def interleave_from_values(values: Tensor, orders: list[Tensor], per_draw: bool = False) -> Tensor:
     """Shapley estimates Tensor[N, *] from the grid values of :func:`interleave_coalitions`.
 
     ``orders[m]``: LongTensor[D, n_m], one order of group m's players per draw (player ids local to the group;
@@ -215,14 +222,18 @@ def interleave_from_values(values: Tensor, orders: list[Tensor]) -> Tensor:
     then the grid row-major over (k_1, .., k_G) where k_m = how many of group m's players (the first k_m of its
     order) are on. Each draw's estimate is the *exact* expectation of the permutation estimator over all
     interleavings of the groups' orders (a Rao–Blackwellised permutation sample): unbiased, and Σ φ = v(all) − v(none)
-    for every draw.
+    for every draw. ``per_draw=True``: each draw's estimate, Tensor[D, N, *] (their mean is the estimate).
     """
     sizes = [int(o.shape[1]) for o in orders]
     D = int(orders[0].shape[0]) if orders else 0
     v = values.to(torch.float64)
     tail = tuple(v.shape[1:])
     grid = v.reshape((D,) + tuple(n + 1 for n in sizes) + tail)
-    out = torch.zeros((sum(sizes),) + tail, dtype=torch.float64)
+    if per_draw:
+        out = torch.zeros((D, sum(sizes)) + tail, dtype=torch.float64)
+        rows = torch.arange(D).unsqueeze(1)
+    else:
+        out = torch.zeros((sum(sizes),) + tail, dtype=torch.float64)
     off = 0
     extra = (1,) * len(tail)
     for m, (n, order) in enumerate(zip(sizes, orders)):
@@ -232,9 +243,12 @@ def interleave_from_values(values: Tensor, orders: list[Tensor]) -> Tensor:
         delta = grid.narrow(ax, 1, n) - grid.narrow(ax, 0, n)  # [D, ..., n (axis m), ..., *]
         w = interleave_weights(sizes, m).view((1,) + tuple(interleave_weights_shape(sizes, m)) + extra)
         summed = (w * delta).movedim(ax, 1).reshape((D, n, -1) + tail).sum(2)  # [D, n, *]
-        out.index_add_(0, off + order.reshape(-1), summed.reshape((D * n,) + tail))
+        if per_draw:
+            out[rows, off + order] = summed
+        else:
+            out.index_add_(0, off + order.reshape(-1), summed.reshape((D * n,) + tail))
         off += n
-    return out / max(D, 1)
+    return out if per_draw else out / max(D, 1)
 
 
 def interleave_weights_shape(sizes: list[int], m: int) -> list[int]:
@@ -259,3 +273,104 @@ def interleave_coalitions(orders: list[Tensor]) -> tuple[list[Tensor], list[Tens
                + torch.arange(n + 1).view(shape[1:]).unsqueeze(0))
         index.append(idx.expand([D] + dims).reshape(-1))
     return patterns, index
+
+
+# --- automatic allocation of orders between modalities (a pilot, then the cost-optimal rule) ---
+
+def pilot_levels(G: int) -> Tensor:
+    """LongTensor[K, G]: the pilot's draws as levels (0 / 1 = the first / second of two orders per group).
+
+    Draws ``d1`` = all 0 and ``d2`` = all 1 (ordinary draws), then the *probes* ``h_m`` = e_m
+    (only group m at level 1: d1's orders with group m's order from d2) for m < G − 1, and for every m from G = 4
+    on. A probe needs no new encodes (its masked inputs are d1's and d2's). With them some pair of draws shares no
+    order ((d1, d2)) and, for every group, some pair shares only that group's order ((d2, h_m); for G ≤ 3 the last
+    group's by (d1, h_0) (G = 2) or (h_0, h_1) (G = 3)): what :func:`pilot_statistics` needs.
+    K = G + 1 for G ≤ 3, G + 2 from G = 4 on."""
+    rows = [torch.zeros(G, dtype=torch.long), torch.ones(G, dtype=torch.long)]
+    for m in range(G if G >= 4 else G - 1):
+        h = torch.zeros(G, dtype=torch.long)
+        h[m] = 1
+        rows.append(h)
+    return torch.stack(rows)
+
+
+def pilot_statistics(per_draw: Tensor, owner: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
+    """Variance components of the interleave estimator from the pilot's per-draw estimates.
+
+    ``per_draw`` Tensor[K, N, *]: one estimate per pilot draw (``levels`` LongTensor[K, G]); ``owner``
+    LongTensor[N]: the group of each player. For two draws that share exactly the groups S (same order),
+    ``E[½‖φ_d − φ_d'‖²] = V − V_S`` (V: the variance of one draw's estimate, V_S: the part explained by the
+    orders of S). Returns ``(V Tensor[G], W Tensor[G, G])`` summed over each group's players (and trailing
+    dims): ``V[g]`` from the pairs sharing no order, ``W[m, g]`` = V − V_{m} from the pairs sharing only m's
+    order; so the first-order (main-effect) variance of m's order on group g is ``V[g] − W[m, g]``."""
+    K, G = levels.shape
+    N = per_draw.shape[1]
+    a, b = torch.triu_indices(K, K, 1)
+    shared = levels[a] == levels[b]  # [pairs, G]
+    n_shared = shared.sum(1)
+    d = 0.5 * (per_draw[a] - per_draw[b]).to(torch.float64).pow(2).reshape(a.numel(), N, -1).sum(2)  # [pairs, N]
+    by_group = torch.zeros(a.numel(), G, dtype=torch.float64).index_add_(1, owner, d)  # [pairs, G]
+    none = n_shared == 0
+    V = by_group[none].sum(0) / max(int(none.sum()), 1)
+    one = (shared & (n_shared == 1).unsqueeze(1)).to(torch.float64)  # [pairs, G]: the one group shared
+    W = (one.T @ by_group) / one.sum(0).clamp(min=1).unsqueeze(1)
+    return V, W
+
+
+def allocate_orders(V: Tensor, W: Tensor, n_players: Tensor, order_cost: Tensor, draw_cost: float, draws: int,
+                    lowest: int, highest: int) -> list[int]:
+    """Distinct orders per group for an interleave design of ``draws`` draws: the cost-optimal (Neyman) rule.
+
+    A design gives group m ``Q_m`` distinct orders (each serving about ``draws / Q_m`` draws). With the first-order
+    variances ``V1[m, g] = max(V[g] − W[m, g], 0)`` (see :func:`pilot_statistics`) and the rest
+    ``I[g] = max(V[g] − Σ_m V1[m, g], 0)`` (interactions between groups' orders, new in every draw), the variance of
+    the mean estimate on group g's players is ``Var_g(Q) = Σ_m V1[m, g] / Q_m + I[g] / draws``, the expected mean
+    |error| ∝ ``Σ_g sqrt(n_g · Var_g)`` (``n_g`` = ``n_players[g]``) and the cost
+    ``C(Q) = Σ_m order_cost[m] · Q_m + draw_cost · draws``. Returns the Q (integers in [lowest, highest]) with the
+    least ``error² · cost`` (the time needed for a given error), found by coordinate descent from Q = highest;
+    ties go to the cheaper design. With independent groups (V1 diagonal, no interactions, no draw cost) the
+    optimum is Q_m ∝ (sqrt(n_m V_m) / cost_m)^(2/3) (Lagrange; the mean-|error| counterpart of Neyman's
+    σ_m / sqrt(cost_m), which minimises the summed variance)."""
+    G = V.shape[0]
+    V1t = (V.to(torch.float64).unsqueeze(0) - W.to(torch.float64)).clamp(min=0)
+    inter = (V.to(torch.float64) - V1t.sum(0)).clamp(min=0).tolist()
+    V1, n, c = V1t.tolist(), [float(x) for x in n_players.tolist()], [float(x) for x in order_cost.tolist()]
+
+    def score(q: list[int]) -> tuple[float, float]:  # plain floats: called ~G·(highest − lowest) times a pass
+        err = 0.0
+        for g in range(G):
+            var = sum(V1[m][g] / q[m] for m in range(G)) + inter[g] / draws
+            err += math.sqrt(max(n[g] * var, 0.0))
+        cost = sum(c[m] * q[m] for m in range(G)) + draw_cost * draws
+        return err * err * cost, cost
+
+    q = [highest] * G
+    best = score(q)
+    for _ in range(8):
+        changed = False
+        for m in range(G):
+            for cand in range(lowest, highest + 1):
+                if cand == q[m]:
+                    continue
+                trial = q[:m] + [cand] + q[m + 1:]
+                s = score(trial)
+                # a real improvement (not float noise: the same design whatever the rounding of the pilot's values),
+                # or an equal score at a lower cost
+                if s[0] < best[0] * (1 - 1e-9) or (s[0] <= best[0] * (1 + 1e-9) and s[1] < best[1]):
+                    best, q, changed = s, trial, True
+        if not changed:
+            break
+    return q
+
+
+def balanced_assignment(uses: Tensor, draws: int) -> Tensor:
+    """LongTensor[draws]: for each new draw the order (index into ``uses``, LongTensor[Q]: how often each order
+    already serves) used least so far (ties: the lowest index); ``uses`` is updated in place."""
+    counts = [int(u) for u in uses.tolist()]
+    out = []
+    for _ in range(draws):
+        j = counts.index(min(counts))  # first minimum
+        out.append(j)
+        counts[j] += 1
+    uses.copy_(torch.tensor(counts, dtype=uses.dtype))
+    return torch.tensor(out, dtype=torch.long)

@@ -74,6 +74,8 @@ class FeatureMasker:
         return FeatureLayout(modality, self.kind, fmap, n, info)
 
     def baseline_for(self, x: Tensor, modality: str) -> Tensor:
+        if not isinstance(self.baseline, Tensor):  # a number: broadcasts to anything
+            return torch.tensor(self.baseline, dtype=x.dtype, device=x.device)
         b = torch.as_tensor(self.baseline, dtype=x.dtype, device=x.device)
         try:
             torch.broadcast_shapes(b.shape, x.shape)

@@ -11,8 +11,11 @@ Estimators:
 * ``method="permutation"`` (default, the reference's): ``n_permutations`` (default 10) random
   orders per sample, each walked forward and backward (antithetic); shared endpoints, so a
   sample costs ``P·(2n−2) + 2`` evaluations. ``Σ_j φ_j = f(all) − f(none)`` holds for any P.
-* ``estimator="interleave"`` (the default with the explanation split): P orders per modality, each
-  combination averaged exactly over all interleavings of the modalities (see :func:`mmshap`).
+* ``estimator="interleave"`` (the default with the explanation split): orders per modality, each
+  combination averaged exactly over all interleavings of the modalities (see :func:`mmshap`); with
+  ``reuse="auto"`` (default) a pilot measures each modality's share of the variance and its encode cost,
+  and the modalities get distinct orders by the cost-optimal rule (an image encoder that costs much and
+  carries little of the error gets few orders; the draws stay uniform: same expectation).
 * ``method="exact"``: enumeration of the 2^n coalitions (n ≤ ``exact_max``), for tests and
   tiny inputs.
 
@@ -56,10 +59,14 @@ from .estimators import (
     interleave_grid_size,
     permutation_from_values,
     random_permutations,
+    allocate_orders,
+    balanced_assignment,
+    pilot_levels,
+    pilot_statistics,
 )
 from .maskers import FeatureLayout, FeatureMasker, resolve_masker
 from .rows import SplitRows, cat_batches, rows_per_call
-from .scoring import as_score_fn, call_score, call_split_score, explained_classes, split_model_of
+from .scoring import ScoreFunction, as_score_fn, call_score, call_split_score, explained_classes, split_model_of
 from .shapley import resolve_players
 from .shares import abs_shares, output_shares
 
@@ -67,6 +74,8 @@ METHODS = ("permutation", "exact")
 ESTIMATORS = ("auto", "walk", "interleave")
 #: largest grid Π(n_m + 1) of one interleave draw (larger: the walk)
 INTERLEAVE_MAX_GRID = 8192
+#: reuse="auto" runs its pilot only when n_permutations >= PILOT_FACTOR x the pilot's draws
+PILOT_FACTOR = 2.0
 
 
 @dataclass
@@ -169,16 +178,21 @@ class _Packer:
 
     def __init__(self, score_fn: Callable, limit: int, split: bool = False):
         self.score_fn, self.limit, self.split = score_fn, limit, split
-        self.pending: list[tuple[Any, Tensor | None, Tensor, int]] = []
+        self.pending: list[tuple[Any, Tensor | None, Tensor, int, Any, dict | None]] = []
         self.rows = 0
         self.calls = 0
         self.encoded: dict[str, int] = {}
+        #: tag -> {modality: embeddings of the part's distinct inputs} for parts added with a tag (split only)
+        self.kept: dict[Any, dict[str, Tensor]] = {}
 
-    def add(self, rows: MultimodalBatch | SplitRows, cls: Tensor | None, out: Tensor, start: int) -> None:
+    def add(self, rows: MultimodalBatch | SplitRows, cls: Tensor | None, out: Tensor, start: int, tag: Any = None,
+            pre: dict[str, Tensor] | None = None) -> None:
+        """Queue ``rows``; their values go to ``out[start:]``. Split only: ``tag`` keeps the part's embeddings in
+        :attr:`kept`; ``pre`` = embeddings of distinct inputs encoded before (see ``ScoreFunction.split_logits``)."""
         k = max(x.shape[0] for x in rows.inputs.values()) if self.split else rows.batch_size
         if self.rows + k > self.limit:
             self.flush()
-        self.pending.append((rows, cls, out, start))
+        self.pending.append((rows, cls, out, start, tag, pre))
         self.rows += k
         if self.rows >= self.limit:
             self.flush()
@@ -188,19 +202,90 @@ class _Packer:
             return
         cls = None if self.pending[0][1] is None else torch.cat([p[1] for p in self.pending])
         if self.split:
-            big = SplitRows.cat([p[0] for p in self.pending])
+            if any(p[5] for p in self.pending):
+                big, pre = _cat_pre([(p[0], p[5]) for p in self.pending])
+            else:
+                big, pre = SplitRows.cat([p[0] for p in self.pending]), None
             for m, x in big.inputs.items():
                 self.encoded[m] = self.encoded.get(m, 0) + int(x.shape[0])
-            vals = call_split_score(self.score_fn, big, cls, self.limit)
+            keep = {} if any(p[4] is not None for p in self.pending) else None
+            vals = call_split_score(self.score_fn, big, cls, self.limit, pre=pre, keep=keep)
+            if keep is not None:  # tagged parts never carry ``pre``: their inputs are consecutive in ``big``
+                off = {m: 0 if pre is None or m not in pre else pre[m].shape[0] for m in big.inputs}
+                for rows, *_, tag, _pre in self.pending:
+                    if tag is not None:
+                        self.kept[tag] = {m: keep[m][off[m]:off[m] + x.shape[0]] for m, x in rows.inputs.items()}
+                    for m, x in rows.inputs.items():
+                        off[m] += x.shape[0]
         else:
             vals = call_score(self.score_fn, cat_batches([p[0] for p in self.pending]), cls)
         self.calls += 1
         o = 0
-        for rows, _, out, start in self.pending:
+        for rows, _, out, start, *_ in self.pending:
             k = rows.n_rows if self.split else rows.batch_size
             out[start:start + k] = vals[o:o + k]
             o += k
         self.pending, self.rows = [], 0
+
+
+def _cat_pre(parts: list[tuple[SplitRows, dict[str, Tensor] | None]]) -> tuple[SplitRows, dict[str, Tensor]]:
+    """Join split parts whose distinct rows are ``[pre[m]; inputs[m]]`` each: the joined distinct rows are every
+    part's ``pre`` rows, then every part's ``inputs`` rows; indices and lengths are moved accordingly."""
+    first = parts[0][0]
+    inputs, lengths, index, pre = {}, {}, {}, {}
+    for m in first.inputs:
+        u0 = [0 if not p or m not in p else int(p[m].shape[0]) for _, p in parts]
+        total = sum(u0)
+        idx, po, no = [], 0, 0
+        for (rows, _), k in zip(parts, u0):
+            i = rows.index[m]
+            idx.append(torch.where(i < k, po + i, total + no + i - k))
+            po += k
+            no += int(rows.inputs[m].shape[0])
+        index[m] = torch.cat(idx)
+        inputs[m] = torch.cat([rows.inputs[m] for rows, _ in parts])
+        if total:
+            pre[m] = torch.cat([p[m] for (_, p), k in zip(parts, u0) if k])
+        if m in first.lengths:
+            lengths[m] = torch.cat([rows.lengths[m][:k] for (rows, _), k in zip(parts, u0)]
+                                   + [rows.lengths[m][k:] for (rows, _), k in zip(parts, u0)])
+    mask = {m: torch.cat([rows.mask[m] for rows, _ in parts]) for m in first.mask}
+    return SplitRows(inputs, lengths, index, mask), pre
+
+
+def _reuse_split_rows(batch: MultimodalBatch, i: int, maskers: dict[str, FeatureMasker],
+                      layouts: dict[str, FeatureLayout], groups: list[str], patterns: list[Tensor],
+                      index: list[Tensor], done: dict[str, tuple[Tensor, Tensor]]) -> tuple[SplitRows, dict]:
+    """:func:`_grid_split_rows` where some patterns were encoded before: ``done[m]`` = (distinct patterns
+    BoolTensor[U0, n_m], their embeddings). Returns the rows (distinct inputs = the new patterns only, after the
+    U0 earlier ones) and ``pre`` (the earlier embeddings) for ``ScoreFunction.split_logits``."""
+    K = int(index[0].shape[0]) if index else 1
+    inputs, lengths, idx, pre = {}, {}, {}, {}
+    for m, x in batch.inputs.items():
+        xi = x[i]
+        u0 = 0
+        if m in groups and m in done:
+            j = groups.index(m)
+            old, emb = done[m]
+            u0 = old.shape[0]
+            allp, inv = _unique_rows(torch.cat([old, patterns[j]]))
+            row_ids = inv[u0:][index[j]]  # each grid row's pattern, as an id among allp
+            pos = torch.full((allp.shape[0],), -1, dtype=torch.long)
+            pos[inv[:u0]] = torch.arange(u0)
+            needed = torch.unique(row_ids)
+            new = needed[pos[needed] < 0]
+            pos[new] = u0 + torch.arange(new.numel())
+            inputs[m], idx[m], pre[m] = maskers[m].apply(xi, layouts[m], allp[new]), pos[row_ids], emb
+        elif m in groups:
+            j = groups.index(m)
+            uniq, inv = _unique_rows(patterns[j])
+            inputs[m], idx[m] = maskers[m].apply(xi, layouts[m], uniq), inv[index[j]]
+        else:
+            inputs[m], idx[m] = xi.unsqueeze(0), torch.zeros(K, dtype=torch.long)
+        if m in batch.lengths:
+            lengths[m] = batch.lengths[m][i].expand(u0 + inputs[m].shape[0])
+    mask = {m: v[i].expand(K) for m, v in batch.mask.items()}
+    return SplitRows(inputs, lengths, idx, mask), pre
 
 
 def _sample_rows(batch: MultimodalBatch, i: int, maskers: dict[str, FeatureMasker], layouts: dict[str, FeatureLayout],
@@ -241,12 +326,26 @@ def _sample_split_rows(batch: MultimodalBatch, i: int, maskers: dict[str, Featur
     return SplitRows(inputs, lengths, index, mask)
 
 
+def _rotated_orders(k: int, n: int, gen: torch.Generator) -> Tensor:
+    """LongTensor[k, n]: k orders of n players, in blocks of ≤ n *rotations* of one uniform order (shifts spread
+    evenly over 0..n−1). Each order is uniform (a rotation of a uniform order is one), so every estimate made from
+    one of them keeps its expectation; within a block each player takes evenly spread positions (stratified by
+    position), which lowers the variance of the mean at no cost."""
+    if n == 0 or k == 0:
+        return torch.zeros(k, n, dtype=torch.long)
+    out = []
+    while len(out) < k:
+        base = random_permutations(1, n, gen)[0]
+        b = min(k - len(out), n)
+        out += [torch.roll(base, (j * n) // b) for j in range(b)]
+    return torch.stack(out)
+
+
 def _orders(n_draws: int, n: int, gen: torch.Generator, reuse: int = 1) -> Tensor:
-    """LongTensor[n_draws, n]: uniform orders of n players, each distinct order used for ``reuse`` consecutive draws."""
-    if reuse <= 1:
-        return random_permutations(n_draws, n, gen)
-    base = random_permutations(-(-n_draws // reuse), n, gen)
-    return base.repeat_interleave(reuse, dim=0)[:n_draws]
+    """LongTensor[n_draws, n]: uniform orders of n players (:func:`_rotated_orders`), each distinct order used for
+    ``reuse`` consecutive draws."""
+    base = _rotated_orders(-(-n_draws // max(reuse, 1)), n, gen)
+    return base if reuse <= 1 else base.repeat_interleave(reuse, dim=0)[:n_draws]
 
 
 def _unique_rows(keep: Tensor) -> tuple[Tensor, Tensor]:
@@ -318,6 +417,89 @@ def _sample_layouts(batch, i, players, maskers) -> tuple[dict[str, FeatureLayout
     return layouts, offsets, n
 
 
+def _antithetic(ords: list[Tensor], antithetic: bool) -> list[Tensor]:
+    """Each draw's orders followed by the reversed ones (they walk the complements of the same prefixes)."""
+    return [torch.cat([o, o.flip(1)]) for o in ords] if antithetic else ords
+
+
+def _allocate_and_run(plans: list, score_fn, batch: MultimodalBatch, packer: _Packer, add_grid: Callable,
+                      gen: torch.Generator, n_permutations: int, antithetic: bool) -> tuple[list, list]:
+    """After the pilots ran: per sample, the number of distinct orders of each modality for the remaining
+    ``n_permutations − pilot`` draws (:func:`~mmfuse.explain.estimators.allocate_orders`, costs from
+    :meth:`~mmfuse.explain.scoring.ScoreFunction.split_row_costs`, variances from the *other* samples' pilots),
+    then those draws. Returns the plans with every pilot sample's draws joined (one equal-weight interleave
+    estimate over all its draws) and the allocation per sample ({modality: distinct orders}, None if none)."""
+    costs = score_fn.split_row_costs(batch)
+    stats: dict[int, tuple[dict, dict]] = {}
+    for i, (layouts, _, _, plan, out) in enumerate(plans):
+        if not (isinstance(plan, tuple) and plan[0] == "pilot"):
+            continue
+        _, ords, groups, _, levels = plan
+        per = interleave_from_values(out, ords, per_draw=True)
+        if antithetic:  # one draw = an order and its reverse
+            k = levels.shape[0]
+            per = (per[:k] + per[k:]) / 2
+        owner = torch.cat([torch.full((layouts[m].n,), j, dtype=torch.long) for j, m in enumerate(groups)])
+        V, W = pilot_statistics(per, owner, levels)
+        stats[i] = ({g: float(V[j]) for j, g in enumerate(groups)},
+                    {(m, g): float(W[a, j]) for a, m in enumerate(groups) for j, g in enumerate(groups)})
+    sums: dict = {}
+    for v, w in stats.values():
+        for key, x in list(v.items()) + list(w.items()):
+            tot, cnt = sums.get(key, (0.0, 0))
+            sums[key] = (tot + x, cnt + 1)
+
+    def others(i: int, key) -> float | None:  # mean over the other samples' pilots (leave one out)
+        tot, cnt = sums.get(key, (0.0, 0))
+        own = stats[i][0].get(key, stats[i][1].get(key))
+        return None if cnt <= 1 else (tot - own) / (cnt - 1)
+
+    allocation: list[dict[str, int] | None] = [None] * len(plans)
+    main: dict[int, list[Tensor]] = {}
+    ab = 2 if antithetic else 1
+    for i in sorted(stats):
+        layouts, offsets, n, (_, ords, groups, base, levels), _ = plans[i]
+        G = len(groups)
+        draws = n_permutations
+        extra_draws = draws - 2  # the pilot's d1 and d2 are ordinary draws; its probes only inform the design
+        V = [others(i, g) for g in groups]
+        W = [[others(i, (m, g)) for g in groups] for m in groups]
+        sizes = [layouts[m].n for m in groups]
+        highest = 2 + extra_draws
+        if any(x is None for x in V) or any(x is None for row in W for x in row):
+            q = [highest] * G  # nothing to go by: every draw gets new orders
+        else:
+            q = allocate_orders(torch.tensor(V, dtype=torch.float64), torch.tensor(W, dtype=torch.float64),
+                                torch.tensor(sizes), torch.tensor([costs[m] * max(k - 1, 0) * ab
+                                                                   for m, k in zip(groups, sizes)]),
+                                costs[""] * interleave_grid_size(sizes) * ab, draws, 2, highest)
+        new = []
+        for j, (m, k) in enumerate(zip(groups, sizes)):
+            pool = torch.cat([base[j], _rotated_orders(q[j] - 2, k, gen)]) if q[j] > 2 else base[j]
+            uses = torch.zeros(pool.shape[0], dtype=torch.long)
+            uses[:2] = 1  # d1 and d2
+            new.append(pool[balanced_assignment(uses, extra_draws)])
+        main[i] = _antithetic(new, antithetic)
+        allocation[i] = dict(zip(groups, q))
+    outs = {}
+    for i in sorted(main):
+        layouts, offsets, n, (_, ords, groups, _, _), _ = plans[i]
+        pats, _ = interleave_coalitions(ords)  # the pilot's distinct patterns, in the order they were encoded
+        kept = packer.kept.pop(i, {})
+        done = {m: (_unique_rows(pats[j])[0], kept[m]) for j, m in enumerate(groups) if m in kept}
+        outs[i] = add_grid(i, layouts, offsets, n, groups, main[i], done=done)
+    packer.flush()
+    for i, extra in outs.items():
+        layouts, offsets, n, (_, ords, groups, _, levels), out = plans[i]
+        K = levels.shape[0]
+        keep = [0, 1] + ([K, K + 1] if antithetic else [])  # d1, d2 (and their reverses); not the probes
+        cells = interleave_grid_size([layouts[m].n for m in groups])
+        kept = out.view((-1, cells) + tuple(out.shape[1:]))[keep].reshape((-1,) + tuple(out.shape[1:]))
+        joined = [torch.cat([a[keep], b]) for a, b in zip(ords, main[i])]
+        plans[i] = (layouts, offsets, n, ("interleave", joined), torch.cat([kept, extra]))
+    return plans, allocation
+
+
 def _estimator_label(interleave: bool, fallback: int, n_samples: int, method: str) -> str:
     """What ran: "exact", "walk", "interleave", or "interleave (walk for k of B samples: grid > ...)"."""
     if not interleave:
@@ -345,7 +527,7 @@ def mmshap(
     memory_mb: float = 256.0,
     max_rows: int | None = None,
     estimator: str = "auto",
-    reuse: Mapping[str, int] | None = None,
+    reuse: Mapping[str, int] | str | None = "auto",
 ) -> MMShapResult:
     """Feature-level Shapley values and modality shares for every sample of ``batch``.
 
@@ -362,10 +544,26 @@ def mmshap(
     each modality's n_m+1 masked inputs, so with the explanation split only Σ(n_m+1) inputs per draw are
     encoded. ``"auto"`` (default): interleave when the model offers the split and the grid has at most
     ``INTERLEAVE_MAX_GRID`` rows, else walk.
-    ``reuse`` (interleave only): ``{modality: r}`` makes each order of that modality serve r consecutive draws
-    (P/r distinct orders, so its masked inputs are encoded r times less often). Every draw stays a uniform
-    sample (unbiased, efficiency per draw); it pays where a modality is expensive to encode but carries little
-    of the error (e.g. many small image patches next to a few strong audio windows). Default: 1 for all.
+    ``reuse`` (interleave only): how many distinct orders each modality gets. ``"auto"`` (default): with the
+    explanation split, ≥ 2 samples and ``n_permutations`` at least twice the pilot's draws (≥ 6 for 2
+    modalities, 8 for 3, 12 for 4: below, the pilot's overhead is not repaid), each sample first runs a *pilot*:
+    two ordinary draws d1, d2 plus probes (d1 with one modality's order from d2: no new encodes, only
+    fusion + head rows; not part of the estimate), which measure how much of the estimator's variance each
+    modality's order carries
+    (:func:`~mmfuse.explain.estimators.pilot_statistics`; a modality's two pilot orders are rotations of one
+    uniform order by n_m/2, as in the other draws, so these are the variances of that stratified pair: a proxy);
+    the remaining draws then give modality m ``Q_m`` distinct orders by the cost-optimal rule for the expected
+    mean |error| (Neyman-type: for independent modalities Q_m ∝ (σ_m / cost_m)^(2/3); :func:`~mmfuse.explain.
+    estimators.allocate_orders`; cost = floating-point operations of one encoded row, counted, not timed, so the
+    design is deterministic). A sample's design is chosen from the *other* samples'
+    pilots, so its own draws stay uniform and independent of it: the estimate (``n_permutations`` draws: d1, d2
+    and the allocated ones, equally weighted) keeps the Shapley values as its expectation, and efficiency holds per
+    draw. ``extra["orders"]`` lists each sample's Q. Elsewhere "auto" = one new order per draw. ``{modality: r}``
+    (by hand) makes each order of that modality serve r consecutive draws (P/r distinct orders); None: one new
+    order per draw for every modality (the estimator before "auto").
+    A modality's orders within a sample are rotations of uniform orders (blocks of ≤ n_m rotations with evenly
+    spread shifts): each order is uniform, so the expectation is unchanged, and every player takes evenly spread
+    positions (lower variance; the rotations' and their reverses' prefixes also repeat, so fewer encodes).
     """
     score_fn = as_score_fn(score_fn)
     if method not in METHODS:
@@ -390,7 +588,10 @@ def mmshap(
         raise ConfigError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}; choose one of them")
     interleave = method == "permutation" and permutations is None and (
         estimator == "interleave" or (estimator == "auto" and split))
-    reuse = dict(reuse or {})
+    auto_reuse = isinstance(reuse, str) and reuse == "auto"
+    if isinstance(reuse, str) and not auto_reuse:
+        raise ConfigError(f"reuse must be 'auto', None or a mapping {{modality: r}}, got {reuse!r}")
+    reuse = {} if auto_reuse else dict(reuse or {})
     if reuse and not interleave:
         raise ConfigError("reuse applies to the interleave estimator only (method='permutation' without explicit "
                           "permutations, estimator='interleave', or 'auto' with a model that offers the split)")
@@ -400,6 +601,34 @@ def mmshap(
         check_count(f"reuse[{m!r}]", r)
     packer = _Packer(score_fn, limit, split)
     make_rows = _sample_split_rows if split else _sample_rows
+    # reuse="auto": a pilot per sample, then each modality's number of distinct orders by the cost-optimal rule,
+    # from the *other* samples' pilots (so a sample's design does not depend on its own draws: unbiased)
+    # (decided by the model offering the split, not by use_split: both paths give the same values)
+    auto = auto_reuse and interleave and B >= 2 and isinstance(score_fn, ScoreFunction) \
+        and score_fn.offers_split() is not None
+
+    def add_grid(i, layouts, offsets, n, groups, ords, tag=None, done=None) -> Tensor:
+        """Queue the interleave grid of sample i for the orders ``ords``; returns the tensor its values go to.
+        Split only: ``tag`` keeps the embeddings (packer.kept), ``done`` reuses embeddings (_reuse_split_rows)."""
+        pats, gidx = interleave_coalitions(ords)
+        K = int(gidx[0].shape[0]) if gidx else 1
+        out = torch.empty((K,) + tail, dtype=torch.float64)
+        cls_i = None if classes is None else classes[i:i + 1]
+        if split:
+            pre = None
+            if done:
+                rows, pre = _reuse_split_rows(batch, i, mk, layouts, groups, pats, gidx, done)
+            else:
+                rows = _grid_split_rows(batch, i, mk, layouts, groups, pats, gidx)
+            packer.add(rows, None if cls_i is None else cls_i.expand(K), out, 0, tag, pre)
+        else:
+            grid = _grid_keep(groups, offsets, n, pats, gidx)
+            for s0 in range(0, K, limit):
+                keep = grid[s0:s0 + limit]
+                packer.add(_sample_rows(batch, i, mk, layouts, offsets, keep),
+                           None if cls_i is None else cls_i.expand(keep.shape[0]), out, s0)
+        return out
+
     plans = []
     fallback = 0  # samples whose interleave grid was too large (they use the walk)
     for i in range(B):
@@ -415,22 +644,18 @@ def mmshap(
             groups = [m for m in names if m in layouts and layouts[m].n > 0]
             sizes = [layouts[m].n for m in groups]
             if interleave_grid_size(sizes) <= INTERLEAVE_MAX_GRID:
-                ords = [_orders(n_permutations, k, gen, reuse.get(m, 1)) for m, k in zip(groups, sizes)]
-                if antithetic:  # the reversed orders walk the complements of the same prefixes
-                    ords = [torch.cat([o, o.flip(1)]) for o in ords]
-                pats, gidx = interleave_coalitions(ords)
-                K = int(gidx[0].shape[0]) if gidx else 1
-                out = torch.empty((K,) + tail, dtype=torch.float64)
-                cls_i = None if classes is None else classes[i:i + 1]
-                if split:
-                    rows = _grid_split_rows(batch, i, mk, layouts, groups, pats, gidx)
-                    packer.add(rows, None if cls_i is None else cls_i.expand(K), out, 0)
-                else:
-                    grid = _grid_keep(groups, offsets, n, pats, gidx)
-                    for s0 in range(0, K, limit):
-                        keep = grid[s0:s0 + limit]
-                        packer.add(_sample_rows(batch, i, mk, layouts, offsets, keep),
-                                   None if cls_i is None else cls_i.expand(keep.shape[0]), out, s0)
+                levels = pilot_levels(len(groups)) if auto else None
+                if levels is not None and len(groups) >= 2 and n_permutations >= PILOT_FACTOR * levels.shape[0]:
+                    # the pilot: two ordinary draws (part of the estimate) and probes that recombine their orders
+                    # (no new encodes), from which every modality's share of the variance is read (pilot_statistics)
+                    base = [_rotated_orders(2, k, gen) for k in sizes]
+                    ords = _antithetic([b[levels[:, j]] for j, b in enumerate(base)], antithetic)
+                    out = add_grid(i, layouts, offsets, n, groups, ords, tag=i)
+                    plans.append((layouts, offsets, n, ("pilot", ords, groups, base, levels), out))
+                    continue
+                ords = _antithetic([_orders(n_permutations, k, gen, reuse.get(m, 1))
+                                    for m, k in zip(groups, sizes)], antithetic)
+                out = add_grid(i, layouts, offsets, n, groups, ords)
                 plans.append((layouts, offsets, n, ("interleave", ords), out))
                 continue
             fallback += 1  # grid too large: the walk for this sample (reported in extra["estimator"])
@@ -451,6 +676,10 @@ def mmshap(
             packer.add(rows, None if cls_i is None else cls_i.expand(keep.shape[0]), out, s)
         plans.append((layouts, offsets, n, perms, out))
     packer.flush()
+    allocation: list[dict[str, int] | None] = [None] * B
+    if any(isinstance(p[3], tuple) and p[3][0] == "pilot" for p in plans):
+        plans, allocation = _allocate_and_run(plans, score_fn, batch, packer, add_grid, gen, n_permutations,
+                                              antithetic)
 
     samples, M = [], len(names)
     contributions = torch.zeros((B, M) + tail, dtype=torch.float64)
@@ -477,4 +706,5 @@ def mmshap(
     return MMShapResult(samples, names, method, used_p, contributions, absent, base, full, classes,
                         extra={"model_calls": packer.calls, "split": split,
                                "estimator": _estimator_label(interleave, fallback, B, method),
-                               "encoded_rows": packer.encoded if split else {}})
+                               "encoded_rows": packer.encoded if split else {},
+                               "orders": allocation})

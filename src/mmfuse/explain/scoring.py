@@ -27,6 +27,7 @@ mode (no dropout, frozen batch-norm statistics) and restores the training flag a
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -135,6 +136,12 @@ class ScoreFunction:
         logits = self.logits(batch) if logits is None else logits
         return torch.zeros(B, dtype=torch.long) if logits.shape[1] == 1 else logits.argmax(dim=1).cpu()
 
+    def offers_split(self) -> nn.Module | None:
+        """The model when it offers the explanation split, whether or not :attr:`use_split` is on."""
+        m = self.model
+        probe = getattr(m, "explain_split", None) if isinstance(m, nn.Module) else None
+        return m if callable(probe) and probe() is True else None
+
     def split_model(self) -> nn.Module | None:
         """The model when it offers the explanation split (``explain_split()`` True: per-modality
         ``encode_modality`` + ``explain_decode``, e.g. ``MultimodalModel`` with feature or late fusion)
@@ -145,10 +152,15 @@ class ScoreFunction:
         probe = getattr(m, "explain_split", None)
         return m if callable(probe) and probe() is True else None
 
-    def split_logits(self, rows: SplitRows, max_rows: int | None = None) -> Tensor:
+    def split_logits(self, rows: SplitRows, max_rows: int | None = None, pre: dict[str, Tensor] | None = None,
+                     keep: dict[str, Tensor] | None = None) -> Tensor:
         """Logits Tensor[N, C] of :class:`~mmfuse.explain.rows.SplitRows` through :meth:`split_model`: each
         modality's distinct inputs are encoded once (eval mode, no grad), then fusion + head run on the gathered
-        embeddings (in slices of ≤ ``max_rows`` rows to encode, ≤ 8·``max_rows`` to decode). Equal to ``model(batch)`` on the expanded rows."""
+        embeddings (in slices of ≤ ``max_rows`` rows to encode, ≤ 8·``max_rows`` to decode). Equal to ``model(batch)`` on the expanded rows.
+
+        ``pre``: per modality, embeddings Tensor[U0, *] of distinct rows encoded earlier; the distinct rows are then
+        ``[pre[m]; rows.inputs[m]]`` (``rows.index`` / ``rows.lengths`` refer to that order). ``keep``: a dict that
+        receives each modality's embeddings of the distinct rows (in that order)."""
         model = self.split_model()
         if model is None:
             raise ConfigError("split_logits: the model offers no explanation split (explain_split())")
@@ -159,11 +171,17 @@ class ScoreFunction:
                 emb = {}
                 for m, x in rows.inputs.items():
                     ln = rows.lengths.get(m)
+                    done = None if pre is None else pre.get(m)
+                    if done is not None and ln is not None:
+                        ln = ln[done.shape[0]:]
                     U = x.shape[0]
-                    chunk = U if max_rows is None else max(1, max_rows)
-                    parts = [model.encode_modality(m, x[u:u + chunk], None if ln is None else ln[u:u + chunk], pool)
-                             for u in range(0, U, chunk)]
+                    chunk = max(U, 1) if max_rows is None else max(1, max_rows)
+                    parts = [] if done is None else [done]
+                    parts += [model.encode_modality(m, x[u:u + chunk], None if ln is None else ln[u:u + chunk], pool)
+                              for u in range(0, U, chunk)]
                     emb[m] = parts[0] if len(parts) == 1 else torch.cat(parts)
+                if keep is not None:
+                    keep.update(emb)
                 N = rows.n_rows
                 step = N if max_rows is None else max(1, 8 * max_rows)  # decode rows are small embeddings
                 lengths = rows.row_lengths()
@@ -178,9 +196,44 @@ class ScoreFunction:
         finally:
             _restore(training)
 
-    def split_score(self, rows: SplitRows, classes: Tensor | None = None, max_rows: int | None = None) -> Tensor:
-        """The score of :class:`~mmfuse.explain.rows.SplitRows` (as ``self(batch, classes)`` on the expanded rows)."""
-        return self.score_logits(self.split_logits(rows, max_rows), classes)
+    def split_row_costs(self, batch: MultimodalBatch) -> dict[str, float]:
+        """Deterministic cost estimates (floating-point operations, :func:`module_flops`) of one encoded row of each
+        modality (its first row of ``batch``) and of one fusion + head row (key ``""``), through :meth:`split_model`.
+        The explainers use them to weigh a modality's encodes against the decodes (no timing: the same seed gives
+        the same design, whatever the load)."""
+        model = self.offers_split()
+        if model is None:
+            raise ConfigError("split_row_costs: the model offers no explanation split (explain_split())")
+        key = (id(model),) + tuple((m, tuple(x.shape[1:]), x.dtype, None if m not in batch.lengths
+                                    else int(batch.lengths[m][0])) for m, x in sorted(batch.inputs.items()))
+        cache = self.__dict__.setdefault("_row_cost_cache", {})
+        if key not in cache:
+            cache[key] = self._row_costs(model, batch)
+        return dict(cache[key])
+
+    def _row_costs(self, model: nn.Module, batch: MultimodalBatch) -> dict[str, float]:
+        training = _to_eval(model)
+        try:
+            with torch.no_grad():
+                pool = model.explain_pool()
+                costs, emb = {}, {}
+                for m, x in batch.inputs.items():
+                    ln = batch.lengths.get(m)
+                    ln = None if ln is None else ln[:1]
+                    flops, emb[m] = module_flops(model, lambda: model.encode_modality(m, x[:1], ln, pool))
+                    costs[m] = flops + 4.0 * x[:1].numel()  # + building the masked copy
+                flops, _ = module_flops(model, lambda: model.explain_decode(
+                    emb, {m: v[:1] for m, v in batch.mask.items()}, {m: v[:1] for m, v in batch.lengths.items()}))
+                costs[""] = flops + 4.0 * sum(e.numel() for e in emb.values())  # + gathering the embeddings
+                return costs
+        finally:
+            _restore(training)
+
+    def split_score(self, rows: SplitRows, classes: Tensor | None = None, max_rows: int | None = None,
+                    **kw: Any) -> Tensor:
+        """The score of :class:`~mmfuse.explain.rows.SplitRows` (as ``self(batch, classes)`` on the expanded rows);
+        ``kw``: ``pre`` / ``keep`` of :meth:`split_logits`."""
+        return self.score_logits(self.split_logits(rows, max_rows, **kw), classes)
 
     def __call__(self, batch: MultimodalBatch, classes: Tensor | None = None) -> Tensor:
         return self.score_logits(self.logits(batch), classes)
@@ -207,6 +260,62 @@ class ScoreFunction:
             return torch.sigmoid(logits[:, 0])
         wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
         return torch.softmax(wide, dim=1).gather(1, cls).squeeze(1)
+
+
+def _out_numel(out: Any) -> int:
+    if isinstance(out, Tensor):
+        return out.numel()
+    if isinstance(out, (tuple, list)):
+        return sum(_out_numel(o) for o in out)
+    return 0
+
+
+def _layer_flops(mod: nn.Module, inputs: tuple, out: Any) -> float:
+    """Multiply-adds ×2 of one call of a leaf layer (linear, convolution, recurrent, attention); other leaves
+    count one operation per output element."""
+    if isinstance(mod, nn.Linear):
+        return 2.0 * mod.in_features * _out_numel(out)
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        k = math.prod(mod.kernel_size) * mod.in_channels / mod.groups
+        return 2.0 * k * _out_numel(out[0] if isinstance(out, tuple) else out)
+    if isinstance(mod, nn.RNNBase) and inputs:
+        x = inputs[0]
+        x = getattr(x, "data", x) if isinstance(x, nn.utils.rnn.PackedSequence) else x  # [steps, features]
+        steps = x.shape[:-1].numel() if isinstance(x, Tensor) and x.dim() > 1 else 1
+        gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+        H, dirs = mod.hidden_size, 2 if mod.bidirectional else 1
+        total, width = 0.0, mod.input_size
+        for _ in range(mod.num_layers):
+            total += 2.0 * gates * H * (width + H) * steps * dirs
+            width = H * dirs
+        return total
+    if isinstance(mod, nn.MultiheadAttention) and inputs and isinstance(inputs[0], Tensor):
+        q = inputs[0]
+        E = mod.embed_dim
+        L = q.shape[:-1].numel()
+        S = inputs[1].shape[-2] if len(inputs) > 1 and isinstance(inputs[1], Tensor) and inputs[1].dim() > 1 else 1
+        return 2.0 * (4 * E * E * L + 2 * L * S * E)
+    return float(_out_numel(out))
+
+
+def module_flops(model: nn.Module, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(estimated floating-point operations of ``fn()``, its result): forward hooks on ``model``'s leaf layers
+    (and attention blocks) add up :func:`_layer_flops`. Shape-based, so deterministic and cheap (one call)."""
+    total = [0.0]
+    handles = []
+
+    def hook(mod, inputs, out):
+        total[0] += _layer_flops(mod, inputs, out)
+
+    for mod in model.modules():
+        if isinstance(mod, nn.MultiheadAttention) or not any(True for _ in mod.children()):
+            handles.append(mod.register_forward_hook(hook))
+    try:
+        res = fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0], res
 
 
 def make_score_fn(model: Callable[[MultimodalBatch], Any], target: str = "predicted",
@@ -237,9 +346,10 @@ def split_model_of(score_fn: Callable[..., Tensor]) -> nn.Module | None:
 
 
 def call_split_score(score_fn: "ScoreFunction", rows: SplitRows, classes: Tensor | None,
-                     max_rows: int | None = None) -> Tensor:
-    """:func:`call_score` on :class:`~mmfuse.explain.rows.SplitRows` (float64 on CPU, Tensor[N] or Tensor[N, K])."""
-    out = score_fn.split_score(rows, classes, max_rows)
+                     max_rows: int | None = None, **kw: Any) -> Tensor:
+    """:func:`call_score` on :class:`~mmfuse.explain.rows.SplitRows` (float64 on CPU, Tensor[N] or Tensor[N, K]);
+    ``kw``: ``pre`` / ``keep`` of :meth:`ScoreFunction.split_logits`."""
+    out = score_fn.split_score(rows, classes, max_rows, **kw)
     if out.dim() == 2 and out.shape[1] == 1:
         out = out[:, 0]
     return out.detach().to("cpu", torch.float64)
