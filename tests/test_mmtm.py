@@ -411,3 +411,88 @@ def test_fused_block_double_backward_and_mask_path_agree():
     g2 = torch.autograd.grad(masked["a"].sum() + masked["b"].pow(2).sum(), [xa, xb, *m.parameters()])
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_row_kernels_equal_the_plain_formulas(monkeypatch):
+    """The backward's per-row kernels (batch norm's on a (1, B*C, N) view) compute sum_p grad * x and
+    grad * g + shift exactly as the plain ops do, up to float rounding, in float32 and float64."""
+    import mmfuse.interaction.mmtm as mmtm_mod
+    from mmfuse.interaction.mmtm import _row_affine, _row_dots, _row_kernels_apply
+
+    # by default only feature maps of >= 2 MiB with rows of >= 32 positions take them (measured faster there)
+    big = torch.zeros(2, 64, 64, 64)
+    assert _row_kernels_apply(big, big, torch.ones(2, 64))
+    assert not _row_kernels_apply(big[:, :, :32].contiguous(), big[:, :, :32].contiguous(), torch.ones(2, 64))
+    assert not _row_kernels_apply(big.view(2, 64 * 4096 // 16, 16), big.view(2, 64 * 4096 // 16, 16), torch.ones(2, 1024))
+    monkeypatch.setattr(mmtm_mod, "ROW_KERNEL_MIN_BYTES", 0)
+    monkeypatch.setattr(mmtm_mod, "ROW_KERNEL_MIN_LENGTH", 1)
+    g = torch.Generator().manual_seed(31)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        x = torch.randn(3, 4, 5, 6, generator=g, dtype=dtype)
+        gr = torch.randn(3, 4, 5, 6, generator=g, dtype=dtype)
+        scale, shift = torch.rand(3, 4, generator=g, dtype=dtype), torch.randn(3, 4, generator=g, dtype=dtype)
+        assert _row_kernels_apply(gr, x, scale)
+        assert torch.allclose(_row_dots(gr, x), (gr * x).flatten(2).sum(-1), rtol=tol, atol=tol)
+        assert torch.allclose(_row_affine(gr, scale, shift), gr * scale[:, :, None, None] + shift[:, :, None, None],
+                              rtol=tol, atol=tol)
+        # a (sample, channel) row that is all zeros gives exactly 0; a unit gate and zero shift give grad itself
+        x2 = x.clone()
+        x2[1, 2] = 0
+        assert _row_dots(gr, x2)[1, 2] == 0
+        assert torch.equal(_row_affine(gr, torch.ones_like(scale), torch.zeros_like(shift)), gr)
+    # layouts and dtypes the kernels do not take: the plain ops are used instead
+    x = torch.randn(2, 3, 4, 4)
+    assert not _row_kernels_apply(torch.ones(()).expand(2, 3, 4, 4), x, torch.ones(2, 3))
+    assert not _row_kernels_apply(x, x.to(memory_format=torch.channels_last), torch.ones(2, 3))
+    assert not _row_kernels_apply(x.half(), x.half(), torch.ones(2, 3).half())
+    assert not _row_kernels_apply(x[:, :, :0], x[:, :, :0], torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "expanded_grad"])
+def test_fused_backward_paths_match_reference(layout, monkeypatch):
+    """Both backward paths of the fused block (the one-pass row kernels for contiguous tensors, the product +
+    sum for any other layout) give the float64 reference's input and parameter gradients, and the path taken
+    is the one intended."""
+    import mmfuse.interaction.mmtm as mmtm_mod
+
+    calls = []
+    real = mmtm_mod._row_dots
+    monkeypatch.setattr(mmtm_mod, "_row_dots", lambda gr, x: calls.append(x.shape) or real(gr, x))
+    monkeypatch.setattr(mmtm_mod, "ROW_KERNEL_MIN_BYTES", 0)  # tiny tensors, so that both paths run here
+    monkeypatch.setattr(mmtm_mod, "ROW_KERNEL_MIN_LENGTH", 1)
+    torch.manual_seed(32)
+    m = MMTM({"a": 4, "b": 3}, joint_dim=3).double()
+    g = torch.Generator().manual_seed(33)
+    xa = torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64)
+    xb = torch.randn(2, 3, 7, generator=g, dtype=torch.float64)
+    if layout == "channels_last":
+        xa = xa.to(memory_format=torch.channels_last)
+    xa.requires_grad_(True)
+    xb.requires_grad_(True)
+    got, want = m({"a": xa, "b": xb}), _reference_mmtm(m, {"a": xa, "b": xb})
+    params = [xa, xb, *m.parameters()]
+    if layout == "expanded_grad":  # .sum() sends a stride-0 gradient
+        ga = torch.autograd.grad(got["a"].sum() + got["b"].sum(), params)
+        gb = torch.autograd.grad(want["a"].sum() + want["b"].sum(), params)
+    else:
+        w = {k: torch.randn(got[k].shape, generator=g, dtype=torch.float64) for k in got}
+        ga = torch.autograd.grad(sum((got[k] * w[k]).sum() for k in w), params)
+        gb = torch.autograd.grad(sum((want[k] * w[k]).sum() for k in w), params)
+    for a, b in zip(ga, gb):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    expected = {"contiguous": [(2, 4, 3, 5), (2, 3, 7)], "channels_last": [(2, 3, 7)], "expanded_grad": []}[layout]
+    assert [tuple(s) for s in calls] == expected
+    # the masked path's gate gradient (_ChannelGate) takes the same kernel where it applies
+    calls.clear()
+    mask = {"a": torch.tensor([True, False]), "b": torch.ones(2, dtype=torch.bool)}
+    got = m({"a": xa, "b": xb}, mask)
+    s = torch.cat([xa.flatten(2).mean(-1) * mask["a"][:, None], xb.mean(-1)], 1)
+    z = torch.relu(m.joint(s))
+    ga_ = torch.where(mask["a"][:, None], 2 * torch.sigmoid(m.excitation["a"](z)), torch.ones(()))
+    want = {"a": xa * ga_[:, :, None, None], "b": xb * (2 * torch.sigmoid(m.excitation["b"](z)))[:, :, None]}
+    w = {k: torch.randn(got[k].shape, generator=g, dtype=torch.float64) for k in got}
+    ga = torch.autograd.grad(sum((got[k] * w[k]).sum() for k in w), params)
+    gb = torch.autograd.grad(sum((want[k] * w[k]).sum() for k in w), params)
+    for a, b in zip(ga, gb):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert sorted(tuple(s) for s in calls) == sorted([(2, 3, 7)] + ([] if layout == "channels_last" else [(2, 4, 3, 5)]))

@@ -67,10 +67,15 @@ present streams are still gated as usual.
 Speed: the k excitation FCs run as one linear map (their weights concatenated, ``[sum C_i, C_Z]``),
 so all gates come from one GEMM. When no mask is given (every stream present: what
 ``IntermediateFusionModel`` passes then) the whole block is one autograd function (``_FusedMMTM``):
-its forward makes two passes over each feature map (squeeze, gate); its backward computes the gate
-gradient as a batched dot product, runs the small FC chain's backward by hand and writes the input
-gradient in *one* pass, ``grad * g + ds / N`` (the composed ops would make a separate pass for each of
-the two terms and one to add them). Double backward (``create_graph=True``) recomputes the block
+its forward makes two passes over each feature map (squeeze, gate); its backward makes two more: one
+read-only pass for the gate gradient (the dot product of every (sample, channel) row of the incoming
+gradient with the input) and one that writes the input gradient ``grad * g + ds / N``; in between, the
+small FC chain's backward runs by hand. The two passes use batch norm's kernels on a ``(1, B*C, N)``
+view, with mean 0 and variance 1 (so they compute exactly a per-row dot product and a per-row affine map);
+the composed ops would materialise the product, sum it, multiply and add (five passes). Tensors
+those kernels do not take (not contiguous, e.g. channels-last or a broadcast gradient; other dtypes) or
+do not speed up (smaller than ``ROW_KERNEL_MIN_BYTES``, about an L2 cache, or with short rows) use the
+product-and-sum form. Double backward (``create_graph=True``) recomputes the block
 with differentiable ops, so it stays exact. With a mask, the block uses the composed ops
 (``_Squeeze``, ``_ChannelGate``: fewer passes than the plain ops, same gradients including double
 backward). Both paths compute the forward with the same ops, so their outputs are bitwise equal.
@@ -142,9 +147,13 @@ class _ChannelGate(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = grad * g.view(g.shape + (1,) * (x.dim() - 2))
         if ctx.needs_input_grad[1]:
-            # one dot product per (sample, channel); measured faster than a bmm of B*C 1xN by Nx1
-            # products (2.3x at 128 channels of 28x28, equal at the demo's sizes)
-            gg = (grad * x).flatten(2).sum(-1)
+            # one dot product per (sample, channel): read-only row kernel when it applies (not under
+            # create_graph, whose double backward needs differentiable ops), else product and sum (measured
+            # faster than a bmm of B*C 1xN by Nx1 products: 2.3x at 128 channels of 28x28)
+            if not torch.is_grad_enabled() and _row_kernels_apply(grad, x, g):
+                gg = _row_dots(grad, x)
+            else:
+                gg = (grad * x).flatten(2).sum(-1)
         return gx, gg
 
 
@@ -174,6 +183,53 @@ def _joint_and_gates(s: Tensor, wj: Tensor, bj: Tensor, we: Tensor, be: Tensor, 
 def _bcast(t: Tensor, like: Tensor) -> Tensor:
     """``t`` [B, C] viewed as [B, C, 1, ...] to broadcast against ``like`` [B, C, *]."""
     return t.view(t.shape + (1,) * (like.dim() - 2))
+
+
+#: The backward's per-row kernels pay a fixed cost per (sample, channel) row; they win only on feature maps
+#: larger than a core's L2 cache (below it the extra passes of the product-and-sum form hit the cache) with
+#: rows of some length. Measured per stream (CPU, 1 thread): 16x128x28x28 and 16x256x14x14 faster
+#: (4.6 -> 4.1 ms, 2.3 -> 2.0 ms), the demo's 128x16x14x14 (1.6 MB) and 128x32x20 slower.
+ROW_KERNEL_MIN_BYTES = 2 << 20
+ROW_KERNEL_MIN_LENGTH = 32
+
+
+def _row_kernels_apply(gr: Tensor, x: Tensor, g: Tensor) -> bool:
+    """True when the backward uses the per-row kernels below: ``x`` [B, C, *] of rank > 2 on the CPU (where
+    they were measured) with ``gr`` and ``g`` of the same float32 / float64 dtype, ``gr`` and ``x`` contiguous
+    (viewable as rows), of at least :data:`ROW_KERNEL_MIN_BYTES` bytes with rows of at least
+    :data:`ROW_KERNEL_MIN_LENGTH` positions."""
+    return (
+        x.dim() > 2 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+        and gr.dtype == x.dtype and g.dtype == x.dtype
+        and x.numel() * x.element_size() >= max(1, ROW_KERNEL_MIN_BYTES)
+        and x.numel() >= ROW_KERNEL_MIN_LENGTH * x.shape[0] * x.shape[1]
+        and x.is_contiguous() and gr.is_contiguous() and gr.shape == x.shape
+    )
+
+
+def _row_dots(gr: Tensor, x: Tensor) -> Tensor:
+    """``(gr * x).flatten(2).sum(-1)`` [B, C] in one read-only pass over ``gr`` and ``x`` (no full-size product).
+
+    Batch norm's backward computes, per channel, ``grad_weight = sum (x - mean) * invstd * grad``. On the
+    ``(1, B*C, N)`` view of the two tensors, with mean 0 and invstd 1 (eval mode, running mean 0, running var
+    1, eps 0: both exact), that is the dot product of every (sample, channel) row. Measured about 1.4x as fast
+    as the product and sum at 128 channels of 28x28 and 256 of 14x14 (``benchmarks/README.md``, MMTM overhead).
+    """
+    n = x.shape[0] * x.shape[1]
+    rows = (1, n, -1)
+    return torch.ops.aten.native_batch_norm_backward(
+        gr.view(rows), x.view(rows), None, x.new_zeros(n), x.new_ones(n), None, None, False, 0.0,
+        [False, True, False])[1].view(x.shape[:2])
+
+
+def _row_affine(gr: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``gr * scale + shift`` for ``scale``, ``shift`` [B, C] broadcast over ``gr`` [B, C, *]'s positions: a new
+    tensor, in one pass. Batch norm in eval mode on the ``(1, B*C, N)`` view (running mean 0, running var 1,
+    eps 0, weight ``scale``, bias ``shift``) is exactly this per-row affine map; the multiply-then-add takes
+    two passes over the result (the fused form may round once instead of twice)."""
+    n = gr.shape[0] * gr.shape[1]
+    return torch.batch_norm(gr.view(1, n, -1), scale.reshape(n), shift.reshape(n), gr.new_zeros(n), gr.new_ones(n),
+                            False, 0.0, 0.0, False).view(gr.shape)
 
 
 class _FusedMMTM(torch.autograd.Function):
@@ -212,18 +268,22 @@ class _FusedMMTM(torch.autograd.Function):
         chans = [x.shape[1] for x in xs]
         B = s.shape[0]
         g = sig * scale if scale != 1.0 else sig
-        # gate gradient sum_p grad * x per (sample, channel); its full-size product is kept as the buffer
-        # of the input gradient below (a fresh full-size buffer costs page faults on CPU; a bmm of
-        # B*C 1xN by Nx1 products, the earlier way, took 2.3x as long at 128 channels of 28x28)
+        # gate gradient sum_p grad * x per (sample, channel): one read-only pass where the row kernels apply,
+        # else the product (kept as the buffer of the input gradient: a fresh full-size buffer costs page
+        # faults on CPU) and its channel sums
         dg, bufs = [], []
-        for x, gr, c in zip(xs, grads, chans):
+        for x, gr, gi, c in zip(xs, grads, g.split(chans, 1), chans):
+            t = None
             if gr is None:
                 dg.append(x.new_zeros(B, c))
-                bufs.append(None)
+            elif x.dim() == 2:
+                dg.append(gr * x)
+            elif _row_kernels_apply(gr, x, gi):
+                dg.append(_row_dots(gr, x))
             else:
                 t = gr * x
-                dg.append(t if x.dim() == 2 else t.flatten(2).sum(-1))
-                bufs.append(t)
+                dg.append(t.flatten(2).sum(-1))
+            bufs.append(t)
         dE = torch.cat(dg, dim=1) * (sig * (1 - sig))
         if scale != 1.0:
             dE = dE * scale
@@ -238,11 +298,15 @@ class _FusedMMTM(torch.autograd.Function):
             n = 1
             for d in x.shape[2:]:
                 n *= int(d)
-            sq = _bcast(dsi / n if n != 1 else dsi, x)
+            dsi = dsi / n if n != 1 else dsi
             if gr is None:
-                out.append(sq.expand_as(x).clone())
-            else:  # grad * g + ds / N, written into the product's buffer (no new full-size allocation)
-                out.append(torch.mul(gr, _bcast(gi, x), out=t).add_(sq))
+                out.append(_bcast(dsi, x).expand_as(x).clone())
+            elif x.dim() == 2:
+                out.append(torch.mul(gr, gi).add_(dsi))
+            elif t is None:  # grad * g + ds / N in one pass
+                out.append(_row_affine(gr, gi, dsi))
+            else:  # the same, written into the product's buffer (no new full-size allocation)
+                out.append(torch.mul(gr, _bcast(gi, x), out=t).add_(_bcast(dsi, x)))
         out += [da.t() @ s if needs[k] else None, da.sum(0) if needs[k + 1] else None]
         dEs = dE.split(chans, 1)
         out += [dEs[i].t() @ z if needs[k + 2 + i] and grads[i] is not None else None for i in range(k)]
