@@ -74,6 +74,9 @@ COLLAPSE_FRACTION = 0.75
 COLLAPSE_MIN_ROWS = 30
 #: Test rows the collapse check encodes when the probe does not run (a seeded random subset; the probe: all rows).
 MAX_COLLAPSE_ROWS = 512
+# the probe is scored on at most this many seeded random test rows that have the modality (a binomial metric's
+# standard error ≤ 0.0078 there): the diagnostics' memory stays bounded whatever the size of the test split
+MAX_PROBE_TEST_ROWS = 4096
 
 
 def metric_direction(metric: str) -> str:
@@ -313,16 +316,19 @@ def _ridge_probe(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, alpha: float 
 
 def probe_reference(model, train, test, task: str, num_outputs: int, modalities: Sequence[str] | None = None,
                     batch_size: int = 256, max_train_rows: int = MAX_PROBE_ROWS, seed: int = 0,
+                    max_test_rows: int | None = MAX_PROBE_TEST_ROWS,
                     test_embeddings: Mapping[str, tuple] | None = None) -> dict[str, dict]:
     """``{m: {"metrics": {...}, "n_train": rows, "n_test": rows}}``: a linear probe per modality (see the module
     docstring) fitted on at most ``max_train_rows`` train rows that have m (a seeded random subset), scored on
-    the test rows that have m. A modality with no usable rows is left out. ``test_embeddings``: the test split's
+    at most ``max_test_rows`` test rows that have m (a seeded random subset; None: every one). A modality with no
+    usable rows is left out. ``test_embeddings``: the test split's
     ``{m: (X, y)}`` when already computed (:func:`diagnose` shares them with the collapse check)."""
     from .evaluation.metrics import compute_metrics
 
     mods = list(modalities or model.modalities)
     tr = _embeddings(model, train, mods, batch_size, max_train_rows, seed)
-    te = test_embeddings if test_embeddings is not None else _embeddings(model, test, mods, batch_size, None, seed)
+    te = (test_embeddings if test_embeddings is not None
+          else _embeddings(model, test, mods, batch_size, max_test_rows, seed))
     out: dict[str, dict] = {}
     for m in mods:
         if m not in tr or m not in te:
@@ -484,9 +490,9 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
     metrics on ``datasets["test"]`` (reusing ``report["patterns"]``), chance levels, the probe reference fitted on
     ``datasets["train"]`` (``probe=False`` or a family without per-modality encoders: skipped, with the reason),
     the ignored-modality warnings, the gradient-norm summary of ``history`` and the collapsed-encoder check (from
-    the test split's per-modality embeddings: one encoder-only pass, over every test row when the probe runs and
-    then reused by it, else over at most ``MAX_COLLAPSE_ROWS`` seeded random test rows; families without
-    per-modality encoders: skipped, with the reason)."""
+    the test split's per-modality embeddings: one encoder-only pass, over at most ``MAX_PROBE_TEST_ROWS`` seeded
+    random test rows when the probe runs (then reused by it), else over at most ``MAX_COLLAPSE_ROWS``; families
+    without per-modality encoders: skipped, with the reason)."""
     test, train = datasets.get("test"), datasets["train"]
     if test is None or len(test) == 0:
         raise DataError("diagnostics: the data has no non-empty 'test' split to evaluate the modalities on")
@@ -534,7 +540,8 @@ def diagnose(model, datasets: Mapping, task: str, report: Mapping | None = None,
     if skip is None and not candidates:
         skip = ("not needed: every modality alone is well above chance, so none can be ignored "
                 f"(only-present gain > {near} x the room above chance)")
-    test_emb = collapse_check(None if skip is None else MAX_COLLAPSE_ROWS)  # every row when the probe scores them
+    # the probe's test rows (up to MAX_PROBE_TEST_ROWS) when it runs, and the collapse check reuses them
+    test_emb = collapse_check(MAX_PROBE_TEST_ROWS if skip is None else MAX_COLLAPSE_ROWS)
     if skip is None:
         probes = probe_reference(model, train, test, task, num_outputs, candidates, batch_size, seed=seed,
                                  test_embeddings={m: test_emb[m] for m in candidates if m in test_emb})
