@@ -17,7 +17,10 @@ and IQR over the repeats are reported, with the thread count (torch and numpy ar
 (d) peak memory of `fit` (1 epoch, mlp encoders, stream=true, data.num_workers=0 or 2) over N rows of images:
     the main process's ru_maxrss delta, and the peak over time of the summed PSS (proportional set size: shared
     copy-on-write pages counted once) of the whole process tree (main + DataLoader workers), sampled every
-    0.1 s from /proc/<pid>/smaps_rollup, minus the main process's PSS after the imports.
+    0.1 s from /proc/<pid>/smaps_rollup, minus the main process's PSS after the imports (also Pss_Anon alone:
+    total PSS includes shared-library pages whose PSS moves with the other processes on the machine); each also up to the
+    end of training (a Lightning callback at on_fit_end: load + epochs + validation loops), before fit's final
+    evaluation of val / test and its diagnostics, whose held outputs grow with the val / test rows.
 (e) npy: plain = np.load of each file + np.stack; mmfuse / cached as in (b) / (c), over a column of float32 npy
     files of shape (size, size).
 """
@@ -101,15 +104,23 @@ def npy_worker(mode: str, root: Path) -> dict:
     return {"time": dt, "peak_mb": (peak - base) / 1024, "decoded_mb": nbytes / 2**20}
 
 
-def _pss_kb(pid: int) -> int:
+def _pss_kb(pid: int, field: str = "Pss:") -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _anon_pss_kb(pid: int) -> int:
+    """PSS of the anonymous pages only (Pss_Anon): the processes' own memory, copy-on-write pages shared by the
+    DataLoader workers with the main process counted once. Total PSS also holds the shared libraries' file pages
+    (libtorch: tens of MB), whose PSS is divided by every process on the machine mapping them, so it moves with
+    the other jobs on a shared machine; the main process's file pages are in its ru_maxrss."""
+    return _pss_kb(pid, "Pss_Anon:")
 
 
 def _tree(pid: int) -> list[int]:
@@ -160,7 +171,7 @@ def worker(mode: str, root: Path) -> dict:
     return {"time": dt, "peak_mb": (peak - base) / 1024, "decoded_mb": nbytes / 2**20}
 
 
-def train_worker(root: Path, stream: bool = True, workers: int = 0) -> dict:
+def train_worker(root: Path, stream: bool = True, workers: int = 0, diagnostics: bool = True) -> dict:
     import threading
 
     from mmfuse.config import parse_config
@@ -168,13 +179,15 @@ def train_worker(root: Path, stream: bool = True, workers: int = 0) -> dict:
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     me = os.getpid()
-    base_pss = _pss_kb(me)
-    peak_tree = [0]
+    base_pss, base_anon = _pss_kb(me), _anon_pss_kb(me)
+    peak_tree, peak_anon = [0], [0]
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            peak_tree[0] = max(peak_tree[0], sum(_pss_kb(p) for p in _tree(me)))
+            procs = _tree(me)
+            peak_tree[0] = max(peak_tree[0], sum(_pss_kb(p) for p in procs))
+            peak_anon[0] = max(peak_anon[0], sum(_anon_pss_kb(p) for p in procs))
             stop.wait(0.1)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -184,15 +197,30 @@ def train_worker(root: Path, stream: bool = True, workers: int = 0) -> dict:
            "model": {"strategy": "feature", "encoders": {"img": {"name": "mlp", "options": {"hidden": [32]}},
                                                           "num": {"name": "mlp", "options": {"hidden": [8]}}},
                      "fusion": {"name": "concat"}},
-           "training": {"max_epochs": 1}, "output_dir": str(root / "run"), "seed": 0}
+           "training": {"max_epochs": 1, "diagnostics": diagnostics}, "output_dir": str(root / "run"), "seed": 0}
     cfg = parse_config(raw)
+    from mmfuse.training.system import import_lightning  # as fit imports it (counted in the peak, as before)
+
+    L = import_lightning()
+
+    at_fit_end = {}
+
+    class TrainingPeak(L.Callback):  # the peak up to the end of training (load + epochs + validation loops)
+        def on_fit_end(self, trainer, module):
+            at_fit_end["main"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            at_fit_end["tree"] = peak_tree[0]
+            at_fit_end["anon"] = peak_anon[0]
+
     t0 = time.perf_counter()
-    fit(cfg)
+    fit(cfg, callbacks=[TrainingPeak()])
     dt = time.perf_counter() - t0
     stop.set()
     th.join()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"time": dt, "peak_mb": (peak - base) / 1024, "tree_pss_mb": (peak_tree[0] - base_pss) / 1024}
+    return {"time": dt, "peak_mb": (peak - base) / 1024, "tree_pss_mb": (peak_tree[0] - base_pss) / 1024,
+            "train_peak_mb": (at_fit_end["main"] - base) / 1024,
+            "train_tree_pss_mb": (at_fit_end["tree"] - base_pss) / 1024,
+            "tree_anon_mb": (peak_anon[0] - base_anon) / 1024, "train_tree_anon_mb": (at_fit_end["anon"] - base_anon) / 1024}
 
 
 def run(args: list[str]) -> dict:
@@ -220,11 +248,12 @@ def main() -> None:
     ap.add_argument("--in-memory", action="store_true", help="(d) with stream: false, for comparison")
     ap.add_argument("--workers", type=int, default=0, help="(d) data.num_workers")
     ap.add_argument("--npy", action="store_true", help="(e) the npy column instead of images")
+    ap.add_argument("--no-diagnostics", action="store_true", help="(d) with training.diagnostics: false")
     a = ap.parse_args()
     if a.worker:
         root = Path(a.dir)
         if a.worker.startswith("train"):
-            print(json.dumps(train_worker(root, a.worker == "train", a.workers)))
+            print(json.dumps(train_worker(root, a.worker == "train", a.workers, not a.no_diagnostics)))
         else:
             print(json.dumps((npy_worker if a.npy else worker)(a.worker, root)))
         return
@@ -238,12 +267,18 @@ def main() -> None:
         for r in range(a.repeats):  # sizes interleaved
             for n in (sizes if r % 2 == 0 else sizes[::-1]):
                 res_d[n].append(run(["--worker", "train-mem" if a.in_memory else "train", "--workers",
-                                     str(a.workers), "--dir", str(base / f"s{n}x{a.size}")]))
+                                     str(a.workers), "--dir", str(base / f"s{n}x{a.size}")]
+                                    + (["--no-diagnostics"] if a.no_diagnostics else [])))
         for n in sizes:
             rs = res_d[n]
             print(f"(d) {'in-memory' if a.in_memory else 'streaming'} 1-epoch fit, data.num_workers={a.workers}, "
+                  f"training.diagnostics={not a.no_diagnostics}, "
                   f"{n} rows of {a.size}x{a.size}x3, {a.repeats} runs: main peak RSS MB {summary([x['peak_mb'] for x in rs])}; "
                   f"process-tree peak PSS MB {summary([x['tree_pss_mb'] for x in rs])}; "
+                  f"up to the end of training (before the final evaluation and diagnostics): main MB "
+                  f"{summary([x['train_peak_mb'] for x in rs])}, tree MB {summary([x['train_tree_pss_mb'] for x in rs])}; "
+                  f"process-tree peak anonymous PSS MB {summary([x['tree_anon_mb'] for x in rs])}, up to the end of "
+                  f"training {summary([x['train_tree_anon_mb'] for x in rs])}; "
                   f"time s {summary([x['time'] for x in rs])}")
         print(f"uptime after: {os.popen('uptime').read().strip()}")
         return

@@ -367,3 +367,127 @@ def test_csv_cells_round_trip_exactly(tmp_path, monkeypatch):
         with pytest.raises(DataError, match=r"row 5 \(line 7\), column 'img'.*'d é/gone.png' not found"):
             load_table(tmp_path / "s.yaml", cache=False, stream=stream)
 
+
+
+# ---------------------------------------------------------------------- streaming: per-row arrays spooled (issue 12)
+def _rss_file_kb() -> int:
+    """Resident file-backed pages (RssFile, plus RssShmem: a spool under a tmpfs /tmp)."""
+    with open("/proc/self/status") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith(("RssFile:", "RssShmem:")))
+
+
+def test_streamed_splits_are_spooled_and_batch_like_the_in_memory_ones(tmp_path):
+    import pickle
+
+    import torch
+
+    from mmfuse.datasets.streaming import SpooledDataset
+
+    schema = _write(tmp_path, n=40)
+    mem = load_table(schema, cache=False, stream=False)
+    st = load_table(schema, cache_dir=tmp_path / "c", stream=True)
+    assert not list((tmp_path / "c").glob(".rows.*"))  # the spool's files are unlinked at once, its folder gone
+    for k in mem:
+        a, b = mem[k], st[k]
+        assert isinstance(b, SpooledDataset) and b.spool is not None
+        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.targets, b.targets)
+        assert a.targets.dtype == b.targets.dtype and a.ids.dtype == b.ids.dtype
+        for arr in (b.targets, b.ids, b.present["img"], b.arrays["img"].rows, b.arrays["img"].cells,
+                    b.arrays["num"].bank):
+            assert not arr.flags.writeable and b.spool.mapping(arr) is not None  # memory-mapped, read-only
+        idx = np.random.default_rng(1).permutation(len(a))
+        ba, bb = a.batch(idx), b.batch(idx)  # SpooledDataset.batch against ArrayDataset.batch
+        for m in a.modalities:
+            assert torch.equal(ba.inputs[m], bb.inputs[m]) and torch.equal(ba.mask[m], bb.mask[m])
+            assert ba.inputs[m].dtype == bb.inputs[m].dtype
+        assert torch.equal(ba.target, bb.target) and torch.equal(ba.index, bb.index)
+        for i in range(len(a)):  # single samples (the collate path) equal too, and are writable copies
+            sa, sb = a[i], b[i]
+            assert sa["target"] == sb["target"] and torch.equal(sa["num"], sb["num"])
+            assert (sa["img"] is None) == (sb["img"] is None) and (sa["img"] is None or torch.equal(sa["img"], sb["img"]))
+            sb["num"] += 1  # never a view of the read-only mapping
+        c = pickle.loads(pickle.dumps(b))  # spawned workers / deepcopy: the arrays travel by value
+        assert np.array_equal(c.targets, b.targets) and torch.equal(c.batch(idx).inputs["img"], bb.inputs["img"])
+    with pytest.raises(ValueError):  # read-only: a write fails loudly, never changes the data silently
+        st["train"].targets[0] = 1
+
+
+def test_row_spool_pages_leave_the_resident_set():
+    from mmfuse.datasets.streaming import MADV_DONTNEED, RowSpool
+
+    if MADV_DONTNEED is None or not os.path.exists("/proc/self/status"):
+        pytest.skip("needs madvise(MADV_DONTNEED) and /proc")
+    sp = RowSpool()
+    ref = np.arange(1 << 20, dtype=np.int64)  # 8 MiB
+    a = sp.put(ref)
+    sp.finish()
+    assert sp.dir is not None and not sp.dir.exists()
+    before = _rss_file_kb()
+    assert int(a.sum()) == int(ref.sum())  # every page read: mapped into the resident set
+    read = _rss_file_kb() - before
+    assert read > 6 * 1024
+    sp.drop()
+    assert _rss_file_kb() - before < 2 * 1024  # and out again, the values unchanged:
+    idx = np.random.default_rng(0).integers(0, len(ref), 4096)
+    before = _rss_file_kb()
+    assert np.array_equal(sp.take(a, idx), ref[idx])
+    assert _rss_file_kb() - before < 1024  # take: the pages it read are released at once
+
+
+def test_chunked_sampler_keeps_torch_order_and_generator_state():
+    import torch
+    from torch.utils.data import RandomSampler
+
+    from mmfuse.evaluation.evaluate import ChunkedRandomSampler
+
+    for n in (1, 7, ChunkedRandomSampler.CHUNK + 3):
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        a, b = RandomSampler(range(n), generator=g1), ChunkedRandomSampler(range(n), generator=g2)
+        for _ in range(2):  # two epochs: the second draw of each epoch is kept too
+            assert list(a) == list(b)
+        assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_labels_share_one_string_per_class():
+    from mmfuse.datasets.columns import TargetEncoder
+
+    cells = {"y": [b"cat".decode(), b"dog".decode(), b"cat".decode(), " cat "]}
+    labels, problems = TargetEncoder("multiclass", ["y"]).check(cells, 4, str)
+    assert labels == ["cat", "dog", "cat", "cat"] and not problems
+    assert labels[0] is labels[2] is labels[3]
+
+
+def test_cache_key_sees_a_same_size_replacement_with_the_old_mtime(tmp_path):
+    schema = _write(tmp_path)
+    cdir = tmp_path / "cache"
+
+    def png(value):  # uncompressed: the same byte size for any pixel values
+        from io import BytesIO
+
+        buf = BytesIO()
+        Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(buf, format="PNG", compress_level=0)
+        return buf.getvalue()
+
+    target = tmp_path / "img" / "0.png"
+    target.write_bytes(png(10))
+    first = _dense(load_table(schema, cache_dir=cdir, stream=False)["train"], "img")
+    assert np.allclose(first[0], 10 / 255.0)
+    st = os.stat(target)
+    # (1) replaced by a rename (a new inode), mtime restored: same path, size and mtime as the cached key had
+    (tmp_path / "new.png").write_bytes(png(20))
+    os.replace(tmp_path / "new.png", target)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    st2 = os.stat(target)
+    assert (st2.st_size, st2.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    second = _dense(load_table(schema, cache_dir=cdir, stream=False)["train"], "img")
+    assert np.allclose(second[0], 20 / 255.0)
+    # (2) rewritten in place (the same inode), mtime restored: the status-change time differs
+    with open(target, "r+b") as f:
+        f.write(png(30))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    st3 = os.stat(target)
+    assert (st3.st_size, st3.st_mtime_ns, st3.st_ino) == (st2.st_size, st2.st_mtime_ns, st2.st_ino)
+    third = _dense(load_table(schema, cache_dir=cdir, stream=False)["train"], "img")
+    assert np.allclose(third[0], 30 / 255.0)
+    others = [i for i in range(1, 8) if i != 3]
+    assert np.array_equal(first[others], third[others])

@@ -293,12 +293,13 @@ class ArrayDataset(MultimodalDataset):
                                     "or use task='regression' for continuous targets")
             elif y.dtype.kind not in "iub":
                 raise DataError(f"dataset {name!r}: multiclass targets must be integers, got dtype {y.dtype}")
-            return y.astype(np.int64)
+            # a read-only array (e.g. a streamed table's memory-mapped split) is kept, not copied (no write through it)
+            return y.astype(np.int64, copy=y.flags.writeable)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
         if y.ndim != 2:
             raise ShapeError(f"dataset {name!r}: {task} targets must have shape [N] or [N, K], got {y.shape}")
-        y = y.astype(np.float32)
+        y = y.astype(np.float32, copy=y.flags.writeable)
         bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
         if len(bad):
             raise DataError(f"dataset {name!r}, sample {int(bad[0])}: target contains NaN or infinity; drop or impute these rows")
@@ -334,7 +335,7 @@ class ArrayDataset(MultimodalDataset):
             raise ShapeError(f"dataset {self.name!r}: present[{m!r}] must be a bool array of shape ({n},), "
                              f"got {mk.dtype} of shape {mk.shape}; pass one bool per sample (True = present), "
                              f"e.g. present[{m!r}] = values.astype(bool)")
-        return mk.copy()
+        return mk.copy() if mk.flags.writeable else mk  # a read-only mask (memory-mapped) is kept, not copied
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:

@@ -184,7 +184,8 @@ def _pos(v: Any) -> Any:
 
 # ---------------------------------------------------------------------- file loaders
 class Cell:
-    """A checked file cell: its ``path`` (a string), the table ``row`` and the file's ``(size, mtime_ns)``."""
+    """A checked file cell: its ``path`` (a string), the table ``row`` and the file's ``(size, mtime_ns, ctime_ns,
+    inode)`` (the table cache's key)."""
 
     __slots__ = ("path", "row", "stat")
 
@@ -509,14 +510,14 @@ class FileLoader(ColumnLoader):
                         except OSError:
                             st = None
                         if st is not None and isreg(st.st_mode):
-                            append(Cell(full, i, (st.st_size, st.st_mtime_ns)))
+                            append(Cell(full, i, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
                             continue
             elif empty(v):
                 append(None)
                 continue
             try:
                 p, st = self.resolve_stat(v, i, row)
-                append(Cell(p, i, (st.st_size, st.st_mtime_ns)))
+                append(Cell(p, i, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
             except _CellError as exc:
                 problems.append(str(exc))
                 append(None)
@@ -1407,6 +1408,9 @@ class TargetEncoder:
             return y, problems
         c = self.columns[0]
         labels: list[Any] = []
+        # one str object per distinct label, shared by its rows (a table's labels cost a pointer per row, not a
+        # new string each: the cells are decoded from bytes row by row)
+        interned: dict[str, str] = {}
         for i, v in enumerate(cols[c]):
             if self.task == "multiclass" and empty(v):
                 problems.append(f"{row(i)}: target column {c!r} is empty; every row needs a label")
@@ -1417,7 +1421,10 @@ class TargetEncoder:
                 problems.append(f"{row(i)}: target column {c!r} is {s!r} (a missing label); every row needs a label")
                 labels.append(None)
                 continue
-            labels.append(s if self.task == "multiclass" else [p.strip() for p in s.split(self.separator) if p.strip()])
+            if self.task == "multiclass":
+                labels.append(interned.setdefault(s, s))
+            else:
+                labels.append([interned.setdefault(t, t) for t in (p.strip() for p in s.split(self.separator)) if t])
         if self.given is None and not self.fitted:  # mixed label types: 'seven' among integers
             distinct = set(labels) if self.task == "multiclass" else {lab for v in labels if v for lab in v}
             distinct.discard(None)

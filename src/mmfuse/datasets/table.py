@@ -87,7 +87,12 @@ memory, in the DataLoader workers when ``data.num_workers > 0``), chosen by ``au
 row's decoded bytes exceed ``stream_threshold_gb`` (default half the available RAM). Streaming checks each
 file's header (an unreadable file is reported when its row is read) and fits the audio statistics in one
 pass of merged per-file moments (float64; equal to the in-memory statistics to ~1e-6 relative, not bit for
-bit); images, numbers, npy and text give the same arrays in both modes.
+bit); images, numbers, npy and text give the same arrays in both modes. A streamed table's splits are
+:class:`~mmfuse.datasets.streaming.SpooledDataset` s: their per-row arrays (row indices = ids, targets, presence,
+paths, numbers) are written to files under the cache root (else the temp folder), unlinked at once and
+memory-mapped read-only, and a batch reads them one array at a time, each array's pages leaving the resident
+set right after (:class:`~mmfuse.datasets.streaming.RowSpool`): the peak memory of a streamed training does not
+grow with the number of rows (``benchmarks/README.md``).
 
 Rows are numbered from 0 in the order of the table; for CSV files the message also gives the
 line number (the header is line 1). ``dataset.ids`` holds each sample's row number.
@@ -612,7 +617,7 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
         strat = None
         if target is not None and target.task == "multiclass" and labels is not None:
             lookup = {k: j for j, k in enumerate(target.class_names or target.provisional(labels))}
-            strat = np.array([lookup.get(v, 0) for v in labels], dtype=np.int64)
+            strat = np.fromiter((lookup.get(v, 0) for v in labels), dtype=np.int64, count=len(labels))
         rng = np.random.default_rng([seed, 5])
         parts = stratified_split(strat, n, fractions, rng)
     is_train = np.zeros(n, dtype=bool)
@@ -623,7 +628,7 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     # ---- fit on the train rows (only without a fitted pipeline)
     if pipeline is None:
         if target is not None and labels is not None:
-            target.fit([v for v, tr in zip(labels, is_train) if tr])
+            target.fit(v for v, tr in zip(labels, is_train) if tr)  # one pass, no list of the training labels
             if target.task != "regression":
                 _check_label_coverage(target, labels, is_train, row, problems)
                 problems.raise_if_any()
@@ -680,13 +685,68 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     class_names = None if target is None else target.class_names
     task = "multiclass" if target is None else target.task
     ds_name = str(raw.get("name") or table_path.stem)
-    full = ArrayDataset(arrays, targets, presence, task=task, class_names=class_names,
-                        num_classes=(len(class_names) if class_names is not None else
-                                     (target.num_outputs if target is not None else None)),
-                        name=ds_name, attrs=attrs)
+    meta = dict(task=task, class_names=class_names, attrs=attrs,
+                num_classes=(len(class_names) if class_names is not None else
+                             (target.num_outputs if target is not None else None)))
+    if streamed and not whole:
+        from .table_cache import cache_root
+
+        del labels, parsed
+        return _spooled_splits(arrays, targets, presence, parts, ds_name, meta,
+                               cache_root(cache_dir) if cache else None)
+    full = ArrayDataset(arrays, targets, presence, name=ds_name, **meta)
     if whole:
         return full
     return {k: full.subset(idx, name=f"{ds_name}/{k}") for k, idx in zip(SPLITS, parts)}
+
+
+def _spooled_splits(arrays: dict[str, Any], targets: np.ndarray, presence: dict[str, np.ndarray],
+                    parts: list[np.ndarray], ds_name: str, meta: dict[str, Any], root: Any) -> dict[str, Any]:
+    """The splits of a streamed table, as ``ArrayDataset(arrays, targets, presence, **meta).subset(part)`` gives
+    them (same rows, order, values and types; the full dataset is not built), with
+    their per-row arrays (each split's row indices, which are also its ids and the file / numeric columns' rows;
+    targets; presence masks; the paths and the numeric values of all rows) in a
+    :class:`~mmfuse.datasets.streaming.RowSpool`: memory-mapped read-only, out of the process's anonymous memory,
+    and taken out of its resident set again after each batch read (so the peak memory of a streamed training
+    does not grow with the number of rows by these arrays). Each array is written from the full one split by
+    split; no O(rows) copy is held beside the mapped ones. ``root``: the folder of the spool's (at once unlinked)
+    files, the table cache's root when the cache is on, else the system's temp folder. The file and numeric
+    columns index their rows by the identity (``load_table`` builds them so), so a split's row indices are its
+    rows in each of them and its ids. Afterwards the C heap's free pages are handed back to the system
+    (``malloc_trim``: the check's transient arrays leave freed but resident pages behind otherwise)."""
+    from .streaming import RowSpool, SpooledDataset, SpooledGather, StreamColumn, trim_heap
+
+    spool = RowSpool(root)
+    try:
+        shared: dict[str, Any] = {}  # per modality: the mapped full-table values (paths / bank) of all rows
+        for m, v in arrays.items():
+            if isinstance(v, StreamColumn):
+                shared[m] = spool.put(v.cells)
+            elif isinstance(v, Gather):
+                shared[m] = spool.put(v.bank)
+        out: dict[str, Any] = {}
+        for k, idx in zip(SPLITS, parts):
+            rows = spool.put(np.asarray(idx, dtype=np.int64))
+            split: dict[str, Any] = {}
+            for m, v in arrays.items():
+                if isinstance(v, StreamColumn):
+                    split[m] = StreamColumn(v.loader, shared[m], rows, v.item_shape, v.dtype, v.csv, v.prefix,
+                                             spool)
+                elif isinstance(v, Gather):
+                    split[m] = SpooledGather(shared[m], rows, v.scale)
+                elif isinstance(v, list):
+                    split[m] = [v[int(i)] for i in idx]
+                else:
+                    split[m] = spool.put(np.asarray(v)[idx])
+            present = {m: spool.put(p[idx]) for m, p in presence.items()}
+            out[k] = SpooledDataset(split, spool.put(np.asarray(targets)[idx]), present, name=f"{ds_name}/{k}",
+                                    ids=rows, **meta)
+            out[k].spool = spool
+    finally:
+        spool.finish()
+    spool.drop()  # the construction's checks read every page once
+    trim_heap()
+    return out
 
 
 def _choose_streaming(loaders: dict[str, ColumnLoader], cols: dict[str, list], n: int, stream: Any,

@@ -1,8 +1,9 @@
 """The on-disk cache of a table's decoded file columns: memory-mapped ``.npy`` files, one folder per column.
 
-A column's folder is named by a hash of every file's ``(path, size, mtime_ns)`` (in row order, empty cells
-included), the column loader's name and options, the decode parameters (e.g. the image size decoded to) and
-:data:`FORMAT`; touching, replacing or resizing one file gives another key. The folder holds
+A column's folder is named by a hash of every file's ``(path, size, mtime_ns, ctime_ns, inode)`` (in row order,
+empty cells included), the column loader's name and options, the decode parameters (e.g. the image size decoded
+to) and :data:`FORMAT`; touching, replacing (a rename or copy over it: a new inode or a new status-change time)
+or resizing one file gives another key. The folder holds
 ``manifest.json`` (key, format, kind, the arrays' shapes / dtypes / byte sizes) and the arrays
 (``values.npy``; ``offsets.npy`` for variable-length rows; ``present.npy``). It is written to a temporary
 folder (the values are decoded straight into a memory map there) and renamed into place, so a reader sees a
@@ -10,11 +11,13 @@ whole folder or none. A folder that does not match its manifest (truncated, miss
 reported with a warning, removed and rebuilt. Arrays are opened with ``mmap_mode="c"`` (copy-on-write: pages
 are read on access; nothing is written back).
 
-What the key does *not* see: the key is ``(path, size, mtime_ns)`` of each file plus the options, never the
-files' contents (hashing them would cost as much as decoding). A file replaced by another of the same size
-with the same modification time (e.g. ``cp --preserve=timestamps`` or ``rsync -t`` of a same-size file, or
-an edit within the file system's timestamp granularity) is therefore *not* detected: the old decoded values
-are served. Clear the cache folder (or touch the file) after such a replacement.
+What the key does *not* see: the key is ``(path, size, mtime_ns, ctime_ns, inode)`` of each file plus the
+options, never the files' contents (hashing them would cost as much as decoding). A same-size replacement that
+restores the modification time (``cp --preserve=timestamps``, ``rsync -t``, ``os.utime``) still changes the
+status-change time ``ctime`` (which user code cannot set) and, for a rename or ``rsync``'s temp-file-and-rename,
+the inode: it is detected. Not detected: an in-place rewrite of the same bytes count within the file system's
+timestamp granularity (ctime and mtime unchanged). Copying or moving the data folder elsewhere (new inodes)
+decodes it again once.
 
 Folders of writers that were killed (``.<key>.<pid>.<random>.tmp`` whose process ``pid`` no longer exists)
 are removed when a cache root is opened. An unusable root (a regular file, a folder without write
@@ -77,7 +80,7 @@ class ColumnCache:
         return removed
 
     def key(self, loader: Any, cells: list[Any], params: dict[str, Any]) -> str:
-        rows = [None if c is None else [str(c.path), int(c.stat[0]), int(c.stat[1])] for c in cells]
+        rows = [None if c is None else [str(c.path), *(int(x) for x in c.stat)] for c in cells]
         blob = json.dumps({"format": FORMAT, "loader": loader.loader_name,
                            "class": f"{type(loader).__module__}.{type(loader).__qualname__}",
                            "options": loader.options.model_dump(mode="json"), "params": params, "rows": rows},
