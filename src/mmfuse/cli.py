@@ -7,8 +7,10 @@ clear message (exit code 2), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import MMFuseError
@@ -273,11 +275,18 @@ def cmd_missing_study(args) -> int:
 
     from .guards import check_output_path
 
+    from .training.signals import TrainingInterrupted
+
     cfg = load_config(args.config, args.set)
-    check_output_path(args.out or cfg.output_dir, "dir", "--out")  # before any compute
-    res = run_missing_study(cfg, args.out)
+    out = check_output_path(Path(args.out or cfg.output_dir), "dir", "--out")  # before any compute
+    try:
+        res = run_missing_study(cfg, out)
+    except TrainingInterrupted as exc:  # SIGTERM / SIGINT: as compare: workers ended, finished runs stored
+        print(f"mmfuse missing-study: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(res.markdown)
     print("written: " + ", ".join(res.paths.values()))
+    _auto_report(out)  # like compare: the study folder is a compare folder
     return 0
 
 
@@ -478,10 +487,27 @@ def _original_message(exc: BaseException) -> str:
     return s
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _format_warning(message, category, filename, lineno, line=None, _default=None) -> str:
+    """mmfuse's own warnings as one ``warning: ...`` line, like the CLI's other notes (not a source file, a line
+    number and a line of mmfuse's code); other packages' warnings keep Python's format."""
+    try:
+        ours = str(Path(filename).resolve()).startswith(_PACKAGE_DIR)
+    except (OSError, TypeError, ValueError):
+        ours = False
+    if ours:
+        return f"warning: {message}\n"
+    return (_default or warnings.formatwarning)(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    default_format = warnings.formatwarning
+    warnings.formatwarning = functools.partial(_format_warning, _default=default_format)
     try:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}; remove them (see `mmfuse "
@@ -493,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -330,6 +330,9 @@ def _grid_value(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v, sort_keys=True)
 
 
+MAX_PATTERN_COLUMNS = 15  # leaderboard.md shows every simulated pattern up to M = 4 modalities, then 2M + 1 of them
+
+
 def _fmt(mean: float, std: float) -> str:
     return "—" if math.isnan(mean) else f"{mean:.4f} ± " + ("—" if std is None or math.isnan(std) else f"{std:.4f}")
 
@@ -1396,6 +1399,11 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
     """``dataset``: the header's name of datasets given in memory (default: ``data.name`` and its options)."""
     grid = list(cfg.compare.grid)
     pats = [c[:-5] for c in board.columns if c.startswith("pattern[") and c.endswith("_mean")]
+    n_pats = len(pats)
+    if n_pats > MAX_PATTERN_COLUMNS:  # M ≥ 5 modalities: 2^M - 1 columns no one can read; the CSV keeps them all
+        sets = {p: p[len("pattern["):p.index("]")].split("+") for p in pats}
+        m_all = max(len(v) for v in sets.values())
+        pats = [p for p in pats if len(sets[p]) in (1, m_all - 1, m_all)]
     extra = [m for m in ("macro_f1", "auroc", "f1_macro", "pearson_r") if f"{m}_mean" in board.columns and m != metric]
     # observed presence patterns of the test rows: shown only when the test rows really differ in what they have
     obs = [c[:-5] for c in board.columns if c.startswith("observed[") and c.endswith(f"_{metric}_mean")]
@@ -1423,16 +1431,19 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
         lines += [f"**Warning**: {few_seeds_warning(cfg)}", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in board.iterrows():
-        one = r.get("seeds", 2) == 1  # one seed: no spread to show (— rather than a misleading ± 0)
-        cells = [str(i + 1)] + [str(r[c]) for c in grid] + [r["method"], r["kind"],
-                                                            _fmt(r[f"{metric}_mean"], math.nan if one else r[f"{metric}_std"])]
+        one = r.get("seeds", 2) == 1  # one seed: no spread to show (— rather than a misleading ± 0), in every column
+
+        def ms(col: str) -> str:
+            return _fmt(r.get(f"{col}_mean", float("nan")), math.nan if one else r.get(f"{col}_std", float("nan")))
+
+        cells = [str(i + 1)] + [str(r[c]) for c in grid] + [r["method"], r["kind"], ms(metric)]
         if marks:
             cells += [_mark(r), str(r.get("converged", ""))]
-        cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in extra[:2]]
+        cells += [ms(m) for m in extra[:2]]
         cells += [f"{int(r['params']):,}", f"{r['train_seconds']:.1f}"]
-        cells += [_fmt(r.get(f"{p}_mean", float("nan")), r.get(f"{p}_std", float("nan"))) for p in pats]
+        cells += [ms(p) for p in pats]
         for o, h in zip(obs, obs_head):
-            cell = _fmt(r.get(f"{o}_mean", float("nan")), r.get(f"{o}_std", float("nan")))
+            cell = ms(o)
             n = r.get(f"{o[:-len(metric) - 1]}_n_mean", float("nan"))
             cells.append(cell if " n=" in h or math.isnan(float(n)) else f"{cell} (n={float(n):g})")
         lines.append("| " + " | ".join(cells) + " |")
@@ -1454,7 +1465,8 @@ def leaderboard_markdown(board: pd.DataFrame, metric: str, cfg: ExperimentConfig
                      "paired t-test has 1 degree of freedom and an exact test's smallest p is 0.5); with 1 seed "
                      "the std is shown as —.")
     lines.append(f"`pattern[x]`: simulated — test {metric} with only modalities x kept (the others hidden at test time "
-                 "in every row).")
+                 "in every row)." + (f" Shown: {len(pats)} of the {n_pats} patterns (all modalities, each one dropped, "
+                                     "each one alone); every pattern is in leaderboard.csv." if len(pats) < n_pats else ""))
     if obs:
         lines.append(f"`observed[x]`: real — test {metric} on the test rows that really have exactly modalities x "
                      "(n rows; `none` = rows with no modality present).")

@@ -40,3 +40,8 @@ class NoModalityWarning(UserWarning):
     """Rows with no modality present were predicted from the model's prior alone (their inputs are all zeros).
 
     The rows are kept, so predictions stay aligned with the table; the warning names their ids."""
+
+
+class UnknownWordsWarning(UserWarning):
+    """Text cells (or categories read by the text loader) whose every word is outside the fitted vocabulary: the
+    model sees only the unknown token for them. The warning names the rows and the column."""

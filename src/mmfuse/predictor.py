@@ -48,7 +48,8 @@ SPLIT_NAMES = ("train", "val", "test")
 def prediction_frame(res: dict, task: str, class_names=None, ids=None):
     """The predictions CSV of ``mmfuse predict`` as a DataFrame, with columns per task:
 
-    * multiclass: ``prediction`` (class name), ``p[<class>]`` per class, ``target``;
+    * multiclass: ``prediction`` (class name), ``p[<class>]`` per class, ``target`` (the class name too when
+      ``class_names`` are given, else the class index);
     * multilabel: ``pred[<label>]`` (0/1, probability > 0.5) and ``p[<label>]`` = sigmoid(logit) per
       label, ``target[<label>]``;
     * regression: ``prediction`` (one output) or ``prediction[<output>]`` per output, and ``target`` /
@@ -72,7 +73,14 @@ def prediction_frame(res: dict, task: str, class_names=None, ids=None):
         for j, name in enumerate(names):
             df[f"p[{name}]"] = probs[:, j]
         if target is not None:
-            df["target"] = np.asarray(target).reshape(n)
+            t = np.asarray(target).reshape(n)
+            if class_names is not None and len(class_names) == k and np.issubdtype(t.dtype, np.number):
+                # the class name, like ``prediction`` (and the label column of the user's table): comparing the two
+                # columns must compare like with like
+                ti = t.astype(np.int64)
+                if len(ti) and ((ti == t) & (ti >= 0) & (ti < k)).all():
+                    t = np.asarray([names[i] for i in ti], dtype=object)
+            df["target"] = t
         return df
     if task == "multilabel":
         probs = 1.0 / (1.0 + np.exp(-scores))
@@ -138,7 +146,57 @@ def load_table_rows(meta: dict, table=None, schema=None):
     if not meta.get("pipeline"):
         raise ConfigError(f"{meta.get('_dir', 'this model')}: was not trained on a user table, so it holds no table "
                           "pipeline to read a new table with; pass a dataset or a split name instead of --table")
-    return load_table(schema, pipeline=load_pipeline(meta), table=table, split="none")
+    ds = load_table(schema, pipeline=load_pipeline(meta), table=table, split="none")
+    warn_unknown_words(ds)
+    return ds
+
+
+def unknown_word_rows(ds) -> dict[str, list[int]]:
+    """``{modality: row positions}`` of the present text cells (vocabulary loader) whose every word is unknown to the
+    checkpoint's vocabulary (fitted on the training rows): an unseen category or a text of new words is read as the
+    unknown token only, so the model gets nothing from that modality for the row though ``has[...]`` says 1."""
+    pipe = getattr(ds, "pipeline", None)
+    arrays = getattr(ds, "arrays", None)
+    present = getattr(ds, "present", None)
+    out: dict[str, list[int]] = {}
+    if pipe is None or not isinstance(arrays, Mapping):
+        return out
+    for m, loader in getattr(pipe, "loaders", {}).items():
+        if getattr(loader, "token_kind", None) != "vocab" or m not in arrays:
+            continue
+        col, have = arrays[m], (present or {}).get(m)
+        rows = []
+        for i in range(len(ds)):
+            if have is not None and not have[i]:
+                continue
+            ids = np.asarray(col[i]).reshape(-1)
+            ids = ids[ids != 0]  # 0 = padding, 1 = unknown
+            if ids.size and bool((ids == 1).all()):
+                rows.append(i)
+        if rows:
+            out[m] = rows
+    return out
+
+
+def warn_unknown_words(ds) -> None:
+    """Warn (naming the rows and the column) about the rows of :func:`unknown_word_rows`."""
+    found = unknown_word_rows(ds)
+    if not found:
+        return
+    import warnings
+
+    from .errors import UnknownWordsWarning
+    from .explain.rows import sample_ids
+
+    ids = sample_ids(ds) or list(range(len(ds)))
+    pipe = ds.pipeline
+    for m, rows in found.items():
+        cols = ", ".join(repr(c) for c in getattr(pipe.loaders[m], "columns", [m]))
+        shown = ", ".join(str(ids[i]) for i in rows[:10]) + (", ..." if len(rows) > 10 else "")
+        warnings.warn(f"column {cols} (modality {m!r}): {len(rows)} row(s) ({shown}) hold only words / categories never "
+                      "seen in the training rows; the model reads them as the unknown token, so these rows get no "
+                      f"information from {m!r} (has[{m}] is still 1). Check the spelling / category names, or leave the "
+                      "cell empty to mark the modality absent", UnknownWordsWarning, stacklevel=3)
 
 
 def table_predictions(model, meta: dict, table=None, schema=None, batch_size: int = 1):

@@ -92,8 +92,11 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(mean: float, std: float) -> str:
-    return "—" if math.isnan(mean) else f"{mean:.1f} ± {std:.1f}"
+def _fmt(mean: float, std: float, n: int = 2) -> str:
+    """``mean ± std``; with one seed (``n`` 1) there is no spread: ``mean ± —`` (as compare's leaderboard), not ± 0.0."""
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.1f} ± " + ("—" if n < 2 or std is None or math.isnan(std) else f"{std:.1f}")
 
 
 def verdicts(summary: Sequence[Mapping[str, Any]], max_eta: float = 0.2) -> list[str]:
@@ -108,8 +111,10 @@ def verdicts(summary: Sequence[Mapping[str, Any]], max_eta: float = 0.2) -> list
                 b = idx[(base, e, t)]
                 diff = s["mean"] - b["mean"]
                 word = "beats" if diff > 0 else "does not beat"
+                spread = (f"; std {s['std']:.1f} / {b['std']:.1f}" if min(s.get("n", 2), b.get("n", 2)) >= 2
+                          else "; one seed: no spread, no evidence either way")
                 lines.append(f"- η = {e:g}, test {t}: {smil} {word} {base} ({s['mean']:.1f} vs {b['mean']:.1f}, "
-                             f"{diff:+.1f} points; std {s['std']:.1f} / {b['std']:.1f})")
+                             f"{diff:+.1f} points{spread})")
     return lines
 
 
@@ -121,11 +126,11 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], layout: Mapping[str, 
     head = "| method | " + " | ".join(f"η={e:g} {labels[t]}" for e in etas for t in TESTS) + " |"
     lines = [head, "|" + "---|" * (1 + len(etas) * len(TESTS))]
     for m in methods:
-        cells = [_fmt(idx[(m, e, t)]["mean"], idx[(m, e, t)]["std"]) if (m, e, t) in idx else ""
+        cells = [_fmt(idx[(m, e, t)]["mean"], idx[(m, e, t)]["std"], idx[(m, e, t)].get("n", 2)) if (m, e, t) in idx else ""
                  for e in etas for t in TESTS]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     n = max((s["n"] for s in summary), default=0)
-    text = [f"Accuracy (%) on the test split, mean ± std over {n} seeds; η = fraction of training samples "
+    text = [f"Accuracy (%) on the test split, mean ± std over {n} seed{'s' if n != 1 else ''}; η = fraction of training samples "
             f"with {layout['missing']}.", "", *lines, ""]
     if layout["dataset"] == "avmnist-smil" and 0.2 in etas:
         text += ["Beside the paper (av-MNIST, 100 % image + 20 % audio; numbers read from its figure):", "",
@@ -138,7 +143,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], layout: Mapping[str, 
             for t in TESTS:
                 s = idx[(m, 0.2, t)]
                 p = PAPER_AVMNIST.get((pm, t))
-                cells += [_fmt(s["mean"], s["std"]), "" if p is None else f"{p:.1f}"]
+                cells += [_fmt(s["mean"], s["std"], s.get("n", 2)), "" if p is None else f"{p:.1f}"]
             text.append(f"| {m} | " + " | ".join(cells) + " |")
         text.append("")
     v = verdicts(summary)

@@ -408,7 +408,13 @@ def robustness_observed(f: RunFolder) -> str:
 def robustness_simulated(f: RunFolder) -> str:
     note = ('<p class="note">Simulated missingness: every test row with only the named modalities present '
             "(the others hidden at test time).</p>")
-    body = _pattern_section(f, "pattern[", "patterns", "per-simulated-pattern metrics")
+    what = "per-simulated-pattern metrics"
+    if not (f.root / "leaderboard.csv").is_file() and (f.root / "metrics.json").is_file():
+        # a train folder: say why, and how to get them (the default `auto` skips them on short runs)
+        what += (" (training.evaluate_patterns: auto skips them when the 2^M − 1 passes over the test rows cost more "
+                 "than the samples trained; `mmfuse evaluate CHECKPOINT` prints them, or train with "
+                 "--set training.evaluate_patterns=true)")
+    body = _pattern_section(f, "pattern[", "patterns", what)
     return (note + body) if 'class="missing"' not in body else body
 
 

@@ -158,9 +158,22 @@ class SMILMetaScheme(Scheme):
 
     def on_train_start(self, system) -> None:
         model = _smil_model(system)
-        lacking = sum(int((~batch.mask[model.full]).sum()) for batch in _train_loader(system))
+        loader = _train_loader(system)
+        rows = []  # positions in the train split of the rows without the full modality
+        for batch in loader:
+            miss = ~batch.mask[model.full]
+            if bool(miss.any()):
+                idx = batch.index[miss] if batch.index is not None else torch.full((int(miss.sum()),), -1)
+                rows += [int(i) for i in idx]
+        lacking = len(rows)
         if lacking:  # SMIL reconstructs only the other modality: such rows would be dropped without a word
-            raise DataError(f"model.full: {lacking} training sample(s) lack the full modality {model.full!r}; SMIL needs it "
+            from ..explain.rows import sample_ids
+
+            ids = sample_ids(getattr(loader, "dataset", None)) or []
+            named = [str(ids[i]) if i < len(ids) else str(i) for i in sorted({i for i in rows if i >= 0})]
+            more = ", ..." if len(named) > 10 else ""
+            which = f" ({'row' if len(named) == 1 else 'rows'} {', '.join(named[:10])}{more})" if named else ""
+            raise DataError(f"model.full: {lacking} training sample(s) lack the full modality {model.full!r}{which}; SMIL needs it "
                             f"in every row and reconstructs only {model.missing!r}. Set model.full to the modality every "
                             f"training row has (and model.reconstructed to the other), or drop those rows")
         max_epochs = system.trainer.max_epochs

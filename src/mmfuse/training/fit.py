@@ -159,6 +159,36 @@ def pattern_evaluation_due(setting, n_test: int, n_modalities: int, trained_samp
     return bool(setting)
 
 
+def unfinished_epochs(last: Path) -> int | None:
+    """Epochs done by the run saved in ``last`` (``OUT/last``) when it stopped before its end (interrupted: not
+    early-stopped, fewer epochs than its ``max_epochs``); None when there is none, it finished, or it is unreadable."""
+    import json as _json
+
+    from .resume import STATE_JSON
+
+    try:
+        doc = _json.loads((last / STATE_JSON).read_text())
+        conf = _json.loads((last / "config.json").read_text())
+        done = int(doc["epochs_done"])
+        planned = (conf.get("config") or conf).get("training", {}).get("max_epochs")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if doc.get("stopped") or planned is None or done >= int(planned):
+        return None
+    return done
+
+
+def _warn_unfinished(last: Path) -> None:
+    """A fresh run into a folder whose ``last`` holds an interrupted run replaces it: say so before it is gone."""
+    done = unfinished_epochs(last)
+    if done is not None:
+        import warnings
+
+        warnings.warn(f"{last} holds an interrupted run ({done} epoch(s) done); this run starts from epoch 1 and "
+                      "replaces it. To continue that run instead, stop and rerun with --resume "
+                      "(training.resume=true, or fit(..., resume=True))", UserWarning, stacklevel=3)
+
+
 def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evaluate_patterns, resume: bool,
          extra_callbacks: list) -> RunResult:
     from .system import FusionSystem  # first: it imports Lightning without torchmetrics' unused extras
@@ -188,6 +218,8 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
         from .checkpoint import read_weights
 
         state = (doc, tensors, read_weights(lmeta))
+    elif not resume and save:
+        _warn_unfinished(out / R.LAST)
     from ..guards import check_memory, input_dtypes, launched_rank, training_processes
 
     # the model's memory at the configured batch sizes, estimated on the meta device (nothing allocated)
@@ -236,6 +268,10 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
         callbacks.insert(0, GradNormMonitor())
     callbacks += list(extra_callbacks)
     show = cfg.training.progress if progress is None else progress
+    if show and not any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks):
+        from .progress import progress_bar
+
+        callbacks.append(progress_bar())  # epochs counted from 1, as in every mmfuse message; no v_num
     trainer = L.Trainer(
         max_epochs=cfg.training.max_epochs, accelerator=cfg.training.accelerator, devices=cfg.training.devices,
         num_nodes=cfg.training.num_nodes, strategy=cfg.training.strategy, precision=cfg.training.precision,
@@ -249,6 +285,9 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
     val_loader = make_loader(datasets["val"], g.eval_batch_size, num_workers=g.num_workers)
     resumed_from = None
     t0 = time.perf_counter()
+    # training seconds of the run's earlier (interrupted) part, saved with `last`: a resumed run reports its total
+    before = float(state[0].get("train_seconds") or 0.0) if state is not None else 0.0
+    system.train_clock = (t0, before)  # read by resume.capture when an epoch's `last` is written
     if state is not None:
         doc, tensors, weights = state
         resumed_from = int(doc["epochs_done"])
@@ -270,7 +309,7 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
             raise TrainingInterrupted(_signal.SIGTERM, f"interrupted by {signal_name(_signal.SIGTERM)}; the last finished "
                                       f"epoch is saved in {out / R.LAST}") from None
         _raise_if_signalled(out, save)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + before
     best.restore(model)
     model.eval()
     val = evaluate(model, datasets["val"], task, g.eval_batch_size, per_pattern=False)

@@ -138,6 +138,11 @@ def capture(trainer, system, best, early) -> tuple[dict[str, Any], dict[str, tor
         "best": {"value": best.best, "epoch": best.best_epoch, "has_state": best.state is not None},
         "early_stopping": None,
     }
+    clock = getattr(system, "train_clock", None)  # (start of this fit's training, seconds of earlier parts)
+    if clock is not None:
+        import time
+
+        doc["train_seconds"] = float(clock[1] + time.perf_counter() - clock[0])
     if best.state is not None:
         for k, t in best.state.items():
             store.put(f"best.{k}", t)
