@@ -172,7 +172,9 @@ def finetune_studies(dataset: str, args, late_runs: dict[int, str]) -> dict:
     t = time.perf_counter()
     for seed in args.seeds:
         stored = json.loads((root / "runs" / f"{late_runs[seed]}.json").read_text())
-        ckpt = stored.get("checkpoint") or str(root / "runs" / late_runs[seed] / "checkpoint")
+        # stored paths are relative to the study folder (absolute in studies written before 8419ce3)
+        ckpt = str(root / stored["checkpoint"]) if stored.get("checkpoint") else str(
+            root / "runs" / late_runs[seed] / "checkpoint")
         if not Path(ckpt).is_dir():
             raise SystemExit(f"(b2) {dataset} seed {seed}: the late model's checkpoint {ckpt} is missing")
         raw = copy.deepcopy(stored["config"])

@@ -487,14 +487,14 @@ def _original_message(exc: BaseException) -> str:
     return s
 
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _format_warning(message, category, filename, lineno, line=None, _default=None) -> str:
     """mmfuse's own warnings as one ``warning: ...`` line, like the CLI's other notes (not a source file, a line
     number and a line of mmfuse's code); other packages' warnings keep Python's format."""
     try:
-        ours = str(Path(filename).resolve()).startswith(_PACKAGE_DIR)
+        ours = Path(filename).resolve().is_relative_to(_PACKAGE_DIR)
     except (OSError, TypeError, ValueError):
         ours = False
     if ours:

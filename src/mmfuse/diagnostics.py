@@ -72,10 +72,11 @@ COLLAPSE_FRACTION = 0.75
 #: 10 rows 60 % of the time, on 30 rows ~20 %, on 100 rows < 1 %: few rows prove nothing about one unit; the rule
 #: asks for three quarters of the dimensions, which a healthy encoder does not reach by chance).
 COLLAPSE_MIN_ROWS = 30
-#: Test rows the collapse check encodes when the probe does not run (a seeded random subset; the probe: all rows).
+#: Test rows the collapse check encodes when the probe does not run (a seeded random subset; when the probe runs,
+#: the check reuses the probe's MAX_PROBE_TEST_ROWS test rows).
 MAX_COLLAPSE_ROWS = 512
-# the probe is scored on at most this many seeded random test rows that have the modality (a binomial metric's
-# standard error ≤ 0.012 there): the diagnostics' memory stays bounded whatever the size of the test split
+#: The probe is scored on at most this many seeded random test rows that have the modality (a binomial metric's
+#: standard error ≤ 0.012 there): the diagnostics' memory stays bounded whatever the size of the test split.
 MAX_PROBE_TEST_ROWS = 2000
 
 
