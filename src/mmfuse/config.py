@@ -65,6 +65,9 @@ class DataConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
+    # regression only: train on (y - mean) / std with the training rows' mean / std per output; predictions,
+    # metrics and explanations are given on the original scale (mmfuse.datasets.target_scale). false: raw scale
+    standardize_target: bool = True
 
 
 class EarlyConfig(_Strict):

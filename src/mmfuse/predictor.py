@@ -162,6 +162,11 @@ def unknown_word_rows(ds) -> dict[str, list[int]]:
     if pipe is None or not isinstance(arrays, Mapping):
         return out
     for m, loader in getattr(pipe, "loaders", {}).items():
+        if hasattr(loader, "unseen_rows") and m in arrays:  # categorical: any category unseen in training
+            rows = loader.unseen_rows(arrays[m], (present or {}).get(m), len(ds))
+            if rows:
+                out[m] = rows
+            continue
         if getattr(loader, "token_kind", None) != "vocab" or m not in arrays:
             continue
         col, have = arrays[m], (present or {}).get(m)
@@ -193,6 +198,12 @@ def warn_unknown_words(ds) -> None:
     for m, rows in found.items():
         cols = ", ".join(repr(c) for c in getattr(pipe.loaders[m], "columns", [m]))
         shown = ", ".join(str(ids[i]) for i in rows[:10]) + (", ..." if len(rows) > 10 else "")
+        if hasattr(pipe.loaders[m], "unseen_rows"):  # the categorical loader
+            warnings.warn(f"column {cols} (modality {m!r}): {len(rows)} row(s) ({shown}) hold a category never seen in "
+                          "the training rows; the model reads it as the 'unseen' category, so it carries no "
+                          f"information about that value (has[{m}] is still 1). Check the category names, or leave "
+                          "the cell empty to mark the modality absent", UnknownWordsWarning, stacklevel=3)
+            continue
         warnings.warn(f"column {cols} (modality {m!r}): {len(rows)} row(s) ({shown}) hold only words / categories never "
                       "seen in the training rows; the model reads them as the unknown token, so these rows get no "
                       f"information from {m!r} (has[{m}] is still 1). Check the spelling / category names, or leave the "

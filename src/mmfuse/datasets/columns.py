@@ -1247,6 +1247,86 @@ class TextLoader(ColumnLoader):
         return self
 
 
+class CategoricalOptions(LoaderOptions):
+    pass
+
+
+@COLUMN_LOADERS.register("categorical")
+class CategoricalLoader(ColumnLoader):
+    """Categories of one or more columns -> one float32 one-hot block per column, concatenated:
+    ``(sum_j (1 + categories_j),)``. Slot 0 of each block is "unseen" (a category never found in that column's
+    training rows); slots 1.. are the column's training categories, sorted (numbers numerically, then words).
+    A cell is compared as text after stripping (a Parquet ``3.0`` reads as ``"3"``). An empty cell in any of the
+    columns makes the modality absent for that row, as for ``numeric``."""
+
+    Options = CategoricalOptions
+    multi_column = True
+    loader_name = "categorical"
+
+    def check_cell(self, values, i, row, problems):
+        return tuple(label_str(v) for v in values)
+
+    def fit(self, cells):
+        found: list[set[str]] = [set() for _ in self.columns]
+        for c in cells:
+            if c is not None:
+                for j, v in enumerate(c):
+                    found[j].add(v)
+        if not any(found):
+            raise DataError(f"modalities.{self.modality}: column(s) {self.columns} hold no category in the train "
+                            "rows (every training cell is empty); fill some training cells or drop the modality")
+        self.categories = [sorted(f, key=class_key) for f in found]
+        self._index()
+        self.fitted = True
+        return self
+
+    def _index(self) -> None:
+        self._lookup = [{v: k + 1 for k, v in enumerate(cats)} for cats in self.categories]
+        sizes = [1 + len(cats) for cats in self.categories]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)  # each block's unseen slot
+        self.width = int(sum(sizes))
+
+    def indices(self, cell: tuple) -> list[int]:
+        """The slot of each column's category in its block (0 = unseen)."""
+        return [lk.get(v, 0) for lk, v in zip(self._lookup, cell)]
+
+    def transform(self, cells, row):
+        if not self.fitted:
+            raise DataError(f"column loader of modality {self.modality!r}: transform before fit")
+        out = np.zeros((len(cells), self.width), dtype=np.float32)
+        for i, c in enumerate(cells):
+            if c is not None:
+                out[i, self.offsets + np.asarray(self.indices(c), dtype=np.int64)] = 1.0
+        return out, []
+
+    def unseen_rows(self, values: Any, present: Any, n: int) -> list[int]:
+        """Positions of the present rows holding at least one category never seen in training (the unseen slot)."""
+        rows = []
+        for i in range(n):
+            if present is not None and not present[i]:
+                continue
+            if np.asarray(values[i]).reshape(-1)[self.offsets].any():
+                rows.append(i)
+        return rows
+
+    def empty_shape(self):
+        return (self.width,)
+
+    def state_dict(self):
+        return {"categories": [list(c) for c in self.categories]}
+
+    def load_state(self, state):
+        self.categories = [list(map(str, c)) for c in state["categories"]]
+        if len(self.categories) != len(self.columns):
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"table pipeline: modality {self.modality!r} has {len(self.categories)} category "
+                                  f"lists for {len(self.columns)} columns; the checkpoint is damaged, retrain it")
+        self._index()
+        self.fitted = True
+        return self
+
+
 class NumericOptions(LoaderOptions):
     normalize: bool = True
 
@@ -1384,6 +1464,8 @@ class TargetEncoder:
         self.given = None if classes is None else [str(c) for c in classes]
         self.class_names: list[str] | None = None
         self.fitted = False
+        #: regression: the training rows' mean / std per target column (``data.standardize_target``)
+        self.scale = None
 
     def check(self, cols: dict[str, list], n: int, row: RowFn) -> tuple[list[Any], list[str]]:
         problems: list[str] = []
@@ -1450,7 +1532,12 @@ class TargetEncoder:
                       key=class_key)
 
     def fit(self, labels: list[Any]) -> "TargetEncoder":
-        if self.task != "regression":
+        if self.task == "regression":  # the training rows' values (float32 rows [K]): mean / std per column
+            from .target_scale import TargetScale
+
+            rows = [v for v in labels if v is not None]
+            self.scale = TargetScale.fit(np.stack(rows), self.columns) if rows else None
+        else:
             found = {lab for v in labels if v is not None for lab in ([v] if self.task == "multiclass" else v)}
             self.class_names = list(self.given) if self.given is not None else sorted(found, key=class_key)
         self.fitted = True
@@ -1485,11 +1572,15 @@ class TargetEncoder:
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task, "columns": self.columns, "separator": self.separator,
-                "classes": self.class_names}
+                "classes": self.class_names, **({"scale": self.scale.state_dict()} if self.scale is not None else {})}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "TargetEncoder":
         t = cls(state["task"], state["columns"], state.get("classes"), state.get("separator", "|"))
         t.class_names = state.get("classes")
+        if state.get("scale") is not None:
+            from .target_scale import TargetScale
+
+            t.scale = TargetScale.from_state(state["scale"])
         t.fitted = True
         return t

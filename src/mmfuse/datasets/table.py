@@ -11,6 +11,7 @@ Example schema (paths are relative to the schema file; file cells are relative t
       voice:   {column: wav_path, loader: audio, features: mfcc, n_mfcc: 13, max_frames: 64}
       caption: {column: text, loader: text, max_tokens: 32}
       vitals:  {columns: [hr, bp], loader: numeric}
+      site:    {columns: [hospital, ward], loader: categorical}
       emb:     {column: npy_path, loader: npy}
 
     id: patient_id                                # optional: the column identifying each row
@@ -46,6 +47,10 @@ Loaders and their keys:
   sentence embeddings.
 * ``numeric`` (``columns`` or ``column``; ``normalize`` true): float32 ``(len(columns),)``,
   standardised with the training rows' mean / std.
+* ``categorical`` (``columns`` or ``column``): float32 ``(sum_j (1 + categories_j),)``, one one-hot block
+  per column whose slot 0 is "unseen"; each column's categories are the sorted distinct cells of the
+  training rows (as trimmed text, numbers sorted numerically); a category found only outside the train
+  rows maps to the unseen slot (``mmfuse predict --table`` warns with the row ids).
 * ``npy`` (``column``): ``np.load(path, allow_pickle=False)``; every file of the column must
   have the same shape, except possibly the first axis (then a variable-length modality).
 
@@ -74,6 +79,9 @@ words, a class found only outside the train split (errors) and a class with fewe
 rows (a warning), each naming the rows and values.
 
 ``id``: a column identifying the rows (kept by ``mmfuse predict``; ``dataset.row_ids``).
+
+``sep``: the CSV separator, one character or ``tab`` (default ``,``; a tab for ``.tsv``). A CSV read as one
+column whose header, split at ``;`` / tab / ``|``, names the schema's columns is reported with the ``sep`` to set.
 
 Loading (``data.options`` beside ``schema``; validated by :class:`TableLoadOptions`): each file is opened
 once, its decoding being the check (a file that cannot be decoded is reported by row, column and path with
@@ -109,7 +117,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model, field_validator
 
 from ..errors import ConfigError, DataError
-from ..registry import COLUMN_LOADERS, suggestion
+from ..registry import COLUMN_LOADERS
 from .base import SPLITS, ArrayDataset, Gather, check_fractions, stratified_split
 from .columns import (ColumnLoader, FileLoader, TargetEncoder, TargetSpec, class_key, empty as _empty,
                       label_str as _label_str)
@@ -164,6 +172,8 @@ class TableSchema(BaseModel):
     table: Optional[str] = None
     name: Optional[str] = None
     format: Optional[str] = None
+    # the CSV field separator (default ',' for .csv / .txt, a tab for .tsv); one character, or "tab"
+    sep: Optional[str] = None
     id: Optional[str] = None
     target: Optional[TargetSpec] = None
     split: Optional[SplitSpec] = None
@@ -180,6 +190,22 @@ class TableSchema(BaseModel):
     @classmethod
     def _split(cls, v):
         return {"column": v} if isinstance(v, str) else v
+
+    @field_validator("sep", mode="before")
+    @classmethod
+    def _sep(cls, v):
+        return _separator(v)
+
+
+def _separator(v: Any) -> Any:
+    """``sep``: one character; ``tab`` / ``\\t`` (a backslash and t, as YAML single quotes keep it) mean a tab."""
+    if v is None:
+        return None
+    if isinstance(v, str) and v.lower() in ("tab", "\\t"):
+        return "\t"
+    if not isinstance(v, str) or len(v) != 1 or v in "\"\r\n":
+        raise ValueError(f"expected one separator character such as ',', ';', '|' or 'tab', got {v!r}")
+    return v
 
 
 class TableLoadOptions(BaseModel):
@@ -297,13 +323,14 @@ class TextColumn:
         return list(self)
 
 
-def _read_table(path: Path, fmt: str | None) -> tuple[dict[str, list[Any]], int, bool]:
-    """Columns as lists of raw cells (CSV: strings), the number of rows, and whether it is a CSV."""
+def _read_table(path: Path, fmt: str | None, sep: str | None = None) -> tuple[dict[str, list[Any]], int, bool]:
+    """Columns as lists of raw cells (CSV: strings), the number of rows, and whether it is a CSV. ``sep``: the
+    CSV separator (default a tab for .tsv, else ',')."""
     import pandas as pd
 
     kind = (fmt or path.suffix.lstrip(".")).lower()
     if kind in ("csv", "tsv", "txt"):
-        sep = "\t" if kind == "tsv" else ","
+        sep = sep or ("\t" if kind == "tsv" else ",")
         try:  # in chunks, each column packed as UTF-8 bytes: no Python string per cell held (see TextColumn)
             names: list[str] | None = None
             parts: dict[str, list[np.ndarray]] = {}
@@ -362,7 +389,26 @@ def _load_schema(schema: Any, base_dir: str | os.PathLike | None) -> tuple[dict,
     raise ConfigError(f"table: schema must be a path to a YAML file or a dict, got {type(schema).__name__}")
 
 
-def _parse_modality(name: Any, spec: Any, columns: list[str], problems: _Problems) -> ColumnLoader | None:
+def column_hint(name: str, columns: list[str], named: list[str] | None = None) -> str:
+    """For a column the table lacks: the close matches (difflib, cutoff 0.6, case-insensitive) among the table's
+    columns the schema does *not* name (a column the schema already uses is never the intended one); else those
+    unused columns."""
+    import difflib
+
+    used = set(named or [])
+    unused = [c for c in columns if c not in used]
+    lowered = {c.lower(): c for c in unused}
+    hits = [lowered[h] for h in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.6)]
+    if hits:
+        return "did you mean " + " or ".join(map(repr, hits)) + "?"
+    if not unused:
+        return "every column of the table is already used by the schema"
+    shown = ", ".join(map(repr, unused[:MAX_LISTED])) + (" ..." if len(unused) > MAX_LISTED else "")
+    return f"columns the schema does not use: {shown}"
+
+
+def _parse_modality(name: Any, spec: Any, columns: list[str], problems: _Problems,
+                    named: list[str] | None = None) -> ColumnLoader | None:
     where = f"modalities.{name}"
     if not isinstance(name, str) or not name or name == "target":
         problems.schema.append(f"{where}: invalid modality name {name!r}")
@@ -373,9 +419,12 @@ def _parse_modality(name: Any, spec: Any, columns: list[str], problems: _Problem
     loader = spec.get("loader")
     known = COLUMN_LOADERS.list()
     if loader not in COLUMN_LOADERS:
+        from ..registry import close_matches
+
+        hits = [] if loader is None else close_matches(str(loader), known)
         problems.schema.append(f"{where}.loader: {'is required' if loader is None else repr(loader) + ' is unknown'}"
                                f"; choose one of {known}"
-                               + ("" if loader is None else f" ({suggestion(str(loader), known)})"))
+                               + (f" (did you mean {' or '.join(map(repr, hits))}?)" if hits else ""))
         return None
     klass = COLUMN_LOADERS.get(loader)
     try:
@@ -398,7 +447,7 @@ def _parse_modality(name: Any, spec: Any, columns: list[str], problems: _Problem
         cols = [parsed.column]
     missing = [c for c in cols if c not in columns]
     for c in missing:
-        problems.schema.append(f"{where}: column {c!r} is not in the table ({suggestion(c, columns)}); "
+        problems.schema.append(f"{where}: column {c!r} is not in the table ({column_hint(c, columns, named)}); "
                                f"available columns: {columns}")
     if missing:
         return None
@@ -474,16 +523,29 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
         problems.schema.append(f"schema.table: file {raw['table']!r} not found (looked for {table_path}); "
                                "give the table's path relative to the schema's folder, or an absolute path")
         problems.raise_if_any()
-    cols, n, is_csv = _read_table(table_path, raw.get("format") if isinstance(raw.get("format"), str) else None)
+    cols, n, is_csv = _read_table(table_path, raw.get("format") if isinstance(raw.get("format"), str) else None,
+                                  sch.sep if sch is not None else None)
     where = f"table {table_path}"
     problems.where = where
     columns = list(cols)
     table_dir = table_path.parent
     named = _named_columns(raw, sch, pipeline)
     if named and columns and not set(named) & set(columns):  # not this schema's table: never echo its contents
-        raise TableSchemaError(f"schema.table: {str(raw['table'])!r} has none of the columns the schema names "
-                               f"({', '.join(map(repr, named[:8]))}); check that `table` points at the right CSV / "
-                               "Parquet file (its contents are not shown)")
+        other = _other_separator(columns, named) if is_csv else None
+        if other is not None:
+            shown = {"\t": "tab", ",": "','"}.get(other, repr(other))
+            msg = (f"schema.table: {str(raw['table'])!r} was read as CSV with separator "
+                   f"{_sep_name(sch.sep if sch is not None else None, table_path, raw)} but its header seems to use "
+                   f"{shown} as separator (split at {shown} it holds the columns the schema names); add "
+                   f"`sep: {'tab' if other == chr(9) else repr(other)}` to the schema")
+        else:
+            msg = (f"schema.table: {str(raw['table'])!r} has none of the columns the schema names "
+                   f"({', '.join(map(repr, named[:8]))}); check that `table` points at the right CSV / "
+                   "Parquet file (its contents are not shown)")
+        if problems:  # with the schema's other problems (an invalid `sep`, ...)
+            problems.schema.append(msg)
+            problems.raise_if_any()
+        raise TableSchemaError(msg)
     # file cells resolve inside the data root: the schema's folder (and, for a table given with `table=`, its folder)
     outside_ok = bool(raw.get("allow_outside_root")) if isinstance(raw.get("allow_outside_root"), bool) else False
     roots = None if outside_ok else [Path(schema_dir).resolve()] + ([table_dir.resolve()] if table is not None else [])
@@ -499,7 +561,7 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
     row_ids: Any = RowNumbers(n)
     if id_col is not None:
         if id_col not in cols:
-            problems.schema.append(f"schema.id: column {id_col!r} is not in the table ({suggestion(id_col, columns)}); "
+            problems.schema.append(f"schema.id: column {id_col!r} is not in the table ({column_hint(id_col, columns, named)}); "
                                    f"available columns: {columns}")
         else:
             row_ids = [None if _empty(v) else _label_str(v) for v in cols[id_col]]
@@ -536,7 +598,8 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
         else:
             target_present = True
             for c in absent:
-                problems.schema.append(f"schema.target: column {c!r} is not in the table ({suggestion(c, columns)}); "
+                problems.schema.append(f"schema.target: column {c!r} is not in the table "
+                                       f"({column_hint(c, columns, named)}); "
                                        f"available columns: {columns}")
         if target_present and not absent and target.columns:
             labels, probs = target.check(cols, n, row)
@@ -558,7 +621,7 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
             sc = sspec.column
             if sc not in cols:
                 problems.schema.append(f"schema.split: column {sc!r} is not in the table "
-                                       f"({suggestion(str(sc), columns)}); available columns: {columns}")
+                                       f"({column_hint(str(sc), columns, named)}); available columns: {columns}")
             else:
                 split_of = np.empty(n, dtype=object)
                 for i, v in enumerate(cols[sc]):
@@ -575,13 +638,13 @@ def load_table(schema: str | os.PathLike | dict | None = None, *, seed: int = 0,
             miss = [c for c in ld.columns if c not in cols]
             for c in miss:
                 problems.schema.append(f"modalities.{name}: column {c!r} (read by the checkpoint's {ld.loader_name!r} "
-                                       f"loader) is not in the table ({suggestion(c, columns)}); add it (empty cells "
+                                       f"loader) is not in the table ({column_hint(c, columns, named)}); add it (empty cells "
                                        f"mean the modality is absent); available columns: {columns}")
             if not miss:
                 loaders[name] = ld
     elif sch is not None:
         for name, spec in sch.modalities.items():
-            ld = _parse_modality(name, spec, columns, problems)
+            ld = _parse_modality(name, spec, columns, problems, named)
             if ld is not None:
                 loaders[name] = ld
     parsed: dict[str, list[Any]] = {}
@@ -784,6 +847,22 @@ def _choose_streaming(loaders: dict[str, ColumnLoader], cols: dict[str, list], n
             continue
         total += int(np.asarray(one).nbytes) * count
     return set(files) if total > limit else set()
+
+
+def _other_separator(columns: list[str], named: list[str]) -> str | None:
+    """The separator (';', tab, '|' or ',') that splits the header read as ``columns`` into names the schema uses."""
+    want = set(named)
+    for sep in (";", "\t", "|", ","):
+        parts = {p.strip().strip('"') for c in columns for p in c.split(sep)}
+        if any(sep in c for c in columns) and parts & want:
+            return sep
+    return None
+
+
+def _sep_name(sep: str | None, path: Path, raw: dict) -> str:
+    fmt = raw.get("format") if isinstance(raw.get("format"), str) else path.suffix.lstrip(".")
+    sep = sep or ("\t" if str(fmt).lower() == "tsv" else ",")
+    return "tab" if sep == "\t" else repr(sep)
 
 
 def _named_columns(raw: dict, sch: "TableSchema | None", pipeline: Any) -> list[str]:

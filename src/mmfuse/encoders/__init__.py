@@ -8,6 +8,7 @@ from ..registry import ENCODERS
 from . import cnn, hf, mlp, sequence  # noqa: F401  (fill the registry)
 from . import efficientnet  # noqa: F401  (efficientnet_lite0)
 from . import speaker  # noqa: F401  (ge2e_speaker)
+from . import categorical  # noqa: F401  (categorical: one-hot category blocks)
 from .base import Encoder, StagedEncoder
 from .cnn import ConvEncoder
 

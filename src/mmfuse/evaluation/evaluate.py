@@ -101,6 +101,8 @@ def collect(model: nn.Module, loader: Iterable[MultimodalBatch], keep: Iterable[
             embeddings: bool = False, masks: bool = False) -> dict[str, np.ndarray]:
     """Run ``model`` in eval mode; returns scores [N, K], targets, and optionally fused/unimodal embeddings.
 
+    Regression scores are on the targets' original scale (``model.target_scale`` inverted, when set).
+
     ``keep``: hide every modality not in ``keep`` (a row's really-absent modality stays absent).
     ``masks``: also return each row's real presence ``present_<modality>`` [N] (before ``keep``) and its
     dataset ``index`` [N].
@@ -129,7 +131,11 @@ def collect(model: nn.Module, loader: Iterable[MultimodalBatch], keep: Iterable[
                     out.setdefault(f"emb_{m}", []).append(e.float().cpu())
     finally:
         model.train(was)
-    return {k: torch.cat(v).numpy() for k, v in out.items() if v}
+    res = {k: torch.cat(v).numpy() for k, v in out.items() if v}
+    scale = getattr(model, "target_scale", None)  # regression trained on standardised targets: original scale
+    if scale is not None and "scores" in res:
+        res["scores"] = scale.invert(res["scores"])
+    return res
 
 
 def patterns_of(modalities: list[str]) -> list[tuple[str, ...]]:

@@ -116,9 +116,15 @@ class ScoreFunction:
         training = _to_eval(module)  # explanations are about the deterministic predictor (no dropout)
         try:
             with torch.no_grad():
-                return output_logits(self.model(batch))
+                return self._original_scale(output_logits(self.model(batch)))
         finally:
             _restore(training)
+
+    def _original_scale(self, logits: Tensor) -> Tensor:
+        """Regression outputs of a model trained on standardised targets (``model.target_scale``), inverted: the
+        explained prediction is in the target's units."""
+        scale = getattr(self.model, "target_scale", None) if self.task == "regression" else None
+        return logits if scale is None else scale.invert(logits)
 
     def classes(self, batch: MultimodalBatch, logits: Tensor | None = None) -> Tensor | None:
         """LongTensor[B]: the class (label, output) explained for each row of the full ``batch``;
@@ -192,7 +198,7 @@ class ScoreFunction:
                         {m: e[rows.index[m][sl]] for m, e in emb.items()},
                         {m: v[sl] for m, v in rows.mask.items()},
                         {m: v[sl] for m, v in lengths.items()})))
-                return parts[0] if len(parts) == 1 else torch.cat(parts)
+                return self._original_scale(parts[0] if len(parts) == 1 else torch.cat(parts))
         finally:
             _restore(training)
 
@@ -204,8 +210,12 @@ class ScoreFunction:
         model = self.offers_split()
         if model is None:
             raise ConfigError("split_row_costs: the model offers no explanation split (explain_split())")
-        key = (id(model),) + tuple((m, tuple(x.shape[1:]), x.dtype, None if m not in batch.lengths
-                                    else int(batch.lengths[m][0])) for m, x in sorted(batch.inputs.items()))
+        # the model's identity, its parameters' shapes and its modules' ids (a stamp that changes when an encoder is
+        # swapped or resized in place), then the inputs' row shapes
+        stamp = (id(model), tuple(tuple(p.shape) for p in model.parameters()),
+                 tuple(id(mod) for mod in model.modules()))
+        key = stamp + tuple((m, tuple(x.shape[1:]), x.dtype, None if m not in batch.lengths
+                             else int(batch.lengths[m][0])) for m, x in sorted(batch.inputs.items()))
         cache = self.__dict__.setdefault("_row_cost_cache", {})
         if key not in cache:
             cache[key] = self._row_costs(model, batch)

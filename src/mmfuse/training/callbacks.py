@@ -95,7 +95,8 @@ class EpochCheckpoints(L.Callback):
         if self.save_fn is None:
             saved = "nothing was saved (save=False)"
         elif self.saved_epoch >= 0:
-            saved = f"epochs 1-{self.saved_epoch + 1} are saved in {self.out / 'last'}"
+            saved = (f"epoch 1 is saved in {self.out / 'last'}" if self.saved_epoch == 0 else
+                     f"epochs 1-{self.saved_epoch + 1} are saved in {self.out / 'last'}")
         else:
             saved = "no epoch had finished, so --resume starts from the beginning"
         raise TrainingInterrupted(sig, f"interrupted by {signal_name(sig)} {where}; {saved}")

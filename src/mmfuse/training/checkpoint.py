@@ -318,12 +318,20 @@ def load_checkpoint(directory: str | Path):
     except RuntimeError as exc:
         raise CheckpointError(f"{meta['_dir']}: weights do not fit the model its config describes: {exc}") from None
     model.eval()
+    from ..datasets.target_scale import TargetScale
+
+    # regression trained on standardised targets (data.standardize_target): outputs are inverted with it
+    model.target_scale = TargetScale.from_state(meta["target_scale"]) if meta.get("target_scale") else None
     if meta.get("pipeline"):
         pipe = load_pipeline(meta)
         if list(pipe.class_names or []) != list(meta.get("class_names") or []):
             raise CheckpointError(f"{meta['_dir']}: config.json lists the classes {meta.get('class_names')} but the "
                                   f"fitted pipeline's class order is {pipe.class_names}; the file was edited or is "
                                   "damaged (predicted labels would be shifted), retrain or restore it")
+        fitted = getattr(pipe.target, "scale", None)
+        if model.target_scale is not None and fitted is not None and fitted != model.target_scale:
+            raise CheckpointError(f"{meta['_dir']}: config.json's target scale {model.target_scale} differs from the "
+                                  f"fitted pipeline's {fitted}; the file was edited or is damaged, retrain or restore it")
         cfg.data.options["pipeline"] = meta["_dir"]  # evaluate / predict / explain reapply it, never refit
     return model, cfg, meta
 

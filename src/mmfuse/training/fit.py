@@ -227,6 +227,11 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
                  dtypes=input_dtypes(train))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, train.shapes, int(train.num_classes), task)
+    from ..datasets.target_scale import fit_target_scale
+
+    # regression: the training rows' mean / std (data.standardize_target); the loss standardises the targets, the
+    # outputs are inverted where they leave the model (evaluation, predictions, explanations)
+    model.target_scale = fit_target_scale(cfg.data.standardize_target, train, task)
     if cfg.model.init_from and state is None:
         warm_start(model, cfg.model.init_from)
     if cfg.training.embedding_cache == "auto" and cfg.training.precision in ("32-true", "32", 32):
@@ -249,6 +254,7 @@ def _fit(cfg: ExperimentConfig, datasets, out: Path, save: bool, progress, evalu
         "num_outputs": int(train.num_classes), "task": task,
         "class_names": list(getattr(train, "class_names", None) or []),
         "modalities": list(train.modalities),
+        "target_scale": None if model.target_scale is None else model.target_scale.state_dict(),
     }
     pipeline = getattr(train, "pipeline", None)
 

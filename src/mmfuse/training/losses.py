@@ -12,7 +12,10 @@ def _where(index: Tensor | None, i: int) -> str:
     return f"sample {int(index[i])}" if index is not None else f"batch row {i}"
 
 
-def task_loss(task: str, scores: Tensor, target: Tensor, index: Tensor | None = None) -> Tensor:
+def task_loss(task: str, scores: Tensor, target: Tensor, index: Tensor | None = None, scale=None) -> Tensor:
+    """Cross-entropy (multiclass), BCE with logits (multilabel), MSE (regression). ``scale`` (regression, a
+    :class:`~mmfuse.datasets.target_scale.TargetScale`): the target is standardised, ``(y - mean) / std``, and
+    ``scores`` are the model's standardised outputs (``data.standardize_target``)."""
     if task != "multiclass" and target.numel() != scores.numel():
         raise ShapeError(f"{task} targets have shape {tuple(target.shape)} but the model gives {tuple(scores.shape)} "
                          "(batch, outputs); give every sample a target of the model's width, or rebuild the model "
@@ -40,5 +43,6 @@ def task_loss(task: str, scores: Tensor, target: Tensor, index: Tensor | None = 
                             "1 (on) or 0 (off): binarise the targets, e.g. (target > 0.5)")
         return F.binary_cross_entropy_with_logits(scores, target.float().view_as(scores))
     if task == "regression":
-        return F.mse_loss(scores, target.float().view_as(scores))
+        y = target.float().view_as(scores)
+        return F.mse_loss(scores, y if scale is None else scale.standardize(y))
     raise DataError(f"unknown task {task!r}")

@@ -2,7 +2,7 @@
 
 Lightning's bar shows ``Epoch 0/5`` for the first of six epochs (a zero-based index over the last index) and a
 ``v_num`` (the CSV logger's version folder), while mmfuse's own messages, the leaderboard and the interruption
-notice count epochs from 1 (``interrupted by SIGINT during epoch 2; epochs 1-1 are saved``). This bar shows
+notice count epochs from 1 (``interrupted by SIGINT during epoch 2; epoch 1 is saved``). This bar shows
 ``Epoch 1/6`` ... ``Epoch 6/6`` (a resumed run continues the count) and no ``v_num``. Imported only by ``training.fit`` (Lightning is loaded).
 """
 

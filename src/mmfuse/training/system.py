@@ -89,7 +89,7 @@ def make_optimizer(cfg: TrainingConfig, params, lr: float | None = None) -> torc
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
-def unimodal_losses(task: str, out, batch: MultimodalBatch) -> dict[str, Tensor]:
+def unimodal_losses(task: str, out, batch: MultimodalBatch, scale=None) -> dict[str, Tensor]:
     """Per-modality losses over the rows where that modality is present."""
     losses = {}
     for m, logits in (out.unimodal_logits or {}).items():
@@ -97,7 +97,7 @@ def unimodal_losses(task: str, out, batch: MultimodalBatch) -> dict[str, Tensor]
         if rows is None or rows.any():
             sel = slice(None) if rows is None else rows
             index = None if batch.index is None else batch.index[sel]
-            losses[m] = task_loss(task, logits[sel], batch.target[sel], index)
+            losses[m] = task_loss(task, logits[sel], batch.target[sel], index, scale)
     return losses
 
 
@@ -115,6 +115,9 @@ class FusionSystem(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self._val: list[tuple[Tensor, Tensor, Tensor]] = []
         self._train_loss: list[float] = []
+        # regression: the training rows' target mean / std (set on the model by fit, data.standardize_target); the
+        # losses compare standardised outputs with standardised targets, the metrics use the original scale
+        self.target_scale = getattr(model, "target_scale", None) if task == "regression" else None
 
     def forward(self, batch: MultimodalBatch):
         return self.model(batch)
@@ -124,11 +127,11 @@ class FusionSystem(L.LightningModule):
 
     # ------------------------------------------------------------------ the one loss, optimiser, clip
     def task_loss(self, scores: Tensor, target: Tensor, index: Tensor | None = None) -> Tensor:
-        return task_loss(self.task, scores, target, index)
+        return task_loss(self.task, scores, target, index, self.target_scale)
 
     def compute_loss(self, batch: MultimodalBatch, out) -> Tensor:
         """Task loss + weighted unimodal losses + every term in ``out.losses`` (already weighted)."""
-        uni = unimodal_losses(self.task, out, batch)
+        uni = unimodal_losses(self.task, out, batch, self.target_scale)
         late = getattr(self.model, "strategy", None) == "late"
         loss = self.task_loss(out.logits, batch.target, batch.index) if out.logits.requires_grad else None
         w = 1.0 if late else self.cfg.unimodal_loss_weight
@@ -176,12 +179,14 @@ class FusionSystem(L.LightningModule):
 
     def validation_step(self, batch: MultimodalBatch, batch_idx: int):
         out = self.model(batch)
-        self._val.append((out.logits.detach(), batch.target.detach(), task_loss(self.task, out.logits, batch.target, batch.index).detach() * batch.batch_size))
+        self._val.append((out.logits.detach(), batch.target.detach(), self.task_loss(out.logits, batch.target, batch.index).detach() * batch.batch_size))
 
     def on_validation_epoch_end(self):
         if not self._val:
             return
         scores = torch.cat([s for s, _, _ in self._val]).float().numpy()
+        if self.target_scale is not None:  # metrics on the original scale (val_loss stays on the trained one)
+            scores = self.target_scale.invert(scores)
         target = torch.cat([t for _, t, _ in self._val]).numpy()
         loss = float(sum(float(l) for _, _, l in self._val) / len(scores))
         self._val.clear()
