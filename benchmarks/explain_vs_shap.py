@@ -9,8 +9,14 @@ same masking (zeros), same explained score (probability of the class predicted o
 * captum: ``ShapleyValueSampling`` (forward-only sampling) with a feature mask; permutations matched
   by replaying its ``torch.randperm`` draws and running ``mmshap(antithetic=False)``.
 * error against wall time: for P in --budgets, each explainer's mean |error| against a high-sample reference
-  (mmfuse, 200 antithetic permutations) and its wall time; then the time each needs to reach the same error
-  (log-log interpolation of its error-vs-time curve at the error of shap / captum at P = --permutations).
+  (mmfuse's walk, 200 antithetic permutations) and its wall time; then the time each needs to reach the same error
+  (log-log interpolation of its error-vs-time curve at the error of shap / captum at P = --permutations). The
+  curve is first made monotone: its lower envelope (points sorted by time, a point kept only if its error is below
+  every faster point's; a dominated budget is dropped). The ratio's spread: a bootstrap over the rounds (resample
+  rounds whole, recompute every median time and error, interpolate, ratio; --bootstrap resamples): median, 95 %
+  interval and IQR; also the per-round ratios (each round's own curve, one seed per point) for the record.
+* the reference's own error: a second 200-permutation reference with another seed; mean |r1 - r2| / sqrt 2
+  estimates the reference's mean |error| (it lifts every curve's error floor; compare it with the target errors).
 
 Protocol (issue 13): every import (shap, captum) and set-up (model, data, explainer objects' inputs, the
 reference) happens before timing; each explainer is run once untimed (warm-up); then --repeats rounds, in each
@@ -35,7 +41,8 @@ budget's time (an upper bound, so the ratio is a lower bound, printed with >=).
 
 Run:  cd /work/main && .venv/bin/python benchmarks/explain_vs_shap.py
 Options: --samples N (8) --permutations P (10) --budgets 2,5,10,20 --repeats R (7) --threads T (1) --synthetic
---variants --whole-walk --plot PNG --json FILE.
+--variants --whole-walk --bootstrap N (2000) --plot PNG --json FILE (pyperf suite + key "mmfuse_summary": ratios,
+bootstrap intervals, reference error, curves, load).
 Times depend on the machine and its load; read the ratios.
 """
 
@@ -189,19 +196,64 @@ def quantile(xs, q):
     return float(np.quantile(np.asarray(xs, dtype=float), q))
 
 
+def lower_envelope(points):
+    """The error-vs-time curve made monotone: points (``(seconds, error)``) sorted by time, keeping only those more
+    accurate than every faster one (the Pareto front; a budget that took longer but erred more than a cheaper one is
+    dominated and dropped), so error is a decreasing function of time."""
+    front = []
+    for t, e in sorted(points):
+        if not front or e < front[-1][1]:
+            front.append((t, e))
+    return front
+
+
 def time_to_error(points, target):
     """Wall time at which an error-vs-time curve (``[(seconds, error)]``, one per budget) reaches ``target``:
-    log-log interpolation between the two budgets around it. Returns (seconds, exact): when even the cheapest
-    budget's error is below ``target``, (that budget's time, False): an upper bound; None when the curve never
-    gets down to ``target``."""
-    pts = sorted(points)
-    for (t0, e0), (t1, e1) in zip(pts, pts[1:]):
-        if (e0 - target) * (e1 - target) <= 0 and e0 != e1:
-            w = (np.log(target) - np.log(e0)) / (np.log(e1) - np.log(e0))
-            return float(np.exp(np.log(t0) + w * (np.log(t1) - np.log(t0)))), True
+    log-log interpolation between the two points around it on the curve's :func:`lower_envelope` (monotone).
+    Returns (seconds, exact): when even the fastest point's error is below ``target``, (that time, False): an
+    upper bound; None when the curve never gets down to ``target``."""
+    pts = lower_envelope(points)
     if pts and pts[0][1] <= target:
         return pts[0][0], False
+    for (t0, e0), (t1, e1) in zip(pts, pts[1:]):
+        if e0 > target >= e1:
+            w = (np.log(target) - np.log(e0)) / (np.log(e1) - np.log(e0))
+            return float(np.exp(np.log(t0) + w * (np.log(t1) - np.log(t0)))), True
     return None
+
+
+def ratio_at_equal_error(tt, errs, rounds, mine, other, P, budgets):
+    """(ratio, exact) = other's time at P over mine's time to reach other's error at P, from the medians over
+    ``rounds`` (indices into the per-round lists; repeated indices = a bootstrap resample); None if not reached."""
+    med = lambda xs: float(np.median([xs[r] for r in rounds]))  # noqa: E731
+    target = med(errs[(other, P)])
+    got = time_to_error([(med(tt[(mine, p)]), med(errs[(mine, p)])) for p in budgets], target)
+    if got is None:
+        return None
+    return med(tt[(other, P)]) / got[0], got[1]
+
+
+def bootstrap_ratio(tt, errs, mine, other, P, budgets, n_boot, seed=0):
+    """The time-to-equal-error ratio's spread: resample the rounds with replacement (a round = every explainer and
+    budget once, same seed and load, so rounds are resampled whole), recompute every curve's median time and error
+    per budget, interpolate, ratio. Returns dict(median, lo, hi (2.5 / 97.5 %), q25, q75, n, bounds: resamples where
+    mine's fastest budget was already below the error (ratio a lower bound, counted as is), missed: resamples where
+    mine never reached it (left out))."""
+    R = len(tt[(other, P)])
+    rng = np.random.default_rng(seed)
+    vals, bounds, missed = [], 0, 0
+    for _ in range(n_boot):
+        got = ratio_at_equal_error(tt, errs, rng.integers(0, R, R).tolist(), mine, other, P, budgets)
+        if got is None:
+            missed += 1
+            continue
+        vals.append(got[0])
+        bounds += not got[1]
+    if not vals:
+        return {"n": 0, "missed": missed}
+    q = lambda x: float(np.quantile(vals, x))  # noqa: E731
+    return {"median": q(.5), "lo": q(.025), "hi": q(.975), "q25": q(.25), "q75": q(.75), "n": len(vals),
+            "bounds": bounds, "missed": missed}
 
 
 def plot_curves(curves, targets, path):
@@ -238,6 +290,7 @@ def main():
     ap.add_argument("--budgets", default="2,5,10,20", help="permutation counts of the error-vs-time curves")
     ap.add_argument("--repeats", type=int, default=7, help="interleaved timed rounds (after one warm-up round)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bootstrap", type=int, default=2000, help="resamples of the rounds for the ratios' spread")
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--json", default=None, help="write the raw timings as a pyperf BenchmarkSuite here")
     ap.add_argument("--plot", default=None, help="error-vs-time plot (PNG); none by default, so a plain run never "
@@ -252,6 +305,7 @@ def main():
     P = args.permutations
     budgets = sorted({int(b) for b in args.budgets.split(",")} | {P})
     t0 = time.perf_counter()
+    load0 = [round(x, 2) for x in os.getloadavg()]
     # --- set-up, untimed: imports of every explainer, data, model, reference ---
     import captum.attr  # noqa: F401
     import pyperf
@@ -272,6 +326,10 @@ def main():
     ref_res = mmshap(sf, batch, maskers, n_permutations=REF_P, seed=10_000, estimator="walk")
     ref = stack_values(ref_res)
     layouts = [s.layouts for s in ref_res.samples]
+    # the reference's own error: a second, independent reference (another seed); for two independent estimates with
+    # the same (near-normal) error, E|r1 - r2| = sqrt(2) E|r1 - phi|, so the reference's mean |error| ~ mean|r1-r2|/sqrt2
+    ref2 = stack_values(mmshap(sf, batch, maskers, n_permutations=REF_P, seed=20_000, estimator="walk"))
+    ref_err = float((ref.double() - ref2.double()).abs().mean()) / np.sqrt(2)
     n = ref_res.samples[0].values.numel()
 
     # --- agreement at matched permutations (correctness, untimed) ---
@@ -281,7 +339,8 @@ def main():
     cperms = torch.stack([torch.randperm(n) for _ in range(P)])
     of = stack_values(mmshap(sf, batch, maskers, permutations=cperms, antithetic=False))
     cv = run_captum(model, batch, layouts, classes, P, 0)
-    print(f"\n{batch.batch_size} samples x {n} features; reference: {REF_P} antithetic permutations\n")
+    print(f"\n{batch.batch_size} samples x {n} features; reference: {REF_P} antithetic permutations (walk); its own "
+          f"mean |error| ~ {ref_err:.2e} (mean |r1 - r2| / sqrt 2 over two independent references)\n")
     print("Agreement with matched permutations (same orders => same values up to float32 rounding)")
     print(compare("mmfuse antithetic vs shap PermutationExplainer", om, sv))
     print(compare("mmfuse forward-only vs captum SVS", of, cv))
@@ -348,10 +407,14 @@ def main():
         rr = [b / a for a, b in zip(times[("mmfuse", P)], times[(other, P)])]
         print(f"  {other} / mmfuse: {np.median(rr):.2f}x  (IQR {quantile(rr, .25):.2f}-{quantile(rr, .75):.2f}, "
               f"min-max {min(rr):.2f}-{max(rr):.2f})")
-    targets = {}
+    targets, summary = {}, {"reference_error": ref_err, "reference_permutations": REF_P, "rounds": args.repeats,
+                             "bootstrap": args.bootstrap, "threads": torch.get_num_threads(), "P": P,
+                             "budgets": budgets, "ratios": {}}
+    rounds = list(range(args.repeats))
     for clock, tt in (("wall", times), ("CPU", cpu)):
-        print(f"\nTime to reach the same error ({clock} time; log-log interpolation on each explainer's "
-              "error-vs-time curve)")
+        print(f"\nTime to reach the same error ({clock} time; log-log interpolation on each explainer's error-vs-time "
+              f"curve made monotone: its lower envelope); bootstrap over the {args.repeats} rounds ({args.bootstrap} "
+              "resamples): median [95 % interval] (IQR)")
         for other in ("shap", "captum"):
             target = float(np.median(errs[(other, P)]))
             targets[other] = target
@@ -363,9 +426,26 @@ def main():
                     print(f"  error {target:.2e} ({other} at P={P}): {mine} does not reach it; widen --budgets")
                     continue
                 t_m, exact = got
+                bs = bootstrap_ratio(tt, errs, mine, other, P, budgets, args.bootstrap)
+                # per-round ratios: each round's own curve (one seed per point: noisy; reported for the record)
+                per = [x[0] for x in (ratio_at_equal_error(tt, errs, [r], mine, other, P, budgets) for r in rounds)
+                       if x is not None]
                 how = "" if exact else " (its cheapest budget is already below this error: a bound, >=)"
+                spread = (f"  bootstrap {bs['median']:.2f}x [{bs['lo']:.2f}-{bs['hi']:.2f}] (IQR {bs['q25']:.2f}-"
+                          f"{bs['q75']:.2f}; {bs['bounds']} bounds, {bs['missed']} not reached of {args.bootstrap})"
+                          if bs["n"] else f"  bootstrap: never reached in {bs['missed']} resamples")
+                if per:
+                    spread += (f"; per-round ratio median {np.median(per):.2f}x (IQR {quantile(per, .25):.2f}-"
+                               f"{quantile(per, .75):.2f}, {len(per)} of {args.repeats} rounds reach it)")
                 print(f"  error {target:.2e} ({other} at P={P}): {mine} {t_m:.3f}s, {other} {t_o:.3f}s -> {mine} "
-                      f"{'' if exact else '>= '}{t_o / t_m:.2f}x faster{how}")
+                      f"{'' if exact else '>= '}{t_o / t_m:.2f}x faster{how}\n  {spread}")
+                summary["ratios"][f"{clock} {other} / {mine}"] = {
+                    "target_error": target, "other_seconds": t_o, "mine_seconds": t_m, "ratio": t_o / t_m,
+                    "exact": exact, "bootstrap": bs,
+                    "per_round": {"median": float(np.median(per)), "q25": quantile(per, .25),
+                                  "q75": quantile(per, .75), "n": len(per)} if per else None}
+    summary["curves"] = {m: [{"P": p, "seconds": t, "error": e} for t, e, p in sorted(c, key=lambda x: x[2])]
+                         for m, c in curves.items()}
     if args.plot:
         plot_curves(curves, targets, args.plot)
         print(f"plot: {args.plot}")
@@ -374,8 +454,18 @@ def main():
             "name": f"{m} P={p}{tag}", "unit": "second", "loops": 1})]) for m, p in jobs
             for tt, tag in ((times, ""), (cpu, " cpu"))])
         suite.dump(args.json, replace=True)
-        print(f"raw timings (pyperf): {args.json}")
-    print(f"total {time.perf_counter() - t0:.1f}s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        import json
+
+        with open(args.json) as fh:  # pyperf ignores other top-level keys: the summary rides along
+            data = json.load(fh)
+        summary["load_average"] = {"start": load0, "end": [round(x, 2) for x in os.getloadavg()]}
+        data["mmfuse_summary"] = summary
+        with open(args.json, "w") as fh:
+            json.dump(data, fh)
+        print(f"raw timings (pyperf) + summary (key 'mmfuse_summary': ratios, bootstrap, reference error): "
+              f"{args.json}")
+    print(f"total {time.perf_counter() - t0:.1f}s; load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} "
+          f"at the end, on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -256,6 +256,25 @@ def test_balanced_assignment_fills_the_least_used_orders():
     assert uses.tolist() == [3, 2, 2, 2]
 
 
+def test_distinct_assignment_does_not_repeat_the_pilot_pairs():
+    from mmfuse.explain.estimators import distinct_assignment
+
+    # Q = (2, 2): one pattern for both modalities would give (0, 0), (1, 1), (0, 0), ... (the pilot's pairs)
+    a, b = distinct_assignment([2, 2], 6)
+    pairs = list(zip(a.tolist(), b.tolist()))
+    assert pairs[:2] == [(0, 1), (1, 0)]  # the two pairs the pilot did not draw, first
+    assert sorted(pairs) == [(0, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 1)]  # then the 4 pairs cycle evenly
+    # a modality's orders stay balanced (least used first), and no combination repeats while one is new
+    sizes, draws = [3, 2, 4], 20
+    picks = distinct_assignment(sizes, draws)
+    combos = [(0, 0, 0), (1, 1, 1)] + list(zip(*(p.tolist() for p in picks)))
+    assert len(set(combos)) == len(combos)  # 22 draws < 3*2*4 = 24 combinations: all distinct
+    for q, p in zip(sizes, picks):
+        uses = torch.bincount(p, minlength=q) + (torch.arange(q) < 2)
+        assert int(uses.max() - uses.min()) <= 1
+    assert [p.tolist() for p in distinct_assignment(sizes, draws)] == [p.tolist() for p in picks]  # deterministic
+
+
 def test_interleave_per_draw_estimates_average_to_the_estimate():
     from mmfuse.explain.estimators import interleave_coalitions, interleave_from_values
 

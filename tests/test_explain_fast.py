@@ -348,3 +348,17 @@ def test_rotated_orders_are_permutations_with_stratified_positions():
         assert torch.equal(pos.sort(0).values, torch.arange(4).view(4, 1).expand(4, 4))
     assert not torch.equal(o[0], o[4])  # a new uniform order per block
     assert _rotated_orders(3, 0, g).shape == (3, 0)
+
+
+def test_row_cost_cache_sees_an_encoder_resized_in_place():
+    """split_row_costs caches per model; an encoder resized in place (same model object) must not reuse the old
+    costs: they equal a fresh score function's, and the resized modality's cost doubles with its hidden width."""
+    model = _model(strategy="feature", fusion={"name": "concat"})
+    sf, batch = make_score_fn(model, "predicted"), _batch()
+    before = sf.split_row_costs(batch)
+    torch.manual_seed(1)
+    model.encoders["a"].net[0] = torch.nn.Linear(6, 128)
+    model.encoders["a"].net[3] = torch.nn.Linear(128, 64)
+    after = sf.split_row_costs(batch)
+    assert after == make_score_fn(model, "predicted").split_row_costs(batch)
+    assert after["a"] > 1.9 * before["a"] and after["b"] == before["b"]

@@ -22,7 +22,9 @@ Tensor[n, *]. Everything is computed in float64.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -374,3 +376,35 @@ def balanced_assignment(uses: Tensor, draws: int) -> Tensor:
         counts[j] += 1
     uses.copy_(torch.tensor(counts, dtype=uses.dtype))
     return torch.tensor(out, dtype=torch.long)
+
+
+def distinct_assignment(sizes: Sequence[int], draws: int, used: int = 2, cap: int = 4096) -> list[Tensor]:
+    """For G modalities with ``sizes[j]`` orders each (the first ``used`` already serve draws ``d`` = (d, d, …, d),
+    d < used), the order of every modality for each of ``draws`` new draws: list of G LongTensor[draws].
+    Per modality the choice is the least used order (as :func:`balanced_assignment`, so every order serves about
+    equally often); among the least used, the combination that earlier draws used least (the first in
+    lexicographic order; at most ``cap`` looked at). So no combination repeats while the least-used orders still give a new one, and then
+    they cycle evenly. With one pattern for every modality, Q = (2, 2) would repeat the pilot's (0, 0), (1, 1)
+    for ever; here it draws (0, 1), (1, 0) first. The index map depends on ``sizes`` and
+    ``draws`` only, never on values, so each draw still pairs independent uniform orders per modality."""
+    G = len(sizes)
+    counts = [[1 if i < used else 0 for i in range(int(q))] for q in sizes]
+    seen = {(d,) * G: 1 for d in range(used)}  # how often each combination has served
+    out: list[list[int]] = [[] for _ in range(G)]
+    for _ in range(draws):
+        cands = []
+        for c in counts:
+            low = min(c)
+            cands.append([i for i, x in enumerate(c) if x == low])
+        pick, best = None, None
+        for combo in itertools.islice(itertools.product(*cands), cap):
+            k = seen.get(combo, 0)
+            if best is None or k < best:
+                pick, best = combo, k
+                if k == 0:
+                    break
+        seen[pick] = seen.get(pick, 0) + 1
+        for j, i in enumerate(pick):
+            out[j].append(i)
+            counts[j][i] += 1
+    return [torch.tensor(o, dtype=torch.long) for o in out]

@@ -60,7 +60,7 @@ from .estimators import (
     permutation_from_values,
     random_permutations,
     allocate_orders,
-    balanced_assignment,
+    distinct_assignment,
     pilot_levels,
     pilot_statistics,
 )
@@ -474,11 +474,12 @@ def _allocate_and_run(plans: list, score_fn, batch: MultimodalBatch, packer: _Pa
                                                                    for m, k in zip(groups, sizes)]),
                                 costs[""] * interleave_grid_size(sizes) * ab, draws, 2, highest)
         new = []
+        # which of its q[j] orders each modality uses in each extra draw: least used first, combinations distinct
+        # across modalities (no repeat of d1's or d2's pair while a new one is left), from q alone
+        picks = distinct_assignment(q, extra_draws, used=2)
         for j, (m, k) in enumerate(zip(groups, sizes)):
             pool = torch.cat([base[j], _rotated_orders(q[j] - 2, k, gen)]) if q[j] > 2 else base[j]
-            uses = torch.zeros(pool.shape[0], dtype=torch.long)
-            uses[:2] = 1  # d1 and d2
-            new.append(pool[balanced_assignment(uses, extra_draws)])
+            new.append(pool[picks[j]])
         main[i] = _antithetic(new, antithetic)
         allocation[i] = dict(zip(groups, q))
     outs = {}
@@ -558,7 +559,9 @@ def mmshap(
     design is deterministic). A sample's design is chosen from the *other* samples'
     pilots, so its own draws stay uniform and independent of it: the estimate (``n_permutations`` draws: d1, d2
     and the allocated ones, equally weighted) keeps the Shapley values as its expectation, and efficiency holds per
-    draw. ``extra["orders"]`` lists each sample's Q. Elsewhere "auto" = one new order per draw. ``{modality: r}``
+    draw. Q depends on floating-point pilot values, and those on how rows are packed (``memory_mb`` /
+    ``max_rows``): at a near-tie a different packing can flip the design and so every later draw for the same
+    seed (same expectation, different values). ``extra["orders"]`` lists each sample's Q. Elsewhere "auto" = one new order per draw. ``{modality: r}``
     (by hand) makes each order of that modality serve r consecutive draws (P/r distinct orders); None: one new
     order per draw for every modality (the estimator before "auto").
     A modality's orders within a sample are rotations of uniform orders (blocks of ≤ n_m rotations with evenly
