@@ -54,3 +54,26 @@ def test_explain_dataset_on_multimodal_model(model_and_batch, tmp_path):
     assert summary["n_samples"] == 5
     df = pd.read_csv(tmp_path / "per_sample.csv")
     assert df["sample"].tolist() == [0, 1, 2, 3, 4] and df["share_image"].isna().tolist() == [False] * 2 + [True] + [False] * 2
+
+
+def test_explain_dataset_ignores_modalities_the_model_does_not_read(tmp_path):
+    """A model trained on a subset of the data's modalities: the extra modality is not a player (its value would be
+    exactly 0) and is never encoded (the model has no encoder for it); the audio-only model's single player gets
+    the whole f(all) - f(none)."""
+    torch.manual_seed(0)
+    model = build_model({"strategy": "feature", "fusion": {"name": "concat"}}, {"audio": SHAPES["audio"]}, 3)
+    g = torch.Generator().manual_seed(2)
+    samples = [{"audio": torch.randn(10, 4, generator=g), "image": torch.rand(1, 8, 8, generator=g), "target": i % 3}
+               for i in range(4)]
+    batch = collate(samples, ["audio", "image"], SHAPES)
+    summary = explain_dataset(model, batch, "shapley", tmp_path, plots=False)
+    df = pd.read_csv(tmp_path / "per_sample.csv")
+    assert summary["n_samples"] == 4 and "share_image" not in df.columns
+    sf = make_score_fn(model, "predicted")
+    only_audio = collate([{k: v for k, v in s.items() if k != "image"} for s in samples], ["audio"],
+                         {"audio": SHAPES["audio"]})
+    r = modality_shapley(sf, only_audio)
+    torch.testing.assert_close(torch.as_tensor(df["value_audio"].to_numpy()), r.values[:, 0].double(),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.as_tensor((df["f_full"] - df["f_base"]).to_numpy()), r.values[:, 0].double(),
+                               rtol=0, atol=1e-6)

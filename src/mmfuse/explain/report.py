@@ -258,6 +258,22 @@ def interaction_breakdown(df: pd.DataFrame, pairs: Sequence[str], task: str = "m
     return pd.DataFrame(rows, columns=["group", "level", "pair", "n", "mean", "std"])
 
 
+def _model_inputs(batch: MultimodalBatch, model: Any) -> MultimodalBatch:
+    """``batch`` without the modalities ``model`` does not read (a model trained on a subset of the data's
+    modalities, ``model.modalities``): they cannot change its output, so their Shapley value is exactly 0 and they
+    are left out of the players rather than encoded by an encoder the model does not have."""
+    used = getattr(model, "modalities", None)
+    if not isinstance(used, (list, tuple)) or not used or not set(batch.modalities) - set(used):
+        return batch
+    keep = [m for m in batch.modalities if m in used]
+    if not keep:
+        raise DataError(f"explain_dataset: the data holds none of the model's modalities {list(used)} "
+                        f"(it has {batch.modalities}); explain the model on data with those modalities")
+    return MultimodalBatch(inputs={m: batch.inputs[m] for m in keep}, mask={m: batch.mask[m] for m in keep},
+                           target=batch.target, lengths={m: v for m, v in batch.lengths.items() if m in keep},
+                           index=batch.index)
+
+
 def _batches(data: Any, batch_size: int) -> Iterator[MultimodalBatch]:
     if isinstance(data, MultimodalBatch):
         yield data
@@ -371,6 +387,7 @@ def explain_dataset(model: Callable, data: Any, method: str = "shapley", out_dir
             batch = batch.select(slice(0, max_samples - done))
         if device is not None:
             batch = batch.to(device)
+        batch = _model_inputs(batch, model)
         ci = class_index
         if class_index == "target":
             if batch.target is None or batch.target.dim() != 1:
