@@ -45,9 +45,9 @@ def test_categories_learned_on_train_only(tmp_path):
     ld = ds["train"].pipeline.loaders["cat"]
     # sorted, numbers numerically; 'violet' / '99' (val/test rows only) are not categories
     assert ld.categories == [["blue", "green", "red"], ["2", "9", "10"]]
-    # blocks: color = [unseen, blue, green, red], size = [unseen, 2, 9, 10]
-    want = {"u0": (3, 7), "u4": (2, 6), "u8": (1, 5), "u21": (0, 6), "u22": (2, 4)}
-    assert ds["train"].shapes["cat"] == (8,)
+    # blocks: color = [blue, green, red], size = [2, 9, 10]; an unseen category leaves its block all zero
+    want = {"u0": (2, 5), "u4": (1, 4), "u8": (0, 3), "u21": (4,), "u22": (1,)}
+    assert ds["train"].shapes["cat"] == (6,)
     for split in ("train", "test"):
         d = ds[split]
         ids = [d.row_ids[int(i)] for i in d.ids]

@@ -200,8 +200,8 @@ def warn_unknown_words(ds) -> None:
         shown = ", ".join(str(ids[i]) for i in rows[:10]) + (", ..." if len(rows) > 10 else "")
         if hasattr(pipe.loaders[m], "unseen_rows"):  # the categorical loader
             warnings.warn(f"column {cols} (modality {m!r}): {len(rows)} row(s) ({shown}) hold a category never seen in "
-                          "the training rows; the model reads it as the 'unseen' category, so it carries no "
-                          f"information about that value (has[{m}] is still 1). Check the category names, or leave "
+                          "the training rows; its one-hot block is all zero, so that column adds nothing to the "
+                          f"prediction (has[{m}] is still 1). Check the category names, or leave "
                           "the cell empty to mark the modality absent", UnknownWordsWarning, stacklevel=3)
             continue
         warnings.warn(f"column {cols} (modality {m!r}): {len(rows)} row(s) ({shown}) hold only words / categories never "

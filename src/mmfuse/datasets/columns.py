@@ -1254,8 +1254,10 @@ class CategoricalOptions(LoaderOptions):
 @COLUMN_LOADERS.register("categorical")
 class CategoricalLoader(ColumnLoader):
     """Categories of one or more columns -> one float32 one-hot block per column, concatenated:
-    ``(sum_j (1 + categories_j),)``. Slot 0 of each block is "unseen" (a category never found in that column's
-    training rows); slots 1.. are the column's training categories, sorted (numbers numerically, then words).
+    ``(sum_j categories_j,)``; the slots of a block are the column's training categories, sorted (numbers
+    numerically, then words). A category never found in that column's training rows leaves its block all zero
+    (no input: an "unseen" slot would never be trained, so its random weights would shift the prediction by an
+    arbitrary amount); ``mmfuse predict --table`` warns about such rows.
     A cell is compared as text after stripping (a Parquet ``3.0`` reads as ``"3"``). An empty cell in any of the
     columns makes the modality absent for that row, as for ``numeric``."""
 
@@ -1281,14 +1283,14 @@ class CategoricalLoader(ColumnLoader):
         return self
 
     def _index(self) -> None:
-        self._lookup = [{v: k + 1 for k, v in enumerate(cats)} for cats in self.categories]
-        sizes = [1 + len(cats) for cats in self.categories]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)  # each block's unseen slot
+        self._lookup = [{v: k for k, v in enumerate(cats)} for cats in self.categories]
+        sizes = [len(cats) for cats in self.categories]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)  # each block's first slot
         self.width = int(sum(sizes))
 
     def indices(self, cell: tuple) -> list[int]:
-        """The slot of each column's category in its block (0 = unseen)."""
-        return [lk.get(v, 0) for lk, v in zip(self._lookup, cell)]
+        """The slot of each column's category in its block (-1 = unseen in training)."""
+        return [lk.get(v, -1) for lk, v in zip(self._lookup, cell)]
 
     def transform(self, cells, row):
         if not self.fitted:
@@ -1296,18 +1298,17 @@ class CategoricalLoader(ColumnLoader):
         out = np.zeros((len(cells), self.width), dtype=np.float32)
         for i, c in enumerate(cells):
             if c is not None:
-                out[i, self.offsets + np.asarray(self.indices(c), dtype=np.int64)] = 1.0
+                k = np.asarray(self.indices(c), dtype=np.int64)
+                out[i, (self.offsets + k)[k >= 0]] = 1.0
         return out, []
 
     def unseen_rows(self, values: Any, present: Any, n: int) -> list[int]:
-        """Positions of the present rows holding at least one category never seen in training (the unseen slot)."""
-        rows = []
-        for i in range(n):
-            if present is not None and not present[i]:
-                continue
-            if np.asarray(values[i]).reshape(-1)[self.offsets].any():
-                rows.append(i)
-        return rows
+        """Positions of the present rows holding at least one category never seen in training (an all-zero block)."""
+        v = np.asarray(values[:n], dtype=np.float32).reshape(n, -1)
+        unseen = (np.add.reduceat(v, self.offsets, axis=1) == 0).any(1) if n else np.zeros(0, dtype=bool)
+        if present is not None:
+            unseen &= np.asarray(present[:n], dtype=bool)
+        return np.flatnonzero(unseen).tolist()
 
     def empty_shape(self):
         return (self.width,)

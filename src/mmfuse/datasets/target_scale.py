@@ -51,7 +51,16 @@ class TargetScale:
         y = y.reshape(len(y), -1)
         if not len(y):
             raise DataError("standardize_target: the training split has no rows to fit the target's mean / std on")
-        mean, std = y.mean(0), y.std(0)
+        if not np.isfinite(y).all():
+            raise DataError("standardize_target: the training targets hold non-finite values (inf / nan); fix the "
+                            "target column, or set data.standardize_target: false")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = y.mean(0), y.std(0)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            names = columns if columns is not None else list(range(y.shape[1]))
+            raise DataError(f"standardize_target: the mean / std of the training targets {list(names)} overflow "
+                            "float64 (|values| near 1e154 or above); rescale the target column, or set "
+                            "data.standardize_target: false")
         const = [j for j in range(y.shape[1]) if not std[j] > 0]
         std = np.where(std > 0, std, 1.0)
         return cls(mean, std, columns, const)
@@ -75,13 +84,20 @@ class TargetScale:
             return s.astype(scores.dtype if scores.dtype.kind == "f" else np.float64).reshape(scores.shape)
         return scores * self._like(self.std, scores) + self._like(self.mean, scores)
 
-    @staticmethod
-    def _like(v: np.ndarray, x):
+    def _like(self, v: np.ndarray, x):
+        """``v`` as a Tensor in ``x``'s float dtype and device, built once per (array, dtype, device): the loss
+        standardises every batch, and a fresh tensor from numpy per call cost ~14 µs of a ~50 µs loss."""
         if isinstance(x, np.ndarray):
             return v
         import torch
 
-        return torch.as_tensor(v, dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        cache = self.__dict__.setdefault("_tensors", {})
+        key = (id(v), dtype, x.device)
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = torch.as_tensor(v, dtype=dtype, device=x.device)
+        return t
 
     # -- JSON state (no pickle)
     def state_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """``categorical``: an embedding of the one-hot category blocks the table's ``categorical`` loader gives.
 
-Input: one sample ``(K,)``, the concatenated one-hot blocks of a modality's categorical columns (slot 0 of each
-block = "unseen"); output ``(B, output_dim)`` = the sum of the embeddings of the active slots, i.e. ``x @ W`` with
+Input: one sample ``(K,)``, the concatenated one-hot blocks of a modality's categorical columns (a category
+unseen in training: its block all zero); output ``(B, output_dim)`` = the sum of the embeddings of the active slots, i.e. ``x @ W`` with
 one row of ``W`` per category (an ``nn.EmbeddingBag(mode="sum")`` over the one-hot positions, written as a matrix
 product so that multi-hot / fractional inputs and input attributions work as well). Several columns in one
 modality get their categories' embeddings summed, each column having its own rows of ``W`` (its own block).

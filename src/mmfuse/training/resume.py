@@ -190,10 +190,15 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Config keys added after runs were saved, with the value that reproduces what those runs did (a run saved before
+#: ``data.standardize_target`` existed trained on the raw targets): a saved config without the key reads as that value.
+LEGACY_DEFAULTS: dict[str, Any] = {"data.standardize_target": False}
+
+
 def check_compatible(cfg, meta: dict[str, Any], folder: Path, train) -> None:
     """The resumed run must be the interrupted one: same config (but ``RESUME_FREE``) and same data shapes."""
     now = _flat(json.loads(json.dumps(cfg.model_dump(mode="json"))))
-    then = _flat(meta["config"])
+    then = {**{k: v for k, v in LEGACY_DEFAULTS.items() if k in now}, **_flat(meta["config"])}
     diff = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k) and k not in RESUME_FREE)
     if diff:
         shown = "; ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in diff[:6])
