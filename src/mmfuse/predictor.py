@@ -170,14 +170,22 @@ def unknown_word_rows(ds) -> dict[str, list[int]]:
         if getattr(loader, "token_kind", None) != "vocab" or m not in arrays:
             continue
         col, have = arrays[m], (present or {}).get(m)
-        rows = []
-        for i in range(len(ds)):
-            if have is not None and not have[i]:
-                continue
-            ids = np.asarray(col[i]).reshape(-1)
-            ids = ids[ids != 0]  # 0 = padding, 1 = unknown
-            if ids.size and bool((ids == 1).all()):
-                rows.append(i)
+        n = len(ds)
+        if isinstance(col, np.ndarray) and col.ndim >= 1 and len(col) >= n and col.dtype.kind in "iu":
+            ids = col[:n].reshape(n, -1)  # padded id matrix: 0 = padding, 1 = unknown
+            hit = ((ids == 0) | (ids == 1)).all(1) & (ids != 0).any(1)
+            if have is not None:
+                hit &= np.asarray(have[:n], dtype=bool)
+            rows = np.flatnonzero(hit).tolist()
+        else:  # ragged ids: row by row
+            rows = []
+            for i in range(n):
+                if have is not None and not have[i]:
+                    continue
+                ids = np.asarray(col[i]).reshape(-1)
+                ids = ids[ids != 0]
+                if ids.size and bool((ids == 1).all()):
+                    rows.append(i)
         if rows:
             out[m] = rows
     return out
