@@ -2,6 +2,7 @@
 decoded cache (hits, invalidation, corruption) and the streaming mode."""
 
 import os
+import time
 import warnings
 from collections import Counter
 
@@ -479,6 +480,7 @@ def test_cache_key_sees_a_same_size_replacement_with_the_old_mtime(tmp_path):
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     st2 = os.stat(target)
     assert (st2.st_size, st2.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert st2.st_ino != st.st_ino  # both files existed at once when renamed: a new inode
     second = _dense(load_table(schema, cache_dir=cdir, stream=False)["train"], "img")
     assert np.allclose(second[0], 20 / 255.0)
     # (2) rewritten in place (the same inode), mtime restored: the status-change time differs
@@ -486,8 +488,67 @@ def test_cache_key_sees_a_same_size_replacement_with_the_old_mtime(tmp_path):
         f.write(png(30))
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     st3 = os.stat(target)
+    for _ in range(200):  # ctime comes from a coarse clock (a jiffy on ext4): touch until it has ticked
+        if st3.st_ctime_ns != st2.st_ctime_ns:
+            break
+        time.sleep(0.01)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # sets ctime to now, mtime kept
+        st3 = os.stat(target)
+    assert st3.st_ctime_ns != st2.st_ctime_ns, "the file system's ctime did not change: the test cannot run here"
     assert (st3.st_size, st3.st_mtime_ns, st3.st_ino) == (st2.st_size, st2.st_mtime_ns, st2.st_ino)
     third = _dense(load_table(schema, cache_dir=cdir, stream=False)["train"], "img")
     assert np.allclose(third[0], 30 / 255.0)
     others = [i for i in range(1, 8) if i != 3]
     assert np.array_equal(first[others], third[others])
+
+
+def test_worker_loader_shuts_its_workers_after_the_last_batch(tmp_path):
+    import multiprocessing
+
+    import torch
+
+    from mmfuse.evaluation.evaluate import WorkerLoader, make_loader
+
+    ds = load_table(_write(tmp_path, n=40), cache=False, stream=True)["train"]
+    ref = [b.index for b in make_loader(ds, 2, shuffle=True, seed=3)]
+    loader = make_loader(ds, 2, shuffle=True, seed=3, num_workers=1)
+    assert isinstance(loader, WorkerLoader) and len(ref) == len(loader) > 2
+    it = iter(loader)
+    got = [next(it).index]
+    assert multiprocessing.active_children()  # the worker runs during the pass
+    got += [next(it).index for _ in range(len(loader) - 1)]
+    # Lightning stops after len(loader) batches without another next(): the workers are already gone
+    assert not multiprocessing.active_children()
+    assert len(got) == len(ref) and all(torch.equal(a, b) for a, b in zip(got, ref))  # same batches, same order
+    assert next(it, None) is None
+
+
+def test_trim_heap_threshold_and_platforms(monkeypatch):
+    import ctypes
+    import sys
+
+    from mmfuse.datasets import streaming as S
+
+    monkeypatch.setattr(S, "_LIBC", None)
+    monkeypatch.setattr(sys, "platform", "win32")  # ctypes.CDLL(None) raises TypeError there: never looked up
+    assert S.trim_heap() is False and S.trim_heap(1) is False and S._LIBC is False
+    monkeypatch.undo()
+    lib = S._glibc()
+    if not lib or lib[1] is None:
+        pytest.skip("needs glibc's malloc_trim and mallinfo2")
+    assert S.trim_heap() is True  # unconditional
+    assert S.trim_heap(S.TRIM_FREE_BYTES) is False  # no free bytes added since
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    blocks = [libc.malloc(64 << 10) for _ in range(512)]  # 32 MiB in heap-sized blocks
+    before = S.heap_free_bytes()
+    for p in blocks[::2]:  # every other block freed: 16 MiB of free chunks that cannot merge into the top
+        libc.free(p)
+    assert S.heap_free_bytes() - before >= 15 << 20
+    assert S.trim_heap(32 << 20) is False  # below the threshold: not trimmed
+    assert S.trim_heap(8 << 20) is True  # above it: trimmed
+    assert S.trim_heap(8 << 20) is False  # the same free chunks, released already: not again
+    for p in blocks[1::2]:
+        libc.free(p)
+    S.trim_every(1)  # the counter restarts at a trim
+    assert [S.trim_every(3) for _ in range(7)] == [False, False, True, False, False, True, False]

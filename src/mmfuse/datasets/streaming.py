@@ -14,9 +14,10 @@ The splits of a streamed table (``load_table``) are :class:`SpooledDataset` s: t
 each split's row indices, which are also its ids, targets, presence masks, numeric columns) is written to files
 and mapped read-only by a :class:`RowSpool`, and a batch reads it one array at a time, each array's pages
 released right after (``madvise(MADV_DONTNEED)``), so it is neither anonymous memory nor resident beyond one
-array's pages of one batch; the C heap's free pages are handed back before each batch (:func:`trim_heap`). With
-the chunked sampler of :func:`mmfuse.evaluation.make_loader`, a streamed training's peak memory is flat in the
-number of rows up to the end of its epochs (measured in ``benchmarks/README.md``).
+array's pages of one batch; the C heap's free pages are handed back before every batch (:data:`TRIM_EVERY`,
+:data:`TRIM_WORKER_EVERY`; :func:`trim_every`). With the chunked sampler of :func:`mmfuse.evaluation.make_loader` (and its
+:class:`~mmfuse.evaluation.evaluate.WorkerLoader`, whose workers end with their pass), a streamed training's peak
+memory is flat in the number of rows (measured in ``benchmarks/README.md``, table loader (d)).
 """
 
 from __future__ import annotations
@@ -64,7 +65,14 @@ class RowSpool:
     time is at most one array's pages of one batch, in the main process as in each DataLoader worker (the
     mappings are inherited by fork). The arrays are read-only numpy arrays (a write raises); they pickle as
     ordinary arrays (a copy). Where no folder can be made or written, :meth:`put` returns the array itself (in
-    memory, as before)."""
+    memory, as before).
+
+    Caveats: under a start method other than fork (spawn, forkserver: macOS; Linux from Python 3.14) a DataLoader
+    worker or ``compare``'s process pool receives the dataset pickled, i.e. these arrays by value (O(rows) per
+    process). When the spool's folder is on a tmpfs (the system temp folder with the cache off, on some systems),
+    its pages are shared memory: RAM that ``ru_maxrss`` and ``Pss_Anon`` don't count. On Windows a mapped file
+    cannot be deleted: the spool's files stay in its folder (under the cache root the cache's ``remove_stale``
+    removes them later; in the temp folder they are left)."""
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.maps: list[mmap.mmap] = []
@@ -255,24 +263,114 @@ class SpooledGather(Gather):
         return SpooledGather(self.bank, self.rows[np.asarray(indices, dtype=np.int64)], self.scale)
 
 
-_MALLOC_TRIM: Any = None
+_LIBC: Any = None  # (malloc_trim, mallinfo2 or None), or False where there is no glibc: looked up once
+TRIM_FREE_BYTES = 8 << 20  # trim_heap(TRIM_FREE_BYTES) trims only when the heap's free bytes grew by more than this
+# SpooledDataset.batch (and a WorkerLoader's pass) trims the heap once every this many batches: 1 keeps a streamed
+# training's peak flat in the row count (8: +3.2 MB from 10k to 100k rows) for page faults that cost no measurable
+# CPU on the benchmark's epoch (benchmarks/README.md, table loader (d))
+TRIM_EVERY = 1
 
 
-def trim_heap() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``, a few microseconds; a no-op
-    where there is no such function). Freed memory otherwise stays resident: glibc raises its mmap threshold to
-    the largest block freed (a batch's decoded array), so later blocks of that size come from the heap, whose
-    free pages are returned only when enough of them sit at its top."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
+def _glibc() -> Any:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        import platform
+        import sys
 
-            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
+        # only Linux with glibc has malloc_trim; ctypes.CDLL(None) raises TypeError on Windows, musl lacks it
+        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL(None)
+                trim = libc.malloc_trim
+                trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+                info = None
+                if hasattr(libc, "mallinfo2"):  # glibc >= 2.33
+
+                    class _MallInfo2(ctypes.Structure):
+                        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                                    "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                                    "keepcost")]
+
+                    info = libc.mallinfo2
+                    info.argtypes, info.restype = [], _MallInfo2
+                _LIBC = (trim, info)
+            except Exception:  # noqa: BLE001 - no trimming is always correct
+                _LIBC = False
+    return _LIBC
+
+
+def heap_free_bytes() -> int | None:
+    """Free bytes held by the C heap's arenas (glibc ``mallinfo2().fordblks``), None where unknown."""
+    lib = _glibc()
+    if not lib or lib[1] is None:
+        return None
+    try:
+        return int(lib[1]().fordblks)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def trim_heap(min_free: int = 0) -> bool:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op returning False where
+    there is no such function: Windows, macOS, musl). Freed memory otherwise stays resident: glibc raises its mmap
+    threshold to the largest block freed (a batch's decoded array), so later blocks of that size come from the
+    heap, whose free pages are returned only when enough of them sit at its top.
+
+    ``min_free`` > 0: trim only when the heap's free bytes (``mallinfo2().fordblks``) exceed those right after
+    this process's last trim by more than ``min_free`` (a trim releases the pages of free chunks, which stay counted
+    as free; where the free bytes cannot be read, don't trim). The call itself takes ~0.25 ms in a fit, but the
+    pages it returns are faulted back in by the next batches: per batch, use :func:`trim_every`."""
+    global _FREE_AFTER_TRIM
+    lib = _glibc()
+    if not lib:
+        return False
+    if min_free > 0:
+        free = heap_free_bytes()
+        if free is None or free <= _FREE_AFTER_TRIM + min_free:
+            return False
+    try:
+        lib[0](0)
+    except Exception:  # noqa: BLE001
+        return False
+    # a trimmed heap keeps its free chunks (their pages released): what was free now is not resident, only the
+    # growth beyond it can be
+    _FREE_AFTER_TRIM = heap_free_bytes() or 0
+    return True
+
+
+_FREE_AFTER_TRIM = 0  # the heap's free bytes right after this process's last trim_heap
+_BATCHES = 0  # batches counted by trim_every in this process since its last trim
+TRIM_WORKER_EVERY = 1  # trim_every's period in a DataLoader worker process
+
+
+def _in_worker() -> bool:
+    import sys
+
+    if "torch" not in sys.modules:
+        return False
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None
+
+
+def trim_every(n: int | None = None) -> bool:
+    """:func:`trim_heap` once every ``n`` calls (default :data:`TRIM_EVERY`) in this process: one call per batch
+    read. Trimming before *each* batch cost ~19 % more process CPU time in a streamed epoch (the pages it returns
+    are faulted back in by the next batch); a heap-free-bytes threshold instead (``trim_heap(min_free)``) left the
+    peak growing with the rows (+2 to +3 MB to the end of training, +10 to +14 MB for the whole ``fit`` from 10k to
+    100k rows, ``benchmarks/README.md``): the free bytes don't say which free pages are resident. In a DataLoader
+    worker the period is :data:`TRIM_WORKER_EVERY` (1: the faults are the worker's, not the training process's)."""
+    global _BATCHES
+    _BATCHES += 1
+    if n is None:  # a DataLoader worker trims before each batch: its faults are off the training process
+        n = TRIM_WORKER_EVERY if _in_worker() else TRIM_EVERY
+    if _BATCHES < n:
+        return False
+    _BATCHES = 0
+    return trim_heap()
 
 
 class SpooledDataset(ArrayDataset):
@@ -295,7 +393,7 @@ class SpooledDataset(ArrayDataset):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) == 0:
             return super().batch(idx)  # its error
-        trim_heap()  # the previous batches' freed blocks leave the resident set before this one is decoded
+        trim_every()  # the previous batches' freed blocks leave the resident set, every TRIM_EVERY batches
         inputs, mask = {}, {}
         for m in self.modalities:
             pres = torch.from_numpy(np.array(sp.take(self.present[m], idx), dtype=bool))

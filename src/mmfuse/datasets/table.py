@@ -99,8 +99,8 @@ bit); images, numbers, npy and text give the same arrays in both modes. A stream
 :class:`~mmfuse.datasets.streaming.SpooledDataset` s: their per-row arrays (row indices = ids, targets, presence,
 paths, numbers) are written to files under the cache root (else the temp folder), unlinked at once and
 memory-mapped read-only, and a batch reads them one array at a time, each array's pages leaving the resident
-set right after (:class:`~mmfuse.datasets.streaming.RowSpool`): the peak memory of a streamed training does not
-grow with the number of rows (``benchmarks/README.md``).
+set right after (:class:`~mmfuse.datasets.streaming.RowSpool`): the peak memory of a streamed training is bounded
+whatever the number of rows (a few MB more at 100k than at 10k rows: ``benchmarks/README.md``, table loader (d)).
 
 Rows are numbered from 0 in the order of the table; for CSV files the message also gives the
 line number (the header is line 1). ``dataset.ids`` holds each sample's row number.

@@ -81,19 +81,44 @@ class ChunkedRandomSampler(RandomSampler):
         yield from torch.randperm(n, generator=g)[: self.num_samples % n].tolist()  # as torch: a second draw
 
 
+class WorkerLoader(DataLoader):
+    """A ``DataLoader`` whose worker processes end with the pass that needs them: its iterator asks for the batch
+    after the one it yields (the same batches, in the same order), so the pass's last batch is followed by the
+    ``next`` that ends torch's iterator, which shuts its workers down then. Lightning stops a pass after ``len``
+    batches without that ``next``: the training loader's workers stayed alive through the validation loop (four
+    worker processes with two validation workers), and the validation loader's through the next epoch. The C heap
+    is trimmed before the workers start and every :data:`~mmfuse.datasets.streaming.TRIM_EVERY` batches while the
+    batches arrive (:func:`~mmfuse.datasets.streaming.trim_every`)."""
+
+    def __iter__(self):
+        from ..datasets.streaming import trim_every, trim_heap
+
+        trim_heap()  # before the workers fork: the heap's free pages are not inherited (copied on their writes)
+        it = super().__iter__()
+        end = object()
+        item = next(it, end)
+        while item is not end:
+            ahead = next(it, end)  # after the last batch: StopIteration inside torch, the workers shut down
+            trim_every()  # this process unpickles the workers' batches: its freed blocks are handed back too
+            yield item
+            item = ahead
+
+
 def make_loader(dataset, batch_size: int = 256, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
     """A DataLoader of ``MultimodalBatch`` over ``dataset``, with a seeded batch order.
 
-    Error messages name the dataset index of a bad sample: batches carry ``index``.
+    Error messages name the dataset index of a bad sample: batches carry ``index``. With ``num_workers`` > 0 a
+    :class:`WorkerLoader` (its workers end with each pass).
     """
     g = torch.Generator()
     g.manual_seed(seed)
+    cls = WorkerLoader if num_workers > 0 else DataLoader
     if callable(getattr(dataset, "batch", None)):
         base = ChunkedRandomSampler(dataset, generator=g) if shuffle else SequentialSampler(dataset)
-        return DataLoader(Batched(dataset), batch_size=None, sampler=BatchSampler(base, batch_size, drop_last=False),
-                          collate_fn=_identity, num_workers=num_workers)
-    return DataLoader(Indexed(dataset), batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate_fn,
-                      generator=g, num_workers=num_workers)
+        return cls(Batched(dataset), batch_size=None, sampler=BatchSampler(base, batch_size, drop_last=False),
+                   collate_fn=_identity, num_workers=num_workers)
+    return cls(Indexed(dataset), batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate_fn,
+               generator=g, num_workers=num_workers)
 
 
 @torch.no_grad()
