@@ -153,6 +153,15 @@ def frame_table(columns: list[str], rows: list[dict], *, sortable: bool = True, 
     return H.table([n for n, _, _ in spec], body, sortable=sortable, sort_values=keys, table_id=table_id)
 
 
+def _warnings_table(by_method: dict) -> str:
+    """A sortable table of per-method warning records (``{method: [ {field: value, "message": ...}, ...]}``, one
+    record allowed in place of the list): one row per record, its fields as columns, the message left out."""
+    rows = [{"method": m, **{k: v for k, v in w.items() if k != "message"}}
+            for m, ws in by_method.items() for w in (ws if isinstance(ws, list) else [ws]) if isinstance(w, dict)]
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    return H.table(cols, [[r.get(c) for c in cols] for r in rows], sortable=True)
+
+
 def json_block(v: Any) -> str:
     return f"<pre>{H.esc(json.dumps(v, indent=2, default=str))}</pre>"
 
@@ -544,12 +553,9 @@ def compare_diagnostics_html(diags: list[dict]) -> str:
             out.append("<p class=\"note\"><b>Unimodal gap</b></p>" + value_html(gap, 1))
         ign = d.get("ignored")
         if isinstance(ign, dict) and ign:
-            rows = [{"method": m, **{k: v for k, v in w.items() if k != "message"}}
-                    for m, ws in ign.items() for w in (ws if isinstance(ws, list) else [ws]) if isinstance(w, dict)]
-            cols = list(dict.fromkeys(k for r in rows for k in r))
             out.append('<p class="note"><b>Ignored modalities</b>: test metric with only that modality present, '
                        "the chance level and the unimodal model's value (the warnings above).</p>"
-                       + H.table(cols, [[r.get(c) for c in cols] for r in rows], sortable=True))
+                       + _warnings_table(ign))
         elif "ignored" in d:
             out.append('<p class="note"><b>Ignored modalities</b>: none flagged'
                        + (" (needs unimodal models and chance levels)" if not d.get("chance") else "") + ".</p>")
@@ -569,12 +575,9 @@ def compare_diagnostics_html(diags: list[dict]) -> str:
             out.append('<p class="note"><b>Gradient-norm ratio</b>: not recorded in these runs.</p>')
         col = d.get("collapsed")
         if isinstance(col, dict) and col:
-            rows = [{"method": m, **{k: v for k, v in w.items() if k != "message"}}
-                    for m, ws in col.items() for w in (ws if isinstance(ws, list) else [ws]) if isinstance(w, dict)]
-            cols = list(dict.fromkeys(k for r in rows for k in r))
             out.append('<p class="note"><b>Collapsed encoders</b>: runs whose encoder output for a modality had at '
                        "least three quarters of its dimensions constant over the test rows (the warnings above).</p>"
-                       + H.table(cols, [[r.get(c) for c in cols] for r in rows], sortable=True))
+                       + _warnings_table(col))
         elif "collapsed" in d:
             out.append('<p class="note"><b>Collapsed encoders</b>: none.</p>')
         rest = {k: v for k, v in d.items() if k not in ("point", "metric", "unimodal_gap", "ignored", "chance",
