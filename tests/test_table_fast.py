@@ -524,34 +524,33 @@ def test_worker_loader_shuts_its_workers_after_the_last_batch(tmp_path):
     assert next(it, None) is None
 
 
-def test_trim_heap_threshold_and_platforms(monkeypatch):
+def test_trim_heap_returns_freed_pages_and_platforms(monkeypatch):
     import ctypes
+    import os
     import sys
 
     from mmfuse.datasets import streaming as S
 
     monkeypatch.setattr(S, "_LIBC", None)
     monkeypatch.setattr(sys, "platform", "win32")  # ctypes.CDLL(None) raises TypeError there: never looked up
-    assert S.trim_heap() is False and S.trim_heap(1) is False and S._LIBC is False
+    assert S.trim_heap() is False and S._LIBC is False
     monkeypatch.undo()
-    lib = S._glibc()
-    if not lib or lib[1] is None:
-        pytest.skip("needs glibc's malloc_trim and mallinfo2")
-    assert S.trim_heap() is True  # unconditional
-    assert S.trim_heap(S.TRIM_FREE_BYTES) is False  # no free bytes added since
+    if not S._glibc():
+        pytest.skip("needs glibc's malloc_trim")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
     libc = ctypes.CDLL(None)
     libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
     blocks = [libc.malloc(64 << 10) for _ in range(512)]  # 32 MiB in heap-sized blocks
-    # the baseline after the allocations (in a long process they may reuse free chunks counted at the last trim)
-    assert S.trim_heap() is True
-    before = S.heap_free_bytes()
+    for p in blocks:
+        ctypes.memset(p, 1, 64 << 10)  # resident
     for p in blocks[::2]:  # every other block freed: 16 MiB of free chunks that cannot merge into the top
         libc.free(p)
-    assert S.heap_free_bytes() - before >= 15 << 20
-    assert S.trim_heap(32 << 20) is False  # below the threshold: not trimmed
-    assert S.trim_heap(8 << 20) is True  # above it: trimmed
-    assert S.trim_heap(8 << 20) is False  # the same free chunks, released already: not again
-    for p in blocks[1::2]:
-        libc.free(p)
+    before = rss()
+    assert S.trim_heap() is True
+    assert before - rss() >= 12 << 20  # the free chunks' pages left the resident set
     S.trim_every(1)  # the counter restarts at a trim
     assert [S.trim_every(3) for _ in range(7)] == [False, False, True, False, False, True, False]

@@ -263,8 +263,7 @@ class SpooledGather(Gather):
         return SpooledGather(self.bank, self.rows[np.asarray(indices, dtype=np.int64)], self.scale)
 
 
-_LIBC: Any = None  # (malloc_trim, mallinfo2 or None), or False where there is no glibc: looked up once
-TRIM_FREE_BYTES = 8 << 20  # trim_heap(TRIM_FREE_BYTES) trims only when the heap's free bytes grew by more than this
+_LIBC: Any = None  # glibc's malloc_trim, or False where there is none: looked up once
 # SpooledDataset.batch (and a WorkerLoader's pass) trims the heap once every this many batches: 1 keeps a streamed
 # training's peak flat in the row count (8: +3.2 MB from 10k to 100k rows) for page faults that cost no measurable
 # CPU on the benchmark's epoch (benchmarks/README.md, table loader (d))
@@ -283,65 +282,32 @@ def _glibc() -> Any:
             try:
                 import ctypes
 
-                libc = ctypes.CDLL(None)
-                trim = libc.malloc_trim
+                trim = ctypes.CDLL(None).malloc_trim
                 trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-                info = None
-                if hasattr(libc, "mallinfo2"):  # glibc >= 2.33
-
-                    class _MallInfo2(ctypes.Structure):
-                        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                                                    "usmblks", "fsmblks", "uordblks", "fordblks",
-                                                                    "keepcost")]
-
-                    info = libc.mallinfo2
-                    info.argtypes, info.restype = [], _MallInfo2
-                _LIBC = (trim, info)
+                _LIBC = trim
             except Exception:  # noqa: BLE001 - no trimming is always correct
                 _LIBC = False
     return _LIBC
 
 
-def heap_free_bytes() -> int | None:
-    """Free bytes held by the C heap's arenas (glibc ``mallinfo2().fordblks``), None where unknown."""
-    lib = _glibc()
-    if not lib or lib[1] is None:
-        return None
-    try:
-        return int(lib[1]().fordblks)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def trim_heap(min_free: int = 0) -> bool:
+def trim_heap() -> bool:
     """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op returning False where
     there is no such function: Windows, macOS, musl). Freed memory otherwise stays resident: glibc raises its mmap
     threshold to the largest block freed (a batch's decoded array), so later blocks of that size come from the
-    heap, whose free pages are returned only when enough of them sit at its top.
-
-    ``min_free`` > 0: trim only when the heap's free bytes (``mallinfo2().fordblks``) exceed those right after
-    this process's last trim by more than ``min_free`` (a trim releases the pages of free chunks, which stay counted
-    as free; where the free bytes cannot be read, don't trim). The call itself takes ~0.25 ms in a fit, but the
-    pages it returns are faulted back in by the next batches: per batch, use :func:`trim_every`."""
-    global _FREE_AFTER_TRIM
-    lib = _glibc()
-    if not lib:
+    heap, whose free pages are returned only when enough of them sit at its top. The call itself takes ~0.25 ms in
+    a fit, but the pages it returns are faulted back in by the next batches: per batch, use :func:`trim_every`.
+    (A trim only when glibc's free-byte count grew was tried and measured useless: that count includes free pages
+    made resident again by reuse; benchmarks/README.md, table loader (d).)"""
+    trim = _glibc()
+    if not trim:
         return False
-    if min_free > 0:
-        free = heap_free_bytes()
-        if free is None or free <= _FREE_AFTER_TRIM + min_free:
-            return False
     try:
-        lib[0](0)
+        trim(0)
     except Exception:  # noqa: BLE001
         return False
-    # a trimmed heap keeps its free chunks (their pages released): what was free now is not resident, only the
-    # growth beyond it can be
-    _FREE_AFTER_TRIM = heap_free_bytes() or 0
     return True
 
 
-_FREE_AFTER_TRIM = 0  # the heap's free bytes right after this process's last trim_heap
 _BATCHES = 0  # batches counted by trim_every in this process since its last trim
 TRIM_WORKER_EVERY = 1  # trim_every's period in a DataLoader worker process
 
@@ -359,7 +325,7 @@ def _in_worker() -> bool:
 def trim_every(n: int | None = None) -> bool:
     """:func:`trim_heap` once every ``n`` calls (default :data:`TRIM_EVERY`) in this process: one call per batch
     read. Trimming before *each* batch cost ~19 % more process CPU time in a streamed epoch (the pages it returns
-    are faulted back in by the next batch); a heap-free-bytes threshold instead (``trim_heap(min_free)``) left the
+    are faulted back in by the next batch); a heap-free-bytes threshold instead (tried, removed) left the
     peak growing with the rows (+2 to +3 MB to the end of training, +10 to +14 MB for the whole ``fit`` from 10k to
     100k rows, ``benchmarks/README.md``): the free bytes don't say which free pages are resident. In a DataLoader
     worker the period is :data:`TRIM_WORKER_EVERY` (1: the faults are the worker's, not the training process's)."""
